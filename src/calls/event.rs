@@ -1,0 +1,97 @@
+//! The internal call events every intake produces: SIP fork, HEP mirror, and later CTI inputs.
+//!
+//! An intake reports what it saw about one *leg* (one extension being rung) of one call; the
+//! tracker folds legs into calls. Keys are scoped by intake (`sip:`, `hep:`) so two intakes
+//! watching the same PBX never merge calls by accident.
+
+use crate::telephony::sip::identity::Caller;
+
+/// Which intake reported an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Intake {
+    /// screenpop as a SIP fork target.
+    Sip,
+    /// HEPv3 copies of SIP.
+    Hep,
+}
+
+impl Intake {
+    /// A metrics and key label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Intake::Sip => "sip",
+            Intake::Hep => "hep",
+        }
+    }
+}
+
+/// Why a call (or one leg of it) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The caller hung up (or the PBX gave up) before anyone answered.
+    Cancelled,
+    /// The call was answered and later hung up.
+    Completed,
+    /// Another extension answered (RFC 3326 `Reason: SIP;cause=200`, or seen in HEP).
+    AnsweredElsewhere,
+    /// Nobody cancelled or answered within the ring timeout.
+    Timeout,
+    /// The callee's side refused it (a non-2xx final response: busy, declined…).
+    Rejected,
+    /// The tracker forgot it: past the maximum call age, or evicted from a full table.
+    Expired,
+}
+
+impl EndReason {
+    /// A metrics label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::Cancelled => "cancelled",
+            EndReason::Completed => "completed",
+            EndReason::AnsweredElsewhere => "answered_elsewhere",
+            EndReason::Timeout => "timeout",
+            EndReason::Rejected => "rejected",
+            EndReason::Expired => "expired",
+        }
+    }
+}
+
+/// What an intake saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// An extension started ringing.
+    Ringing {
+        /// Intake-scoped call key (the SIP Call-ID for SIP and HEP).
+        key: String,
+        /// Which intake.
+        intake: Intake,
+        /// The ringing extension.
+        extension: String,
+        /// Who is calling.
+        caller: Caller,
+        /// The originally dialled number (DID), if known.
+        dialled: Option<String>,
+    },
+    /// The call was answered; by this extension if known.
+    Answered {
+        /// Intake-scoped call key.
+        key: String,
+        /// Which intake.
+        intake: Intake,
+        /// The answering extension, when the intake can tell.
+        by: Option<String>,
+    },
+    /// A leg, or the whole call when `extension` is `None`, ended.
+    Ended {
+        /// Intake-scoped call key.
+        key: String,
+        /// Which intake.
+        intake: Intake,
+        /// The leg that ended, or `None` for the whole call.
+        extension: Option<String>,
+        /// Why.
+        reason: EndReason,
+    },
+}

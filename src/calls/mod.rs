@@ -1,0 +1,11 @@
+//! Call tracking: folds intake events into calls with legs, resolves the caller once per call,
+//! and publishes every change.
+//!
+//! - `event`: what intakes report (`CallEvent`).
+//! - `tracker`: the bounded call table and its state machine (`Calls`, `CallUpdate`).
+
+pub mod event;
+pub mod tracker;
+
+pub use event::{CallEvent, EndReason, Intake};
+pub use tracker::{Call, CallState, CallUpdate, Calls, Change, Leg, LegState, TrackerConfig};

@@ -1,0 +1,588 @@
+//! The call table.
+//!
+//! ```text
+//!                 Ringing(ext)             Answered(by)               Ended / all legs ended
+//!   (new call) ───────────────▶ Ringing ───────────────▶ Answered ──────────────────────────▶ Ended
+//!                                 │  ▲ more Ringing(ext): another leg   │ other legs end
+//!                                 │  └───────────────────────           │ answered_elsewhere
+//!                                 └──────── every leg ended ────────────┴──▶ Ended(reason)
+//! ```
+//!
+//! A call ringing several extensions (ring group, queue) is one call with several legs. When one
+//! leg answers, the other ringing legs end with `answered_elsewhere`. A call ends when every leg
+//! has ended (its reason is the last leg's), or when an intake ends it as a whole. Calls that are
+//! never ended by their intake expire (`ring_timeout` while ringing, `answered_ttl` once
+//! answered); the table is bounded by `max_calls`, evicting the oldest call when full. Both are
+//! counted as `expired`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{CallEvent, EndReason, Intake};
+use crate::pii::Masked;
+use crate::resolve::{Resolution, Resolver};
+use crate::telephony::sip::identity::Caller;
+
+/// Capacity of the update broadcast; a subscriber that falls further behind must resync from
+/// [`Calls::live`].
+pub const UPDATE_CAPACITY: usize = 4096;
+
+/// Tracker settings.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Most calls held at once.
+    pub max_calls: usize,
+    /// A ringing call no intake ends is expired after this long.
+    pub ring_timeout: Duration,
+    /// An answered call no intake ends (fork mode never sees the BYE) is expired after this long.
+    pub answered_ttl: Duration,
+}
+
+/// A leg's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", content = "reason", rename_all = "snake_case")]
+pub enum LegState {
+    /// The extension is ringing.
+    Ringing,
+    /// This extension answered.
+    Answered,
+    /// The leg is over.
+    Ended(EndReason),
+}
+
+/// One extension rung by a call.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Leg {
+    /// The extension.
+    pub extension: String,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: LegState,
+}
+
+/// A call's state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CallState {
+    /// At least one leg ringing, nobody answered.
+    Ringing,
+    /// Answered; by this extension when the intake could tell.
+    Answered {
+        /// The answering extension.
+        by: Option<String>,
+    },
+    /// Over.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// A call as the rest of screenpop sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Call {
+    /// screenpop's own call id (stable across intakes and restarts of nothing; 64 random bits).
+    pub id: String,
+    /// Which intake saw it.
+    pub intake: Intake,
+    /// The caller's number as presented (not normalised), if any.
+    pub caller_number: Option<String>,
+    /// The caller's display name, if any.
+    pub caller_display: Option<String>,
+    /// The caller withheld their identity.
+    pub withheld: bool,
+    /// The originally dialled number, if known.
+    pub dialled: Option<String>,
+    /// Who the caller is, as far as the directory knows.
+    pub resolution: Resolution,
+    /// When the call was first seen.
+    #[serde(with = "crate::time::rfc3339")]
+    pub started: SystemTime,
+    /// The call's state.
+    #[serde(flatten)]
+    pub state: CallState,
+    /// The extensions rung.
+    pub legs: Vec<Leg>,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This extension started ringing (a new call, or a new leg of one).
+    Ringing {
+        /// The extension.
+        extension: String,
+    },
+    /// The call was answered.
+    Answered {
+        /// By whom, if known.
+        by: Option<String>,
+    },
+    /// One leg ended while the call goes on.
+    LegEnded {
+        /// The extension.
+        extension: String,
+        /// Why.
+        reason: EndReason,
+    },
+    /// The call ended.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// A change and the call after it.
+#[derive(Debug, Clone)]
+pub struct CallUpdate {
+    /// The call after the change.
+    pub call: Arc<Call>,
+    /// The change.
+    pub change: Change,
+}
+
+struct Entry {
+    call: Call,
+    deadline: Instant,
+}
+
+/// The shared call table.
+pub struct Calls {
+    config: TrackerConfig,
+    table: Mutex<HashMap<(Intake, String), Entry>>,
+    updates: broadcast::Sender<CallUpdate>,
+    resolver: Arc<dyn Resolver>,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Calls {
+    /// Creates an empty table.
+    pub fn new(config: TrackerConfig, resolver: Arc<dyn Resolver>) -> Arc<Self> {
+        let (updates, _) = broadcast::channel(UPDATE_CAPACITY);
+        Arc::new(Calls {
+            config,
+            table: Mutex::default(),
+            updates,
+            resolver,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(Intake, String), Entry>> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
+        self.updates.subscribe()
+    }
+
+    /// The calls ringing or answered now, optionally only those with a leg at one of
+    /// `extensions`. Oldest first.
+    pub fn live(&self, extensions: Option<&[String]>) -> Vec<Call> {
+        let table = self.lock();
+        let mut calls: Vec<Call> = table
+            .values()
+            .map(|e| &e.call)
+            .filter(|c| {
+                extensions.is_none_or(|exts| c.legs.iter().any(|l| exts.contains(&l.extension)))
+            })
+            .cloned()
+            .collect();
+        calls.sort_by_key(|c| c.started);
+        calls
+    }
+
+    /// Applies events until the channel closes or `cancel` fires; expires stale calls meanwhile.
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<CallEvent>,
+        cancel: CancellationToken,
+    ) {
+        let mut sweep = tokio::time::interval(Duration::from_secs(1));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = sweep.tick() => self.expire(Instant::now()),
+                event = events.recv() => match event {
+                    Some(event) => self.apply(event),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Applies one event.
+    pub fn apply(&self, event: CallEvent) {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        {
+            let mut table = self.lock();
+            match event {
+                CallEvent::Ringing {
+                    key,
+                    intake,
+                    extension,
+                    caller,
+                    dialled,
+                } => {
+                    let map_key = (intake, key);
+                    if !table.contains_key(&map_key) && table.len() >= self.config.max_calls {
+                        evict_oldest(&mut table, &mut out);
+                    }
+                    let entry = table.entry(map_key).or_insert_with(|| {
+                        let call = self.new_call(intake, &caller, dialled);
+                        metrics::counter!("screenpop_calls_total", "intake" => intake.label())
+                            .increment(1);
+                        Entry {
+                            call,
+                            deadline: now + self.config.ring_timeout,
+                        }
+                    });
+                    let call = &mut entry.call;
+                    match call.legs.iter_mut().find(|l| l.extension == extension) {
+                        Some(leg) if leg.state == LegState::Ringing => return,
+                        Some(leg) => leg.state = LegState::Ringing,
+                        None => call.legs.push(Leg {
+                            extension: extension.clone(),
+                            state: LegState::Ringing,
+                        }),
+                    }
+                    if matches!(call.state, CallState::Ended { .. }) {
+                        call.state = CallState::Ringing;
+                    }
+                    let span = tracing::info_span!("call", call_id = %call.id);
+                    span.in_scope(|| {
+                        tracing::info!(
+                            extension = %extension,
+                            caller = %Masked(call.caller_number.as_deref().unwrap_or("")),
+                            withheld = call.withheld,
+                            resolution = call.resolution.label(),
+                            "Call ringing."
+                        )
+                    });
+                    out.push(CallUpdate {
+                        call: Arc::new(call.clone()),
+                        change: Change::Ringing { extension },
+                    });
+                }
+                CallEvent::Answered { key, intake, by } => {
+                    let Some(entry) = table.get_mut(&(intake, key)) else {
+                        return;
+                    };
+                    let call = &mut entry.call;
+                    if matches!(
+                        call.state,
+                        CallState::Answered { .. } | CallState::Ended { .. }
+                    ) {
+                        return;
+                    }
+                    call.state = CallState::Answered { by: by.clone() };
+                    entry.deadline = now + self.config.answered_ttl;
+                    let mut losers = Vec::new();
+                    for leg in &mut call.legs {
+                        if leg.state != LegState::Ringing {
+                            continue;
+                        }
+                        if by.as_deref() == Some(leg.extension.as_str()) {
+                            leg.state = LegState::Answered;
+                        } else if by.is_some() {
+                            leg.state = LegState::Ended(EndReason::AnsweredElsewhere);
+                            losers.push(leg.extension.clone());
+                        }
+                    }
+                    tracing::info_span!("call", call_id = %call.id).in_scope(|| {
+                        tracing::info!(by = by.as_deref().unwrap_or("unknown"), "Call answered.")
+                    });
+                    let snapshot = Arc::new(call.clone());
+                    out.push(CallUpdate {
+                        call: snapshot.clone(),
+                        change: Change::Answered { by },
+                    });
+                    for extension in losers {
+                        out.push(CallUpdate {
+                            call: snapshot.clone(),
+                            change: Change::LegEnded {
+                                extension,
+                                reason: EndReason::AnsweredElsewhere,
+                            },
+                        });
+                    }
+                }
+                CallEvent::Ended {
+                    key,
+                    intake,
+                    extension,
+                    reason,
+                } => {
+                    let map_key = (intake, key);
+                    let Some(entry) = table.get_mut(&map_key) else {
+                        return;
+                    };
+                    let call = &mut entry.call;
+                    let whole = match &extension {
+                        None => true,
+                        Some(ext) => {
+                            let Some(leg) = call.legs.iter_mut().find(|l| &l.extension == ext)
+                            else {
+                                return;
+                            };
+                            if matches!(leg.state, LegState::Ended(_)) {
+                                return;
+                            }
+                            // An answered leg that ends ends the call: completed.
+                            if leg.state == LegState::Answered {
+                                leg.state = LegState::Ended(EndReason::Completed);
+                                true
+                            } else {
+                                leg.state = LegState::Ended(reason);
+                                call.legs
+                                    .iter()
+                                    .all(|l| matches!(l.state, LegState::Ended(_)))
+                                    && !matches!(call.state, CallState::Answered { .. })
+                            }
+                        }
+                    };
+                    if !whole {
+                        let ext = extension.unwrap_or_default();
+                        out.push(CallUpdate {
+                            call: Arc::new(call.clone()),
+                            change: Change::LegEnded {
+                                extension: ext,
+                                reason,
+                            },
+                        });
+                    } else if let Some(entry) = table.remove(&map_key) {
+                        let reason = match (&entry.call.state, extension, reason) {
+                            (CallState::Answered { .. }, _, _) => EndReason::Completed,
+                            (_, _, r) => r,
+                        };
+                        out.push(end_call(entry.call, reason));
+                    }
+                }
+            }
+            metrics::gauge!("screenpop_calls", "state" => "live").set(table.len() as f64);
+        }
+        for update in out {
+            let _ = self.updates.send(update);
+        }
+    }
+
+    fn new_call(&self, intake: Intake, caller: &Caller, dialled: Option<String>) -> Call {
+        let resolution = if caller.withheld {
+            Resolution::Withheld
+        } else {
+            match caller.number.as_deref() {
+                Some(number) => self.resolver.resolve(number),
+                None => Resolution::Unknown,
+            }
+        };
+        metrics::counter!("screenpop_resolutions_total", "result" => resolution.label())
+            .increment(1);
+        Call {
+            id: format!("{:016x}", rand::random::<u64>()),
+            intake,
+            caller_number: caller.number.clone(),
+            caller_display: caller.display.clone(),
+            withheld: caller.withheld,
+            dialled,
+            resolution,
+            started: SystemTime::now(),
+            state: CallState::Ringing,
+            legs: Vec::new(),
+        }
+    }
+
+    fn expire(&self, now: Instant) {
+        let mut out = Vec::new();
+        {
+            let mut table = self.lock();
+            let stale: Vec<_> = table
+                .iter()
+                .filter(|(_, e)| e.deadline <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in stale {
+                if let Some(entry) = table.remove(&key) {
+                    out.push(end_call(entry.call, EndReason::Expired));
+                }
+            }
+            metrics::gauge!("screenpop_calls", "state" => "live").set(table.len() as f64);
+        }
+        for update in out {
+            let _ = self.updates.send(update);
+        }
+    }
+}
+
+fn evict_oldest(table: &mut HashMap<(Intake, String), Entry>, out: &mut Vec<CallUpdate>) {
+    let oldest = table
+        .iter()
+        .min_by_key(|(_, e)| e.call.started)
+        .map(|(k, _)| k.clone());
+    if let Some(entry) = oldest.and_then(|k| table.remove(&k)) {
+        metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
+        out.push(end_call(entry.call, EndReason::Expired));
+    }
+}
+
+fn end_call(mut call: Call, reason: EndReason) -> CallUpdate {
+    for leg in &mut call.legs {
+        if !matches!(leg.state, LegState::Ended(_)) {
+            leg.state = LegState::Ended(reason);
+        }
+    }
+    call.state = CallState::Ended { reason };
+    metrics::counter!("screenpop_calls_ended_total", "reason" => reason.label()).increment(1);
+    tracing::info_span!("call", call_id = %call.id)
+        .in_scope(|| tracing::info!(reason = reason.label(), "Call ended."));
+    CallUpdate {
+        call: Arc::new(call),
+        change: Change::Ended { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Resolution;
+    use crate::telephony::sip::identity::Source;
+
+    struct NoDirectory;
+    impl Resolver for NoDirectory {
+        fn resolve(&self, _: &str) -> Resolution {
+            Resolution::Unknown
+        }
+    }
+
+    fn calls() -> Arc<Calls> {
+        Calls::new(
+            TrackerConfig {
+                max_calls: 2,
+                ring_timeout: Duration::from_secs(60),
+                answered_ttl: Duration::from_secs(600),
+            },
+            Arc::new(NoDirectory),
+        )
+    }
+
+    fn ringing(key: &str, ext: &str) -> CallEvent {
+        CallEvent::Ringing {
+            key: key.into(),
+            intake: Intake::Sip,
+            extension: ext.into(),
+            caller: Caller {
+                number: Some("+15550100".into()),
+                display: None,
+                source: Source::From,
+                withheld: false,
+            },
+            dialled: None,
+        }
+    }
+
+    #[test]
+    fn ring_group_answered_by_one() {
+        let calls = calls();
+        let mut rx = calls.subscribe();
+        for ext in ["1001", "1002", "1003"] {
+            calls.apply(ringing("c1", ext));
+        }
+        calls.apply(ringing("c1", "1002")); // a duplicate changes nothing
+        calls.apply(CallEvent::Answered {
+            key: "c1".into(),
+            intake: Intake::Sip,
+            by: Some("1002".into()),
+        });
+        let changes: Vec<Change> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|u| u.change)
+            .collect();
+        assert_eq!(changes.len(), 6, "{changes:?}");
+        assert_eq!(
+            changes[3],
+            Change::Answered {
+                by: Some("1002".into())
+            }
+        );
+        assert_eq!(
+            changes[4],
+            Change::LegEnded {
+                extension: "1001".into(),
+                reason: EndReason::AnsweredElsewhere
+            }
+        );
+        assert_eq!(
+            changes[5],
+            Change::LegEnded {
+                extension: "1003".into(),
+                reason: EndReason::AnsweredElsewhere
+            }
+        );
+        calls.apply(CallEvent::Ended {
+            key: "c1".into(),
+            intake: Intake::Sip,
+            extension: None,
+            reason: EndReason::Completed,
+        });
+        assert_eq!(
+            rx.try_recv().expect("ended").change,
+            Change::Ended {
+                reason: EndReason::Completed
+            }
+        );
+        assert!(calls.live(None).is_empty());
+    }
+
+    #[test]
+    fn last_leg_cancelled_ends_the_call_and_table_is_bounded() {
+        let calls = calls();
+        calls.apply(ringing("a", "1001"));
+        calls.apply(ringing("a", "1002"));
+        calls.apply(CallEvent::Ended {
+            key: "a".into(),
+            intake: Intake::Sip,
+            extension: Some("1001".into()),
+            reason: EndReason::Cancelled,
+        });
+        assert_eq!(calls.live(Some(&["1002".into()])).len(), 1);
+        assert!(calls.live(Some(&["1003".into()])).is_empty());
+        calls.apply(CallEvent::Ended {
+            key: "a".into(),
+            intake: Intake::Sip,
+            extension: Some("1002".into()),
+            reason: EndReason::Cancelled,
+        });
+        assert!(calls.live(None).is_empty());
+        for key in ["x", "y", "z"] {
+            calls.apply(ringing(key, "1001"));
+        }
+        assert_eq!(calls.live(None).len(), 2, "max_calls bounds the table");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_calls_expire() {
+        let calls = calls();
+        let mut rx = calls.subscribe();
+        calls.apply(ringing("a", "1001"));
+        let _ = rx.recv().await;
+        calls.expire(Instant::now() + Duration::from_secs(61));
+        assert_eq!(
+            rx.recv().await.expect("update").change,
+            Change::Ended {
+                reason: EndReason::Expired
+            }
+        );
+    }
+}

@@ -1,0 +1,449 @@
+//! The TOML configuration: what IT writes to wire screenpop to a PBX.
+//!
+//! Owns parsing and validation; every error names the file, line and key. Validation happens
+//! while deserialising (addresses, networks, durations, hashes are typed), so serde's spans point
+//! at the offending value; cross-field checks use [`toml::Spanned`]. Does not own what the
+//! settings mean at run time: see `daemon`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration that cannot be used; the operator is at fault and the message says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value, key or table is wrong.
+    #[error("{file}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The dotted key path (or the key as written).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Phone-number normalisation.
+    #[serde(default)]
+    pub numbers: Numbers,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// The SIP fork-target listener.
+    #[serde(default)]
+    pub sip: Sip,
+    /// The HEPv3 listener.
+    #[serde(default)]
+    pub hep: Hep,
+    /// The HTTP listener (agent page, API, health, metrics).
+    #[serde(default)]
+    pub http: Http,
+    /// Call tracking.
+    #[serde(default)]
+    pub calls: Calls,
+    /// Where customers come from.
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+    /// Agents (small sites; larger ones keep agents in PostgreSQL).
+    #[serde(default)]
+    pub agents: Vec<Agent>,
+}
+
+/// `[numbers]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Numbers {
+    /// Region for numbers written in national format (ISO 3166 alpha-2).
+    #[serde(default = "default_region")]
+    pub default_region: Region,
+}
+
+impl Default for Numbers {
+    fn default() -> Self {
+        Numbers {
+            default_region: default_region(),
+        }
+    }
+}
+
+fn default_region() -> Region {
+    Region(phonenumber::country::Id::US)
+}
+
+/// A validated region code.
+#[derive(Debug, Clone, Copy)]
+pub struct Region(pub phonenumber::country::Id);
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        crate::resolve::Normaliser::region(&code)
+            .map(Region)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown region `{code}` (use ISO 3166 alpha-2, e.g. \"US\")"
+                ))
+            })
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// Log phone numbers and customer data in clear (off: numbers are masked).
+    #[serde(default)]
+    pub pii: bool,
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sip {
+    /// UDP addresses to listen on.
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    /// TCP addresses to listen on.
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+    /// Source networks allowed to send SIP (the PBX); everything else is dropped and counted.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// How long a branch may ring before screenpop ends it with 480.
+    #[serde(default = "default_ring_timeout", with = "duration")]
+    pub ring_timeout: Duration,
+    /// Most INVITE transactions held at once.
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
+    /// Most concurrent TCP connections.
+    #[serde(default = "default_max_tcp")]
+    pub max_tcp_connections: usize,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        Sip {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            allow: Vec::new(),
+            ring_timeout: default_ring_timeout(),
+            max_transactions: default_max_transactions(),
+            max_tcp_connections: default_max_tcp(),
+        }
+    }
+}
+
+fn default_ring_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_transactions() -> usize {
+    50_000
+}
+fn default_max_tcp() -> usize {
+    1024
+}
+
+/// `[hep]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hep {
+    /// UDP addresses to listen on.
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    /// TCP addresses to listen on.
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+    /// Source networks allowed to send HEP (the capture agents).
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// The capture password (HEP chunk 0x0e) every packet must carry, if set.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Address of the agent page, API, `/healthz` and `/metrics`.
+    #[serde(default = "default_http")]
+    pub listen: SocketAddr,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: default_http(),
+        }
+    }
+}
+
+fn default_http() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calls {
+    /// Most calls tracked at once (the oldest is expired when full).
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    /// How long an answered call whose end is never seen stays live (SIP fork mode never sees
+    /// the BYE).
+    #[serde(default = "default_answered_ttl", with = "duration")]
+    pub answered_ttl: Duration,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            max_calls: default_max_calls(),
+            answered_ttl: default_answered_ttl(),
+        }
+    }
+}
+
+fn default_max_calls() -> usize {
+    20_000
+}
+fn default_answered_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+/// `[directory]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// A customers CSV (`id,name,company,account,crm_url,tags,numbers`), relative to this file.
+    #[serde(default)]
+    pub csv: Option<PathBuf>,
+}
+
+/// `[[agents]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// A unique id (`alice`).
+    pub id: Spanned<String>,
+    /// The name shown on the page.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The extensions whose calls this agent sees.
+    pub extensions: Vec<String>,
+    /// SHA-256 of the agent's token, hex (`screenpop hash-token` prints it).
+    pub token_sha256: TokenHash,
+}
+
+/// A SHA-256 digest given as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(…)")
+    }
+}
+
+impl TokenHash {
+    /// Hashes a token.
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest;
+        TokenHash(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The hex form.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return Err(serde::de::Error::custom(
+                "expected 64 hex digits (SHA-256 of the token)",
+            ));
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out[i] = hex(pair[0]) << 4 | hex(pair[1]);
+        }
+        Ok(TokenHash(out))
+    }
+}
+
+/// Durations written as `"30s"`, `"2m"`, `"1h 30m"` (humantime).
+mod duration {
+    use serde::Deserialize;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.into(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        if let Some(csv) = &config.directory.csv
+            && csv.is_relative()
+        {
+            config.directory.csv = Some(path.parent().unwrap_or(Path::new(".")).join(csv));
+        }
+        Ok(config)
+    }
+
+    /// Parses and validates text; `file` labels errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| invalid(text, file, e))?;
+        let at = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
+            file: file.into(),
+            line: line_of(text, span.start),
+            key: key.into(),
+            message,
+        };
+        let mut ids = HashSet::new();
+        for (i, agent) in config.agents.iter().enumerate() {
+            if agent.id.get_ref().is_empty() || !ids.insert(agent.id.get_ref().clone()) {
+                return Err(at(
+                    agent.id.span(),
+                    &format!("agents[{i}].id"),
+                    "agent ids must be unique and non-empty".into(),
+                ));
+            }
+            if agent.extensions.is_empty() {
+                return Err(at(
+                    agent.id.span(),
+                    &format!("agents[{i}].extensions"),
+                    "an agent needs at least one extension".into(),
+                ));
+            }
+        }
+        let listens = config.sip.udp.len()
+            + config.sip.tcp.len()
+            + config.hep.udp.len()
+            + config.hep.tcp.len();
+        if listens == 0 {
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                line: 1,
+                key: "sip".into(),
+                message: "nothing to listen on: set sip.udp, sip.tcp, hep.udp or hep.tcp".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+fn invalid(text: &str, file: &Path, mut error: toml::de::Error) -> ConfigError {
+    let span = error.span().unwrap_or(0..0);
+    let message = error.message().trim().to_owned();
+    // The key path is only in the context-free rendering ("in `a.b`").
+    error.set_input(None);
+    let rendered = error.to_string();
+    let path = rendered
+        .lines()
+        .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')));
+    let at_span = text
+        .get(span.clone())
+        .unwrap_or_default()
+        .trim()
+        .trim_matches('"');
+    let key = match path {
+        // For an unknown key the path names its table and the span the key itself.
+        Some(path) if message.starts_with("unknown field") => format!("{path}.{at_span}"),
+        Some(path) => path.to_owned(),
+        None => at_span.to_owned(),
+    };
+    ConfigError::Invalid {
+        file: file.into(),
+        line: line_of(text, span.start),
+        key,
+        message,
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (usize, String, String) {
+        match Config::parse(text, Path::new("site.toml")) {
+            Err(ConfigError::Invalid {
+                line, key, message, ..
+            }) => (line, key, message),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\nallow = [\"10.0.0.0/33\"]\n");
+        assert_eq!((line, key.as_str()), (3, "sip.allow"), "{msg}");
+        let (line, key, _) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\nring_timeout = \"soon\"\n");
+        assert_eq!((line, key.as_str()), (3, "sip.ring_timeout"));
+        let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\nring_timout = \"3s\"\n");
+        assert_eq!((line, key.as_str()), (3, "sip.ring_timout"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (line, key, _) = err(
+            "[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[[agents]]\nid = \"a\"\nextensions = [\"1\"]\ntoken_sha256 = \"beef\"\n",
+        );
+        assert_eq!((line, key.as_str()), (7, "agents.token_sha256"));
+        let dup = format!(
+            "[sip]\nudp = [\"0.0.0.0:5060\"]\n[[agents]]\nid = \"a\"\nextensions = [\"1\"]\ntoken_sha256 = \"{h}\"\n[[agents]]\nid = \"a\"\nextensions = [\"2\"]\ntoken_sha256 = \"{h}\"\n",
+            h = TokenHash::of("x").hex()
+        );
+        let (line, key, _) = err(&dup);
+        assert_eq!((line, key.as_str()), (8, "agents[1].id"));
+        let (_, key, _) = err("[numbers]\ndefault_region = \"XX\"\n");
+        assert_eq!(key, "numbers.default_region");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config/screenpop.example.toml");
+        let config = Config::parse(text, Path::new("config/screenpop.example.toml"))
+            .expect("example config is valid");
+        assert!(!config.sip.udp.is_empty());
+        assert!(!config.agents.is_empty());
+    }
+}

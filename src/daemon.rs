@@ -1,0 +1,322 @@
+//! Starting and stopping the whole daemon: bind every listener, spawn every task on one
+//! tracker under one cancellation token, and shut down within a grace period.
+//!
+//! Listeners are bound here, before any task starts, so that the caller learns the real
+//! addresses (port 0 allowed) and a bind error stops start-up with the address in the message.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::Agents;
+use crate::calls::{Calls, TrackerConfig};
+use crate::resolve::Resolver;
+use crate::telephony::allow::Allow;
+use crate::telephony::hep::{self, Observer};
+use crate::telephony::sip::{self, Endpoint, EndpointConfig};
+
+/// Capacity of the queue from the intakes to the call tracker.
+pub const CALL_EVENT_QUEUE: usize = 16_384;
+/// How long shutdown waits for tasks to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything the daemon needs, resolved from a config file or from the demo bundle.
+pub struct Settings {
+    /// SIP UDP addresses.
+    pub sip_udp: Vec<SocketAddr>,
+    /// SIP TCP addresses.
+    pub sip_tcp: Vec<SocketAddr>,
+    /// SIP source allow-list.
+    pub sip_allow: Allow,
+    /// HEP UDP addresses.
+    pub hep_udp: Vec<SocketAddr>,
+    /// HEP TCP addresses.
+    pub hep_tcp: Vec<SocketAddr>,
+    /// HEP source allow-list.
+    pub hep_allow: Allow,
+    /// HEP capture password.
+    pub hep_password: Option<String>,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// SIP ring timeout (also the tracker's for ringing calls).
+    pub ring_timeout: Duration,
+    /// INVITE transaction cap.
+    pub max_transactions: usize,
+    /// TCP connection cap per listener.
+    pub max_tcp_connections: usize,
+    /// Call tracker settings.
+    pub tracker: TrackerConfig,
+    /// The customer directory.
+    pub resolver: Arc<dyn Resolver>,
+    /// The agents.
+    pub agents: Arc<Agents>,
+}
+
+/// Addresses actually bound.
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// SIP over UDP.
+    pub sip_udp: Vec<SocketAddr>,
+    /// SIP over TCP.
+    pub sip_tcp: Vec<SocketAddr>,
+    /// HEP over UDP.
+    pub hep_udp: Vec<SocketAddr>,
+    /// HEP over TCP.
+    pub hep_tcp: Vec<SocketAddr>,
+    /// HTTP.
+    pub http: Option<SocketAddr>,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// Where it listens.
+    pub bound: Bound,
+    /// The call table (for tests and embedding).
+    pub calls: Arc<Calls>,
+    /// The SIP endpoint (for tests and embedding).
+    pub endpoint: Arc<Endpoint>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The process-wide metrics registry (installed once; every daemon in a process shares it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding program): keep ours local.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl Daemon {
+    /// Binds every listener and starts every task.
+    pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+        let metrics = metrics_handle();
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (events_tx, events_rx) = mpsc::channel(CALL_EVENT_QUEUE);
+        let calls = Calls::new(settings.tracker.clone(), settings.resolver.clone());
+        let agents = settings.agents.clone();
+        let known: Arc<dyn Fn(&str) -> bool + Send + Sync> = {
+            let agents = agents.clone();
+            Arc::new(move |ext: &str| agents.has_extension(ext))
+        };
+        let endpoint = Endpoint::new(
+            EndpointConfig {
+                ring_timeout: settings.ring_timeout,
+                max_transactions: settings.max_transactions,
+                known_extension: known.clone(),
+            },
+            events_tx.clone(),
+        );
+        let observer = Arc::new(Observer::new(
+            hep::observe::ObserverConfig {
+                password: settings.hep_password.clone(),
+                known_extension: known,
+            },
+            events_tx,
+        ));
+        let mut bound = Bound::default();
+
+        for addr in &settings.sip_udp {
+            let socket = Arc::new(
+                UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("binding SIP UDP {addr}"))?,
+            );
+            bound.sip_udp.push(socket.local_addr()?);
+            tasks.spawn(sip::udp::serve(
+                socket,
+                endpoint.clone(),
+                settings.sip_allow.clone(),
+                cancel.child_token(),
+            ));
+        }
+        for addr in &settings.sip_tcp {
+            let addr = &same_port(*addr, &bound.sip_udp);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP TCP {addr}"))?;
+            bound.sip_tcp.push(listener.local_addr()?);
+            tasks.spawn(sip::tcp::serve(
+                listener,
+                endpoint.clone(),
+                settings.sip_allow.clone(),
+                settings.max_tcp_connections,
+                cancel.child_token(),
+            ));
+        }
+        for addr in &settings.hep_udp {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding HEP UDP {addr}"))?;
+            bound.hep_udp.push(socket.local_addr()?);
+            tasks.spawn(hep::listen::serve_udp(
+                socket,
+                observer.clone(),
+                settings.hep_allow.clone(),
+                cancel.child_token(),
+            ));
+        }
+        for addr in &settings.hep_tcp {
+            let addr = &same_port(*addr, &bound.hep_udp);
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding HEP TCP {addr}"))?;
+            bound.hep_tcp.push(listener.local_addr()?);
+            tasks.spawn(hep::listen::serve_tcp(
+                listener,
+                observer.clone(),
+                settings.hep_allow.clone(),
+                settings.max_tcp_connections,
+                cancel.child_token(),
+            ));
+        }
+        let http = TcpListener::bind(settings.http)
+            .await
+            .with_context(|| format!("binding HTTP {}", settings.http))?;
+        bound.http = Some(http.local_addr()?);
+        let app = crate::web::router(crate::web::AppState {
+            calls: calls.clone(),
+            agents,
+            metrics,
+        });
+        let http_cancel = cancel.child_token();
+        tasks.spawn(async move {
+            let serve = axum::serve(http, app)
+                .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+            if let Err(error) = serve.await {
+                tracing::error!(%error, "HTTP listener failed.");
+            }
+        });
+        tasks.spawn(endpoint.clone().run_timers(cancel.child_token()));
+        tasks.spawn(calls.clone().run(events_rx, cancel.child_token()));
+        tasks.close();
+        Ok(Daemon {
+            bound,
+            calls,
+            endpoint,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Asks every task to stop.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for every task to stop, at most [`SHUTDOWN_GRACE`] after a shutdown was asked.
+    pub async fn wait(self) -> bool {
+        self.cancel.cancelled().await;
+        tokio::time::timeout(SHUTDOWN_GRACE, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Stops and waits.
+    pub async fn stop(self) -> bool {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+/// For a TCP address with port 0, the port the UDP listener on the same IP got, so that one
+/// `IP:PORT` names both (a PBX trunk or `screenpop call --tcp` need only one address).
+fn same_port(tcp: SocketAddr, udp: &[SocketAddr]) -> SocketAddr {
+    if tcp.port() != 0 {
+        return tcp;
+    }
+    match udp.iter().find(|u| u.ip() == tcp.ip()) {
+        Some(u) if std::net::TcpListener::bind(*u).is_ok() => *u,
+        _ => tcp,
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Resolves a validated config into settings: loads the directory, hashes nothing (the config
+/// holds hashes), switches PII logging.
+pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
+    use crate::agents::Agent;
+    use crate::resolve::{Directory, Normaliser};
+    crate::pii::set_logging(config.log.pii);
+    let normaliser = Normaliser::new(config.numbers.default_region.0);
+    let resolver: Arc<dyn Resolver> = match &config.directory.csv {
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let directory = Directory::from_csv(file, &path.display().to_string(), normaliser)?;
+            tracing::info!(
+                customers = directory.customers(),
+                numbers = directory.keys(),
+                "Customer directory loaded."
+            );
+            Arc::new(directory)
+        }
+        None => Arc::new(Directory::default()),
+    };
+    let agents = Agents::new(config.agents.iter().map(|a| {
+        let id = a.id.get_ref().clone();
+        (
+            a.token_sha256,
+            Agent {
+                name: a.name.clone().unwrap_or_else(|| id.clone()),
+                id,
+                extensions: a.extensions.clone(),
+            },
+        )
+    }));
+    Ok(Settings {
+        sip_udp: config.sip.udp.clone(),
+        sip_tcp: config.sip.tcp.clone(),
+        sip_allow: Allow::new(config.sip.allow.iter().copied()),
+        hep_udp: config.hep.udp.clone(),
+        hep_tcp: config.hep.tcp.clone(),
+        hep_allow: Allow::new(config.hep.allow.iter().copied()),
+        hep_password: config.hep.password.clone(),
+        http: config.http.listen,
+        ring_timeout: config.sip.ring_timeout,
+        max_transactions: config.sip.max_transactions,
+        max_tcp_connections: config.sip.max_tcp_connections,
+        tracker: TrackerConfig {
+            max_calls: config.calls.max_calls,
+            ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),
+            answered_ttl: config.calls.answered_ttl,
+        },
+        resolver,
+        agents: Arc::new(agents),
+    })
+}

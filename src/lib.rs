@@ -1,0 +1,24 @@
+//! screenpop: a call-center screen-pop daemon. When a customer calls, the agent's screen knows
+//! who is ringing before the agent picks up.
+//!
+//! # Layout
+//! In the order data flows:
+//! - [`telephony`]: SIP fork-target and HEPv3 listeners turning PBX traffic into call events.
+//! - [`calls`]: the call table (ringing → answered → ended, legs per extension).
+//! - [`resolve`]: caller number → E.164 → customer, from memory.
+//! - [`agents`]: who may see which extensions.
+//! - [`web`]: the HTTP listener (agent page, API, health, metrics).
+//! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
+//!   embedded default.
+//! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps.
+
+pub mod agents;
+pub mod calls;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod pii;
+pub mod resolve;
+pub mod telephony;
+pub mod time;
+pub mod web;

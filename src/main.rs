@@ -1,0 +1,208 @@
+//! The `screenpop` command: parse the CLI, load the config, set up logging, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use screenpop::{config::Config, daemon, demo, telephony::uac};
+
+/// Call-center screen pops: see who is calling before the agent picks up.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        /// The TOML configuration (see config/screenpop.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; errors name the file, line and key.
+    CheckConfig {
+        /// The TOML configuration.
+        file: PathBuf,
+    },
+    /// Run the whole daemon on bundled demo data: no database, no config file.
+    Demo {
+        /// SIP address (UDP and TCP), IP:PORT; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// HEP address (UDP and TCP), IP:PORT.
+        #[arg(long, default_value = "127.0.0.1:9060")]
+        hep: SocketAddr,
+        /// HTTP address (agent page, API, metrics), IP:PORT.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+    },
+    /// Send one real SIP INVITE to screenpop (then CANCEL or BYE) to check the wiring.
+    Call {
+        /// The extension to ring.
+        #[arg(long)]
+        to: String,
+        /// The caller's number.
+        #[arg(long)]
+        from: String,
+        /// The caller's display name.
+        #[arg(long)]
+        display: Option<String>,
+        /// Where screenpop listens for SIP.
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// Use TCP instead of UDP.
+        #[arg(long)]
+        tcp: bool,
+        /// How long to let it ring, e.g. 3s.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        /// End with BYE (answered, then hung up) instead of CANCEL.
+        #[arg(long, conflicts_with = "answered_elsewhere")]
+        bye: bool,
+        /// End with CANCEL carrying `Reason: SIP;cause=200` (answered on another phone).
+        #[arg(long)]
+        answered_elsewhere: bool,
+    },
+    /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
+    HashToken {
+        /// The token.
+        token: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCREENPOP_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::HashToken { token } => {
+            println!("{}", screenpop::config::TokenHash::of(&token).hex());
+            ExitCode::SUCCESS
+        }
+        Command::Run { config } => runtime(async move {
+            let config = Config::load(&config)?;
+            let settings = screenpop::daemon::settings_from(&config)?;
+            serve(settings, None).await
+        }),
+        Command::Demo { sip, hep, http } => runtime(async move {
+            let settings = demo::settings(demo::DemoAddrs { sip, hep, http })?;
+            serve(settings, Some(())).await
+        }),
+        Command::Call {
+            to,
+            from,
+            display,
+            sip,
+            tcp,
+            hold,
+            bye,
+            answered_elsewhere,
+        } => runtime(async move {
+            let ending = match (bye, answered_elsewhere) {
+                (true, _) => uac::Ending::Bye,
+                (_, true) => uac::Ending::AnsweredElsewhere,
+                _ => uac::Ending::Cancel,
+            };
+            let call = uac::TestCall {
+                target: sip,
+                tcp,
+                to,
+                from,
+                display,
+                hold,
+                ending,
+            };
+            let transcript = uac::place(&call).await?;
+            println!("Call-ID {}", transcript.call_id);
+            for (code, reason, method) in transcript.responses {
+                println!("  {code} {reason}  ({method})");
+            }
+            Ok(())
+        }),
+    }
+}
+
+fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<()> {
+    let running = daemon::Daemon::start(settings).await?;
+    let b = &running.bound;
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let http = b.http.map(|h| h.to_string()).unwrap_or_default();
+    println!("screenpop {} listening", env!("CARGO_PKG_VERSION"));
+    println!("  SIP  udp {}  tcp {}", list(&b.sip_udp), list(&b.sip_tcp));
+    println!("  HEP  udp {}  tcp {}", list(&b.hep_udp), list(&b.hep_tcp));
+    println!("  HTTP {http}  (health: /healthz, metrics: /metrics)");
+    if demo.is_some() {
+        println!();
+        println!("Agent page: http://{http}/");
+        for (id, _, ext, token) in demo::AGENTS {
+            println!("  agent {id:<6} extension {ext}  token {token}");
+        }
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "screenpop".into());
+        let sip = b
+            .sip_udp
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        println!();
+        println!("Ring a demo call to alice from Acme Corporation:");
+        println!(
+            "  {exe} call --to 1001 --from +14155550100 --display \"Acme Front Desk\" --sip {sip} --hold 10s"
+        );
+        println!("See it as alice:");
+        println!("  curl -s -H 'Authorization: Bearer alice-demo-token' http://{http}/api/calls");
+    }
+    daemon::shutdown_signal().await;
+    tracing::info!("Shutting down.");
+    let clean = running.stop().await;
+    if !clean {
+        tracing::warn!("Some tasks did not stop within the grace period.");
+    }
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Normalising caller IDs: national and international formats, `00`/`011` prefixes, visual
+//! separators, extensions, `tel:`/`sip:` forms with user parameters, all to E.164.
+//!
+//! Only numbers libphonenumber calls *valid* become E.164 keys; short codes and invalid strings
+//! fall back to their bare digits, matched exactly [PROTOCOLS.md §6 phonenumber].
+
+use phonenumber::country;
+
+/// An index key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// A valid number, as E.164 (`+14155550100`).
+    E164(String),
+    /// Anything else: its digits (and a leading `+`), for an exact match.
+    Digits(String),
+}
+
+impl Key {
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Key::E164(s) | Key::Digits(s) => s,
+        }
+    }
+}
+
+/// Normalises numbers for one default region.
+#[derive(Debug, Clone, Copy)]
+pub struct Normaliser {
+    region: country::Id,
+}
+
+impl Normaliser {
+    /// A normaliser for `region` (ISO 3166 alpha-2, e.g. `US`); warms the metadata (the first
+    /// parse costs ~90 ms) so that no call pays for it.
+    pub fn new(region: country::Id) -> Self {
+        let n = Normaliser { region };
+        let _ = n.key("+1 415 555 0100");
+        n
+    }
+
+    /// Parses a region code.
+    pub fn region(code: &str) -> Option<country::Id> {
+        code.to_ascii_uppercase().parse().ok()
+    }
+
+    /// The index key for a raw number.
+    pub fn key(&self, raw: &str) -> Key {
+        let cleaned = clean(raw);
+        let candidate = match cleaned
+            .strip_prefix("00")
+            .or_else(|| cleaned.strip_prefix("011"))
+        {
+            // International prefixes, whatever the default region's own prefix is.
+            Some(rest) if !rest.is_empty() && !raw.trim_start().starts_with('+') => {
+                format!("+{rest}")
+            }
+            _ => cleaned.clone(),
+        };
+        for attempt in [candidate.as_str(), cleaned.as_str()] {
+            if let Ok(number) = phonenumber::parse(Some(self.region), attempt)
+                && phonenumber::is_valid(&number)
+            {
+                return Key::E164(number.format().mode(phonenumber::Mode::E164).to_string());
+            }
+        }
+        Key::Digits(cleaned)
+    }
+}
+
+/// Strips URI scheme, user parameters, extensions and visual separators: `+` and digits remain.
+fn clean(raw: &str) -> String {
+    let mut s = raw.trim();
+    for scheme in ["tel:", "sip:", "sips:"] {
+        if s.len() >= scheme.len() && s[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            s = &s[scheme.len()..];
+        }
+    }
+    // User part only, without parameters (`;npdi;rn=…`, `;ext=…`) or host.
+    s = s.split(['@', ';']).next().unwrap_or_default();
+    // An extension written `x123`, `ext. 123` or `#123` is not part of the number.
+    let lower = s.to_ascii_lowercase();
+    if let Some(i) = lower.find(['x', '#']).or_else(|| lower.find("ext")) {
+        s = &s[..i];
+    }
+    let plus = s.trim_start().starts_with('+');
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    if plus { format!("+{digits}") } else { digits }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_reach_one_key() {
+        let n = Normaliser::new(country::Id::US);
+        let want = Key::E164("+14155550100".into());
+        for raw in [
+            "+1 415 555 0100",
+            "(415) 555-0100",
+            "415.555.0100",
+            "1-415-555-0100",
+            "011 1 415 555 0100",
+            "0014155550100",
+            "tel:+1-415-555-0100;npdi;rn=+14155559999",
+            "sip:+14155550100@pbx.example.com;user=phone",
+            "415-555-0100 x123",
+            "+1 (415) 555-0100 ext. 7",
+        ] {
+            assert_eq!(n.key(raw), want, "{raw}");
+        }
+        assert_eq!(n.key("911"), Key::Digits("911".into()));
+        assert_eq!(n.key("1001"), Key::Digits("1001".into()));
+        let gb = Normaliser::new(country::Id::GB);
+        assert_eq!(gb.key("020 7946 0018"), Key::E164("+442079460018".into()));
+        assert_eq!(
+            gb.key("00 44 20 7946 0018"),
+            Key::E164("+442079460018".into())
+        );
+    }
+}

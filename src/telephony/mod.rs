@@ -1,0 +1,11 @@
+//! Telephony intake: where call events come from.
+//!
+//! - `sip`: screenpop as a SIP parallel-fork target (UDP, TCP).
+//! - `hep`: HEPv3 copies of SIP from capture agents (UDP, TCP).
+//! - `allow`: source-address allow-lists shared by the listeners.
+//! - `uac`: a minimal SIP client, for `screenpop call` and the tests.
+
+pub mod allow;
+pub mod hep;
+pub mod sip;
+pub mod uac;

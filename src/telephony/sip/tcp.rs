@@ -1,0 +1,140 @@
+//! The SIP TCP listener: messages framed by Content-Length [RFC 3261 §18.3], replies on the
+//! connection they came in on [§18.2.2].
+//!
+//! Each connection is a reader and a writer; when one ends, the other is cancelled. The writer's
+//! queue is bounded; the reader's buffer is capped at one maximum-size message; the number of
+//! connections is capped. A framing error (no Content-Length, oversized message) gets a 400 when
+//! one can be built, then the connection is closed: a byte stream cannot be re-synchronised.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::endpoint::{Endpoint, ReplyPath};
+use super::scan::{Frame, MAX_MESSAGE_BYTES, Transport, frame};
+use crate::telephony::allow::Allow;
+
+/// Replies queued per connection before further replies are dropped (and counted).
+pub const WRITE_QUEUE: usize = 256;
+/// A connection with no traffic for this long is closed (PBXs keep theirs alive with CRLF pings).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Accepts connections on an already-bound listener until cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    allow: Allow,
+    max_connections: usize,
+    cancel: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "SIP TCP accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !allow.permits(peer.ip()) {
+            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
+                .increment(1);
+            continue;
+        }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("screenpop_drops_total", "reason" => "tcp_connection_limit")
+                .increment(1);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let endpoint = endpoint.clone();
+        let cancel = cancel.child_token();
+        tracker.spawn(async move {
+            connection(stream, peer, endpoint, cancel).await;
+            drop(permit);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    cancel: CancellationToken,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let writer_cancel = cancel.clone();
+    let write_task = tokio::spawn(async move {
+        loop {
+            let bytes = tokio::select! {
+                () = writer_cancel.cancelled() => break,
+                next = rx.recv() => match next { Some(b) => b, None => break },
+            };
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        writer_cancel.cancel();
+        let _ = writer.shutdown().await;
+    });
+    let path = ReplyPath::Tcp(tx.clone());
+    let mut buf = BytesMut::with_capacity(4096);
+    'conn: loop {
+        // Take every whole message already buffered.
+        loop {
+            match frame(&buf) {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::Skip { len, ping }) => {
+                    buf.advance(len);
+                    if ping {
+                        let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Ok(Frame::Message(len)) => {
+                    let message = buf.split_to(len);
+                    endpoint.handle(&message, Transport::Stream, peer, &path);
+                }
+                Err(error) => {
+                    metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
+                        .increment(1);
+                    tracing::debug!(%peer, %error, "SIP TCP framing error; closing the connection.");
+                    // Answer what can be answered (a 400 naming the defect), then close.
+                    let end = buf.len().min(MAX_MESSAGE_BYTES);
+                    endpoint.handle(&buf[..end], Transport::Stream, peer, &path);
+                    break 'conn;
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(8192);
+        }
+        let read = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = tokio::time::timeout(IDLE_TIMEOUT, reader.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+    }
+    drop(path);
+    drop(tx);
+    // Let queued replies drain, then stop the writer.
+    let _ = tokio::time::timeout(Duration::from_secs(1), write_task).await;
+    cancel.cancel();
+}

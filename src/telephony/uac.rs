@@ -1,0 +1,332 @@
+//! A minimal SIP user agent client: sends one INVITE and, after a hold, a CANCEL (optionally
+//! with `Reason: SIP;cause=200`, "answered elsewhere") or a BYE. It is what `screenpop call`
+//! uses so IT can check the wiring, and what the tests use as a real SIP peer.
+//!
+//! It speaks just enough RFC 3261 for that: UDP retransmits of the INVITE until a provisional
+//! arrives (Timer A, T1 doubling), ACK for the non-2xx final [§17.1.1.3], TCP framing by
+//! Content-Length.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{Instant, timeout_at};
+
+use super::sip::scan::{Frame, StartLine, Transport, frame, scan};
+
+/// How the call attempt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// CANCEL: the caller hung up while it rang.
+    Cancel,
+    /// CANCEL with `Reason: SIP;cause=200`: another branch answered [RFC 3326].
+    AnsweredElsewhere,
+    /// BYE: the call was answered and is now over.
+    Bye,
+}
+
+/// One test call.
+#[derive(Debug, Clone)]
+pub struct TestCall {
+    /// Where to send it.
+    pub target: SocketAddr,
+    /// Over TCP instead of UDP.
+    pub tcp: bool,
+    /// The extension to ring (Request-URI user).
+    pub to: String,
+    /// The caller's number (From and P-Asserted-Identity user).
+    pub from: String,
+    /// The caller's display name.
+    pub display: Option<String>,
+    /// How long to let it ring.
+    pub hold: Duration,
+    /// How it ends.
+    pub ending: Ending,
+}
+
+/// What happened, for printing.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript {
+    /// The Call-ID used.
+    pub call_id: String,
+    /// Each response: status code, reason, CSeq method.
+    pub responses: Vec<(u16, String, String)>,
+}
+
+/// Why a test call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UacError {
+    /// Socket trouble.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing answered the INVITE.
+    #[error(
+        "no response to the INVITE from {0} within 4 s: is screenpop listening there, and is this host allowed?"
+    )]
+    NoResponse(SocketAddr),
+}
+
+enum Conn {
+    Udp(UdpSocket),
+    Tcp(TcpStream, BytesMut),
+}
+
+impl Conn {
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Udp(s) => s.send(bytes).await.map(|_| ()),
+            Conn::Tcp(s, _) => s.write_all(bytes).await,
+        }
+    }
+
+    async fn recv(&mut self, deadline: Instant) -> Option<Vec<u8>> {
+        match self {
+            Conn::Udp(s) => {
+                let mut buf = vec![0u8; 65_536];
+                let n = timeout_at(deadline, s.recv(&mut buf)).await.ok()?.ok()?;
+                buf.truncate(n);
+                Some(buf)
+            }
+            Conn::Tcp(s, buf) => loop {
+                match frame(buf) {
+                    Ok(Frame::Message(n)) => return Some(buf.split_to(n).to_vec()),
+                    Ok(Frame::Skip { len, .. }) => buf.advance(len),
+                    Ok(Frame::Incomplete) => {
+                        let n = timeout_at(deadline, s.read_buf(buf)).await.ok()?.ok()?;
+                        if n == 0 {
+                            return None;
+                        }
+                    }
+                    Err(_) => return None,
+                }
+            },
+        }
+    }
+}
+
+/// Places the call and returns the responses seen.
+pub async fn place(call: &TestCall) -> Result<Transcript, UacError> {
+    let mut conn = if call.tcp {
+        let stream = TcpStream::connect(call.target).await?;
+        stream.set_nodelay(true)?;
+        Conn::Tcp(stream, BytesMut::new())
+    } else {
+        let bind: SocketAddr = if call.target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad bind address"))?;
+        let socket = UdpSocket::bind(bind).await?;
+        socket.connect(call.target).await?;
+        Conn::Udp(socket)
+    };
+    let local = match &conn {
+        Conn::Udp(s) => s.local_addr()?,
+        Conn::Tcp(s, _) => s.local_addr()?,
+    };
+    let ids = Ids::new();
+    let mut transcript = Transcript {
+        call_id: ids.call_id.clone(),
+        responses: Vec::new(),
+    };
+    let invite = request(call, &ids, local, "INVITE", &ids.branch, None);
+
+    // INVITE, retransmitted over UDP until any response (Timer A).
+    let give_up = Instant::now() + Duration::from_secs(4);
+    let mut interval = Duration::from_millis(500);
+    conn.send(&invite).await?;
+    loop {
+        let next = (Instant::now() + interval).min(give_up);
+        if let Some(bytes) = conn.recv(next).await {
+            record(&bytes, &mut transcript);
+            break;
+        }
+        if Instant::now() >= give_up {
+            return Err(UacError::NoResponse(call.target));
+        }
+        if !call.tcp {
+            conn.send(&invite).await?;
+            interval *= 2;
+        }
+    }
+    tokio::time::sleep(call.hold).await;
+
+    let (method, branch, reason) = match call.ending {
+        Ending::Cancel => ("CANCEL", ids.branch.clone(), None),
+        Ending::AnsweredElsewhere => (
+            "CANCEL",
+            ids.branch.clone(),
+            Some("SIP;cause=200;text=\"Call completed elsewhere\""),
+        ),
+        Ending::Bye => (
+            "BYE",
+            format!("z9hG4bK{:016x}", rand::random::<u64>()),
+            None,
+        ),
+    };
+    let end = request(call, &ids, local, method, &branch, reason);
+    conn.send(&end).await?;
+    // Collect responses for a moment: 200 to CANCEL and 487 to the INVITE, or 481 to BYE.
+    let quiet = Instant::now() + Duration::from_millis(if call.tcp { 1500 } else { 1000 });
+    let mut acked = false;
+    while let Some(bytes) = conn.recv(quiet).await {
+        let final_to_invite = record(&bytes, &mut transcript);
+        if let Some(to) = final_to_invite.filter(|_| !acked) {
+            conn.send(&ack(call, &ids, local, &to)).await?;
+            acked = true;
+        }
+        if transcript
+            .responses
+            .iter()
+            .any(|(c, _, m)| *c >= 200 && m == "INVITE")
+            && transcript
+                .responses
+                .iter()
+                .any(|(c, _, m)| *c >= 200 && m != "INVITE")
+        {
+            break;
+        }
+    }
+    Ok(transcript)
+}
+
+struct Ids {
+    call_id: String,
+    from_tag: String,
+    branch: String,
+}
+
+impl Ids {
+    fn new() -> Self {
+        Ids {
+            call_id: format!("{:016x}@screenpop-call", rand::random::<u64>()),
+            from_tag: format!("{:08x}", rand::random::<u32>()),
+            branch: format!("z9hG4bK{:016x}", rand::random::<u64>()),
+        }
+    }
+}
+
+/// Escapes a URI user part: what is not `unreserved` or `user-unreserved` becomes `%XX`
+/// [RFC 3261 §25.1], so `(415) 555-0100` travels as `(415)%20555-0100`.
+fn escape_user(user: &str) -> String {
+    user.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn host(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    }
+}
+
+fn request(
+    call: &TestCall,
+    ids: &Ids,
+    local: SocketAddr,
+    method: &str,
+    branch: &str,
+    reason: Option<&str>,
+) -> Vec<u8> {
+    let transport = if call.tcp { "TCP" } else { "UDP" };
+    let target = host(call.target);
+    let display = call
+        .display
+        .as_deref()
+        .map(|d| format!("\"{}\" ", d.replace('\\', "\\\\").replace('"', "\\\"")))
+        .unwrap_or_default();
+    let body = if method == "INVITE" {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+            ip = local.ip()
+        )
+    } else {
+        String::new()
+    };
+    let cseq = if method == "BYE" { 2 } else { 1 };
+    let mut out = format!(
+        "{method} sip:{to}@{target} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};rport;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: {display}<sip:{from}@{local_ip}>;tag={tag}\r\n\
+         To: <sip:{to}@{target}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         Contact: <sip:{from}@{local};transport={t}>\r\n\
+         User-Agent: screenpop-call/{version}\r\n",
+        to = call.to,
+        local = host(local),
+        local_ip = host(local),
+        from = escape_user(&call.from),
+        tag = ids.from_tag,
+        call_id = ids.call_id,
+        t = transport.to_ascii_lowercase(),
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    if method == "INVITE" {
+        out.push_str(&format!(
+            "P-Asserted-Identity: {display}<sip:{}@{}>\r\n",
+            escape_user(&call.from),
+            host(local)
+        ));
+        out.push_str("Content-Type: application/sdp\r\n");
+    }
+    if let Some(reason) = reason {
+        out.push_str(&format!("Reason: {reason}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+fn ack(call: &TestCall, ids: &Ids, local: SocketAddr, to: &str) -> Vec<u8> {
+    let transport = if call.tcp { "TCP" } else { "UDP" };
+    format!(
+        "ACK sip:{ext}@{target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};rport;branch={branch}\r\nMax-Forwards: 70\r\n\
+         From: <sip:{from}@{local}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        ext = call.to,
+        target = host(call.target),
+        local = host(local),
+        branch = ids.branch,
+        from = escape_user(&call.from),
+        tag = ids.from_tag,
+        call_id = ids.call_id,
+    )
+    .into_bytes()
+}
+
+/// Records a response; returns the To header when it is a final response to the INVITE.
+fn record(bytes: &[u8], transcript: &mut Transcript) -> Option<String> {
+    let msg = scan(bytes, Transport::Datagram).ok()?;
+    let StartLine::Response { code, reason } = msg.start else {
+        return None;
+    };
+    let method = msg
+        .headers
+        .cseq
+        .and_then(|c| super::sip::grammar::parse_cseq(c).ok())
+        .map(|(_, m)| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default();
+    transcript.responses.push((
+        code,
+        String::from_utf8_lossy(reason).into_owned(),
+        method.clone(),
+    ));
+    (code >= 200 && method == "INVITE")
+        .then(|| {
+            msg.headers
+                .to
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+        })
+        .flatten()
+}

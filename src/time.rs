@@ -1,0 +1,11 @@
+//! RFC 3339 timestamps for JSON (`at`, `started`), UTC with millisecond precision.
+
+/// Serde helpers for `SystemTime` as RFC 3339.
+pub mod rfc3339 {
+    use std::time::SystemTime;
+
+    /// Serialises as `2026-11-23T10:54:17.123Z`.
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+}

@@ -1,0 +1,266 @@
+//! Starts the real daemon on 127.0.0.1:0 with the demo data and gives tests its addresses,
+//! plus small real-socket SIP and HEP clients. No fixed ports, no sleeps for readiness: the
+//! listeners are bound before `start` returns.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use screenpop::calls::{CallUpdate, Change};
+use screenpop::daemon::{Daemon, Settings};
+use screenpop::demo::{self, DemoAddrs};
+use screenpop::telephony::sip::scan::{Frame, StartLine, Transport, frame, scan};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::broadcast;
+
+/// Demo settings on ephemeral loopback ports.
+pub fn settings() -> Settings {
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    demo::settings(DemoAddrs {
+        sip: any,
+        hep: any,
+        http: any,
+    })
+    .expect("demo settings")
+}
+
+/// Starts a daemon with the demo settings, adjusted by `tweak`.
+pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Daemon {
+    let mut s = settings();
+    tweak(&mut s);
+    Daemon::start(s).await.expect("daemon starts")
+}
+
+/// Starts a daemon with the demo settings.
+pub async fn start() -> Daemon {
+    start_with(|_| {}).await
+}
+
+/// A SIP response as seen by a client.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub code: u16,
+    pub reason: String,
+    pub cseq_method: String,
+    pub to: String,
+    pub raw: String,
+}
+
+pub fn parse_response(bytes: &[u8]) -> Option<Response> {
+    let msg = scan(bytes, Transport::Datagram).ok()?;
+    let StartLine::Response { code, reason } = msg.start else {
+        return None;
+    };
+    let cseq = String::from_utf8_lossy(msg.headers.cseq.unwrap_or_default()).into_owned();
+    Some(Response {
+        code,
+        reason: String::from_utf8_lossy(reason).into_owned(),
+        cseq_method: cseq
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned(),
+        to: String::from_utf8_lossy(msg.headers.to.unwrap_or_default()).into_owned(),
+        raw: String::from_utf8_lossy(bytes).into_owned(),
+    })
+}
+
+/// A UDP SIP peer bound to loopback.
+pub struct UdpPeer {
+    pub socket: UdpSocket,
+    pub target: SocketAddr,
+}
+
+impl UdpPeer {
+    pub async fn new(target: SocketAddr) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        UdpPeer { socket, target }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local")
+    }
+
+    pub async fn send(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.target).await.expect("send");
+    }
+
+    /// The next response within `wait`, or `None`.
+    pub async fn recv(&self, wait: Duration) -> Option<Response> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        parse_response(&buf[..n])
+    }
+
+    pub async fn expect(&self) -> Response {
+        self.recv(Duration::from_secs(3))
+            .await
+            .expect("a response within 3 s")
+    }
+}
+
+/// A TCP SIP peer.
+pub struct TcpPeer {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl TcpPeer {
+    pub async fn connect(target: SocketAddr) -> Self {
+        let stream = TcpStream::connect(target).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        TcpPeer {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local")
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+        self.stream.flush().await.expect("flush");
+    }
+
+    /// The next framed response within `wait`; `None` on timeout or close.
+    pub async fn recv(&mut self, wait: Duration) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match frame(&self.buf) {
+                Ok(Frame::Message(n)) => return parse_response(&self.buf.split_to(n)),
+                Ok(Frame::Skip { len, .. }) => {
+                    let _ = self.buf.split_to(len);
+                }
+                Ok(Frame::Incomplete) => {
+                    let n = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf))
+                        .await
+                        .ok()?
+                        .ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub async fn expect(&mut self) -> Response {
+        self.recv(Duration::from_secs(3))
+            .await
+            .expect("a response within 3 s")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Builds a request. `transport` is "UDP" or "TCP"; `local` goes into Via.
+pub fn request(
+    method: &str,
+    ext: &str,
+    local: SocketAddr,
+    transport: &str,
+    call_id: &str,
+    branch: &str,
+    cseq: u32,
+    extra: &str,
+) -> Vec<u8> {
+    format!(
+        "{method} sip:{ext}@screenpop.test SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} {local};rport;branch={branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Acme Front Desk\" <sip:+14155550100@pbx.test>;tag=caller1\r\n\
+         To: <sip:{ext}@pbx.test>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: {cseq} {method}\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Waits for the next update matching `want`, skipping others; panics after 3 s.
+pub async fn next_update(
+    rx: &mut broadcast::Receiver<CallUpdate>,
+    want: impl Fn(&CallUpdate) -> bool,
+) -> CallUpdate {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let update = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("an update within 3 s")
+            .expect("update channel open");
+        if want(&update) {
+            return update;
+        }
+    }
+}
+
+pub fn is_ringing(update: &CallUpdate) -> bool {
+    matches!(update.change, Change::Ringing { .. })
+}
+
+/// Scrapes one sample from `/metrics` (sum over label sets containing `labels`).
+pub async fn metric(http: SocketAddr, name: &str, labels: &str) -> f64 {
+    let body = http_get(http, "/metrics", None).await.1;
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plain HTTP/1.1 GET over a real socket: (status, body).
+pub async fn http_get(http: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(http).await.expect("connect http");
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    // Undo chunked encoding if present.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
