@@ -325,15 +325,13 @@ impl<'a> Uri<'a> {
                 headers: None,
             });
         }
-        let (rest, headers) = match memchr::memchr(b'?', rest) {
-            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
-            None => (rest, None),
-        };
-        // userinfo ends at the last '@' (an unescaped '@' cannot occur in user or password).
+        // userinfo ends at the last '@': an unescaped '@' cannot occur in user or password, nor in
+        // `?headers` (hvalue allows no '@'). `?` and `;` may occur inside the user part
+        // (user-unreserved, RFC 3261 §25.1), so headers and parameters are looked for after it.
         let (user, hostpart) = match memchr::memrchr(b'@', rest) {
             Some(at) => {
                 let userinfo = &rest[..at];
-                // The password is after the first ':' that is not inside user parameters.
+                // The password is after the first ':'.
                 let user_end = userinfo
                     .iter()
                     .position(|&b| b == b':')
@@ -341,6 +339,10 @@ impl<'a> Uri<'a> {
                 (Some(&userinfo[..user_end]), &rest[at + 1..])
             }
             None => (None, rest),
+        };
+        let (hostpart, headers) = match memchr::memchr(b'?', hostpart) {
+            Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
+            None => (hostpart, None),
         };
         if user.is_some_and(<[u8]>::is_empty) {
             return Err(SipError::Malformed("empty user in URI"));
@@ -616,6 +618,19 @@ mod tests {
         assert_eq!(percent_decode(b"100%"), "100%");
         assert_eq!(percent_decode(b"%zz%41"), "%zzA");
 
+        let weird = Uri::parse(b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com")
+            .expect("user-unreserved characters in the user part");
+        assert_eq!((weird.host, weird.headers), (&b"example.com"[..], None));
+        assert_eq!(
+            weird.user,
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
+        let with_headers =
+            Uri::parse(b"sip:user@example.com?Route=%3Csip:example.com%3E").expect("ok");
+        assert_eq!(
+            with_headers.headers,
+            Some(&b"Route=%3Csip:example.com%3E"[..])
+        );
         let o = Uri::parse(b"soap.beep://192.0.2.103:3002").expect("opaque");
         assert_eq!(o.scheme, Scheme::Other);
         assert!(Uri::parse(b"sip:[2001:db8::10").is_err());
