@@ -490,3 +490,54 @@ async fn http_health_metrics_and_the_agents_view() {
     assert!(!metrics.contains("4155550100"), "no numbers in metrics");
     assert!(daemon.stop().await);
 }
+
+#[tokio::test]
+async fn a_merged_request_gets_482_but_a_fork_to_another_extension_rings() {
+    let daemon = start().await;
+    let mut updates = daemon.calls.subscribe();
+    let peer = UdpPeer::new(daemon.bound.sip_udp[0]).await;
+    let local = peer.local();
+    peer.send(&request(
+        "INVITE",
+        "1001",
+        local,
+        "UDP",
+        "fork@test",
+        "z9hG4bKb1",
+        1,
+        "",
+    ))
+    .await;
+    assert_eq!(peer.expect().await.code, 100);
+    // Same request, another branch (it came by a second path): merged.
+    peer.send(&request(
+        "INVITE",
+        "1001",
+        local,
+        "UDP",
+        "fork@test",
+        "z9hG4bKb2",
+        1,
+        "",
+    ))
+    .await;
+    assert_eq!(peer.expect().await.code, 482);
+    // Same Call-ID forked to another extension: a second leg of the same call.
+    peer.send(&request(
+        "INVITE",
+        "1002",
+        local,
+        "UDP",
+        "fork@test",
+        "z9hG4bKb3",
+        1,
+        "",
+    ))
+    .await;
+    assert_eq!(peer.expect().await.code, 100);
+    let first = next_update(&mut updates, is_ringing).await;
+    let second = next_update(&mut updates, is_ringing).await;
+    assert_eq!(first.call.id, second.call.id, "one call, two legs");
+    assert_eq!(second.call.legs.len(), 2);
+    assert!(daemon.stop().await);
+}

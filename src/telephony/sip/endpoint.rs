@@ -112,12 +112,11 @@ struct Txn {
     call_id: Box<str>,
     extension: Option<Box<str>>,
     to_tag: Box<str>,
-    /// The 100 Trying, resent on INVITE retransmits.
+    /// The 100 Trying, resent on INVITE retransmits; the final response is derived from it,
+    /// so the INVITE itself is not kept.
     trying: Bytes,
-    /// The INVITE's bytes, kept to build the final response.
-    invite: Bytes,
-    source: SocketAddr,
-    transport: Transport,
+    /// From tag, CSeq number and Request-URI, to detect merged requests [§8.2.2.2].
+    merge_id: Box<[u8]>,
     final_response: Option<Bytes>,
     path: ReplyPath,
     completed_at: Option<Instant>,
@@ -275,7 +274,7 @@ impl Endpoint {
                 fx.sends
                     .push((path.clone(), respond(&msg, source, 200, "OK", &tag, &extra)));
             }
-            Method::Invite => self.invite(&msg, &checked, bytes, transport, source, path, &mut fx),
+            Method::Invite => self.invite(&msg, &checked, source, path, &mut fx),
             Method::Cancel => self.cancel(&msg, &checked, source, path, &mut fx),
             Method::Ack => self.ack(&checked),
             Method::Bye => self.bye(&msg, &checked, source, path, &mut fx),
@@ -284,13 +283,10 @@ impl Endpoint {
         self.apply(fx);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn invite(
         &self,
         msg: &Message<'_>,
         c: &Checked<'_>,
-        bytes: &[u8],
-        transport: Transport,
         source: SocketAddr,
         path: &ReplyPath,
         fx: &mut Effects,
@@ -311,6 +307,7 @@ impl Endpoint {
             return;
         }
         let key = transaction_key(c);
+        let merge_id = merge_id(c);
         let mut table = self.lock();
         if let Some(txn) = table.txns.get(&key) {
             // A retransmission: repeat the last response [§17.2.1].
@@ -320,6 +317,25 @@ impl Endpoint {
                 .unwrap_or_else(|| txn.trying.clone());
             fx.sends.push((txn.path.clone(), last));
             metrics::counter!("screenpop_sip_retransmissions_total").increment(1);
+            return;
+        }
+        // The same request arriving by another path (new branch, same From tag, CSeq and
+        // Request-URI) is a merged request: 482 [§8.2.2.2]. Forks to several extensions differ
+        // in their Request-URI and are not merged.
+        let merged = table
+            .by_call
+            .get(&*String::from_utf8_lossy(c.call_id))
+            .is_some_and(|keys| {
+                keys.iter()
+                    .any(|k| table.txns.get(k).is_some_and(|t| t.merge_id == merge_id))
+            });
+        if merged {
+            drop(table);
+            metrics::counter!("screenpop_sip_rejected_total", "kind" => "merged").increment(1);
+            fx.sends.push((
+                path.clone(),
+                respond(msg, source, 482, "Loop Detected", &new_tag(), &[]),
+            ));
             return;
         }
         if table.txns.len() >= self.config.max_transactions {
@@ -358,9 +374,7 @@ impl Endpoint {
             extension: extension.as_deref().map(Into::into),
             to_tag: new_tag().into(),
             trying,
-            invite: Bytes::copy_from_slice(bytes),
-            source,
-            transport,
+            merge_id,
             final_response: None,
             path: path.clone(),
             completed_at: None,
@@ -516,21 +530,7 @@ impl Endpoint {
         let Some(txn) = table.txns.get_mut(key) else {
             return;
         };
-        let Ok(invite) = scan(&txn.invite, txn.transport) else {
-            table.remove(key);
-            return;
-        };
-        let out: Bytes = reply::build(
-            &invite,
-            txn.source,
-            Reply {
-                code,
-                reason,
-                to_tag: Some(&txn.to_tag),
-                extra: &[],
-            },
-        )
-        .into();
+        let out: Bytes = reply::finalize(&txn.trying, code, reason, &txn.to_tag).into();
         count_response(code);
         fx.sends.push((txn.path.clone(), out.clone()));
         txn.final_response = Some(out);
@@ -644,6 +644,16 @@ fn transaction_key(c: &Checked<'_>) -> Box<[u8]> {
     key.extend_from_slice(c.via.host);
     key.extend_from_slice(c.via.port.unwrap_or(0).to_be_bytes().as_slice());
     key.into()
+}
+
+/// From tag, CSeq number and Request-URI: equal for two copies of one request.
+fn merge_id(c: &Checked<'_>) -> Box<[u8]> {
+    let mut id = Vec::with_capacity(64);
+    id.extend_from_slice(c.from_tag.unwrap_or_default());
+    id.push(0);
+    id.extend_from_slice(&c.cseq.to_be_bytes());
+    id.extend_from_slice(c.uri);
+    id.into()
 }
 
 fn respond(

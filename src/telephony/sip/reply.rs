@@ -87,6 +87,32 @@ pub fn build(req: &Message<'_>, source: SocketAddr, reply: Reply<'_>) -> Vec<u8>
     out
 }
 
+/// Turns a provisional response built by [`build`] into a final one for the same request:
+/// new status line, and the To tag added. This is how a held INVITE is finished without keeping
+/// the INVITE itself: the provisional already holds every header a response copies.
+pub fn finalize(provisional: &[u8], code: u16, reason: &str, to_tag: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(provisional.len() + 48);
+    let _ = write!(Fmt(&mut out), "SIP/2.0 {code} ");
+    push_line_safe(&mut out, reason.as_bytes());
+    let rest =
+        memchr::memmem::find(provisional, b"\r\n").map_or(&b"\r\n"[..], |i| &provisional[i..]);
+    // Our own output: every line ends CRLF and To is written exactly as "\r\nTo: ".
+    match memchr::memmem::find(rest, b"\r\nTo: ") {
+        Some(to_start) => {
+            let line_end = memchr::memmem::find(&rest[to_start + 2..], b"\r\n")
+                .map_or(rest.len(), |e| to_start + 2 + e);
+            out.extend_from_slice(&rest[..line_end]);
+            if !has_tag(&rest[to_start + 6..line_end]) {
+                out.extend_from_slice(b";tag=");
+                out.extend_from_slice(to_tag.as_bytes());
+            }
+            out.extend_from_slice(&rest[line_end..]);
+        }
+        None => out.extend_from_slice(rest),
+    }
+    out
+}
+
 /// Whether a To/From value already carries a `tag` header parameter.
 fn has_tag(value: &[u8]) -> bool {
     super::grammar::NameAddr::parse(value).is_ok_and(|na| na.param("tag").is_some())
@@ -194,6 +220,37 @@ Via: SIP/2.0/TCP 10.0.0.8;branch=z9hG4bKc\r\n\
 From: <sip:a@h>;tag=1\r\nTo: <sip:2001@h>;tag=t1\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\n";
         assert!(text.starts_with(expected), "{text}");
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn finalize_matches_a_direct_build() {
+        let req = b"INVITE sip:2001@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:2001@h>\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\n\r\n";
+        let msg = scan(req, Transport::Datagram).expect("ok");
+        let src: SocketAddr = "10.0.0.1:5060".parse().expect("addr");
+        let trying = build(
+            &msg,
+            src,
+            Reply {
+                code: 100,
+                reason: "Trying",
+                to_tag: None,
+                extra: &[],
+            },
+        );
+        let direct = build(
+            &msg,
+            src,
+            Reply {
+                code: 487,
+                reason: "Request Terminated",
+                to_tag: Some("x1"),
+                extra: &[],
+            },
+        );
+        assert_eq!(
+            String::from_utf8(finalize(&trying, 487, "Request Terminated", "x1")),
+            String::from_utf8(direct)
+        );
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! The `screenpop` binary as IT uses it: `demo` on free ports, `call` against it, the agent API,
+//! `check-config` errors naming file, line and key, and a graceful exit on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_screenpop");
+
+/// Reads the demo's banner until the "See it as alice" command; returns every line.
+fn banner(child: &mut std::process::Child) -> Vec<String> {
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        let done = line.contains("curl -s");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    lines
+}
+
+/// A plain HTTP/1.1 GET with a bearer token over a std socket; the raw response text.
+fn get(http: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {http}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn demo_call_api_and_sigterm() {
+    let mut demo = Command::new(BIN)
+        .args([
+            "demo",
+            "--sip",
+            "127.0.0.1:0",
+            "--hep",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let lines = banner(&mut demo);
+    let text = lines.join("\n");
+    assert!(
+        text.contains("alice-demo-token") && text.contains("bob-demo-token"),
+        "{text}"
+    );
+    assert!(text.contains("Agent page: http://127.0.0.1:"), "{text}");
+    // The exact command printed to ring a demo call works as printed (with a shorter hold).
+    let call_line = lines
+        .iter()
+        .find(|l| l.contains(" call --to 1001 "))
+        .expect("call command printed");
+    let sip = call_line
+        .split("--sip ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("sip addr")
+        .to_owned();
+    let http = text
+        .split("Agent page: http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect("http")
+        .to_owned();
+
+    let caller = std::thread::spawn({
+        let sip = sip.clone();
+        move || {
+            Command::new(BIN)
+                .args([
+                    "call",
+                    "--to",
+                    "1001",
+                    "--from",
+                    "(415) 555-0100",
+                    "--sip",
+                    &sip,
+                    "--hold",
+                    "1500ms",
+                    "--tcp",
+                ])
+                .output()
+                .expect("call runs")
+        }
+    });
+    // While it rings, alice's API shows Acme; poll briefly (no fixed sleep for readiness).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let body = get(&http, "/api/calls", "alice-demo-token");
+        if body.contains("Acme Corporation") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        seen.contains("Acme Corporation"),
+        "alice sees the pop: {seen}"
+    );
+    let out = caller.join().expect("join");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains("100 Trying") && printed.contains("487 Request Terminated"),
+        "{printed}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(s) = demo.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn check_config_names_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("screenpop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let bad = dir.join("site.toml");
+    std::fs::write(
+        &bad,
+        "[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[hep]\nallow = [\"10.0.0.0/8\", \"not-a-network\"]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:5: key `hep.allow`", bad.display())),
+        "{err}"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/screenpop.example.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", example])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
