@@ -15,7 +15,7 @@
 //! answered); the table is bounded by `max_calls`, evicting the oldest call when full. Both are
 //! counted as `expired`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -149,12 +149,40 @@ pub struct CallUpdate {
 struct Entry {
     call: Call,
     deadline: Instant,
+    /// Position in [`Table::order`].
+    seq: u64,
+}
+
+/// The calls, with their insertion order so that eviction of the oldest is O(log n).
+#[derive(Default)]
+struct Table {
+    calls: HashMap<(Intake, String), Entry>,
+    order: BTreeMap<u64, (Intake, String)>,
+    next_seq: u64,
+}
+
+impl Table {
+    fn remove(&mut self, key: &(Intake, String)) -> Option<Entry> {
+        let entry = self.calls.remove(key)?;
+        self.order.remove(&entry.seq);
+        Some(entry)
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<CallUpdate>) {
+        let Some((_, key)) = self.order.pop_first() else {
+            return;
+        };
+        if let Some(entry) = self.calls.remove(&key) {
+            metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
+            out.push(end_call(entry.call, EndReason::Expired));
+        }
+    }
 }
 
 /// The shared call table.
 pub struct Calls {
     config: TrackerConfig,
-    table: Mutex<HashMap<(Intake, String), Entry>>,
+    table: Mutex<Table>,
     updates: broadcast::Sender<CallUpdate>,
     resolver: Arc<dyn Resolver>,
 }
@@ -179,7 +207,7 @@ impl Calls {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(Intake, String), Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -193,6 +221,7 @@ impl Calls {
     pub fn live(&self, extensions: Option<&[String]>) -> Vec<Call> {
         let table = self.lock();
         let mut calls: Vec<Call> = table
+            .calls
             .values()
             .map(|e| &e.call)
             .filter(|c| {
@@ -239,18 +268,29 @@ impl Calls {
                     dialled,
                 } => {
                     let map_key = (intake, key);
-                    if !table.contains_key(&map_key) && table.len() >= self.config.max_calls {
-                        evict_oldest(&mut table, &mut out);
-                    }
-                    let entry = table.entry(map_key).or_insert_with(|| {
+                    if !table.calls.contains_key(&map_key) {
+                        if table.calls.len() >= self.config.max_calls {
+                            table.evict_oldest(&mut out);
+                        }
                         let call = self.new_call(intake, &caller, dialled);
                         metrics::counter!("screenpop_calls_total", "intake" => intake.label())
                             .increment(1);
-                        Entry {
-                            call,
-                            deadline: now + self.config.ring_timeout,
-                        }
-                    });
+                        table.next_seq += 1;
+                        let seq = table.next_seq;
+                        table.order.insert(seq, map_key.clone());
+                        let deadline = now + self.config.ring_timeout;
+                        table.calls.insert(
+                            map_key.clone(),
+                            Entry {
+                                call,
+                                deadline,
+                                seq,
+                            },
+                        );
+                    }
+                    let Some(entry) = table.calls.get_mut(&map_key) else {
+                        return;
+                    };
                     let call = &mut entry.call;
                     match call.legs.iter_mut().find(|l| l.extension == extension) {
                         Some(leg) if leg.state == LegState::Ringing => return,
@@ -279,7 +319,7 @@ impl Calls {
                     });
                 }
                 CallEvent::Answered { key, intake, by } => {
-                    let Some(entry) = table.get_mut(&(intake, key)) else {
+                    let Some(entry) = table.calls.get_mut(&(intake, key)) else {
                         return;
                     };
                     let call = &mut entry.call;
@@ -328,7 +368,7 @@ impl Calls {
                     reason,
                 } => {
                     let map_key = (intake, key);
-                    let Some(entry) = table.get_mut(&map_key) else {
+                    let Some(entry) = table.calls.get_mut(&map_key) else {
                         return;
                     };
                     let call = &mut entry.call;
@@ -373,7 +413,7 @@ impl Calls {
                     }
                 }
             }
-            metrics::gauge!("screenpop_calls", "state" => "live").set(table.len() as f64);
+            metrics::gauge!("screenpop_calls", "state" => "live").set(table.calls.len() as f64);
         }
         for update in out {
             let _ = self.updates.send(update);
@@ -410,6 +450,7 @@ impl Calls {
         {
             let mut table = self.lock();
             let stale: Vec<_> = table
+                .calls
                 .iter()
                 .filter(|(_, e)| e.deadline <= now)
                 .map(|(k, _)| k.clone())
@@ -419,22 +460,11 @@ impl Calls {
                     out.push(end_call(entry.call, EndReason::Expired));
                 }
             }
-            metrics::gauge!("screenpop_calls", "state" => "live").set(table.len() as f64);
+            metrics::gauge!("screenpop_calls", "state" => "live").set(table.calls.len() as f64);
         }
         for update in out {
             let _ = self.updates.send(update);
         }
-    }
-}
-
-fn evict_oldest(table: &mut HashMap<(Intake, String), Entry>, out: &mut Vec<CallUpdate>) {
-    let oldest = table
-        .iter()
-        .min_by_key(|(_, e)| e.call.started)
-        .map(|(k, _)| k.clone());
-    if let Some(entry) = oldest.and_then(|k| table.remove(&k)) {
-        metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
-        out.push(end_call(entry.call, EndReason::Expired));
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
-use super::sip::scan::{Frame, StartLine, Transport, frame, scan};
+use super::sip::scan::{Frame, Name, StartLine, Transport, frame, scan};
 
 /// How the call attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,7 +313,7 @@ fn record(bytes: &[u8], transcript: &mut Transcript) -> Option<String> {
     };
     let method = msg
         .headers
-        .cseq
+        .get(Name::CSeq)
         .and_then(|c| super::sip::grammar::parse_cseq(c).ok())
         .map(|(_, m)| String::from_utf8_lossy(m).into_owned())
         .unwrap_or_default();
@@ -325,7 +325,7 @@ fn record(bytes: &[u8], transcript: &mut Transcript) -> Option<String> {
     (code >= 200 && method == "INVITE")
         .then(|| {
             msg.headers
-                .to
+                .get(Name::To)
                 .map(|t| String::from_utf8_lossy(t).into_owned())
         })
         .flatten()

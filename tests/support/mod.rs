@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use screenpop::calls::{CallUpdate, Change};
 use screenpop::daemon::{Daemon, Settings};
 use screenpop::demo::{self, DemoAddrs};
-use screenpop::telephony::sip::scan::{Frame, StartLine, Transport, frame, scan};
+use screenpop::telephony::sip::scan::{Frame, Name, StartLine, Transport, frame, scan};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::broadcast;
@@ -54,7 +54,8 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
     let StartLine::Response { code, reason } = msg.start else {
         return None;
     };
-    let cseq = String::from_utf8_lossy(msg.headers.cseq.unwrap_or_default()).into_owned();
+    let cseq =
+        String::from_utf8_lossy(msg.headers.get(Name::CSeq).unwrap_or_default()).into_owned();
     Some(Response {
         code,
         reason: String::from_utf8_lossy(reason).into_owned(),
@@ -63,7 +64,7 @@ pub fn parse_response(bytes: &[u8]) -> Option<Response> {
             .nth(1)
             .unwrap_or_default()
             .to_owned(),
-        to: String::from_utf8_lossy(msg.headers.to.unwrap_or_default()).into_owned(),
+        to: String::from_utf8_lossy(msg.headers.get(Name::To).unwrap_or_default()).into_owned(),
         raw: String::from_utf8_lossy(bytes).into_owned(),
     })
 }

@@ -25,7 +25,7 @@ use super::decode::decode;
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::telephony::sip::grammar::{NameAddr, Uri, Via, param, parse_cseq, split_list};
 use crate::telephony::sip::identity::{self, Target};
-use crate::telephony::sip::scan::{Message, StartLine, Transport, scan, trim};
+use crate::telephony::sip::scan::{Message, Name, StartLine, Transport, scan, trim};
 
 /// How long a message fingerprint is remembered for de-duplication.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(32);
@@ -140,7 +140,7 @@ impl Observer {
 
     fn observe(&self, msg: &Message<'_>, state: &mut State, events: &mut Vec<CallEvent>) {
         let h = &msg.headers;
-        let (Some(call_id), Some(cseq)) = (h.call_id, h.cseq) else {
+        let (Some(call_id), Some(cseq)) = (h.get(Name::CallId), h.get(Name::CSeq)) else {
             return;
         };
         let Ok((_, cseq_method)) = parse_cseq(cseq) else {
@@ -148,7 +148,7 @@ impl Observer {
         };
         let key = String::from_utf8_lossy(call_id).into_owned();
         let branch = h
-            .via
+            .get(Name::Via)
             .and_then(|v| split_list(v).next())
             .and_then(|v| Via::parse(v).ok())
             .and_then(|v| v.branch());
@@ -158,9 +158,10 @@ impl Observer {
                 method: b"INVITE",
                 uri,
             } => {
-                let to_tagged =
-                    h.to.and_then(|t| NameAddr::parse(t).ok())
-                        .is_some_and(|na| na.param("tag").is_some());
+                let to_tagged = h
+                    .get(Name::To)
+                    .and_then(|t| NameAddr::parse(t).ok())
+                    .is_some_and(|na| na.param("tag").is_some());
                 if to_tagged {
                     return; // re-INVITE within a dialog
                 }
@@ -195,7 +196,7 @@ impl Observer {
             } => {
                 let extension = branch.and_then(|b| state.legs.get(&leg_id(b)).cloned());
                 let elsewhere = h
-                    .reason
+                    .get(Name::Reason)
                     .is_some_and(|r| split_list(r).any(|e| param(e, "cause") == Some(&b"200"[..])));
                 let reason = if elsewhere {
                     EndReason::AnsweredElsewhere
@@ -222,7 +223,8 @@ impl Observer {
                 let extension = branch
                     .and_then(|b| state.legs.get(&leg_id(b)).cloned())
                     .or_else(|| {
-                        h.to.and_then(|t| NameAddr::parse(t).ok())
+                        h.get(Name::To)
+                            .and_then(|t| NameAddr::parse(t).ok())
                             .and_then(|na| Uri::parse(na.uri).ok())
                             .and_then(|u| u.user_number().map(|u| u.into_owned()))
                     });
@@ -252,8 +254,8 @@ impl Observer {
 
 /// Call-ID + CSeq + direction (see the module docs); `None` without Call-ID or CSeq.
 fn fingerprint(msg: &Message<'_>) -> Option<u64> {
-    let call_id = trim(msg.headers.call_id?);
-    let cseq = trim(msg.headers.cseq?);
+    let call_id = trim(msg.headers.get(Name::CallId)?);
+    let cseq = trim(msg.headers.get(Name::CSeq)?);
     let mut hasher = DefaultHasher::new();
     call_id.hash(&mut hasher);
     cseq.hash(&mut hasher);
@@ -270,7 +272,7 @@ fn fingerprint(msg: &Message<'_>) -> Option<u64> {
             1u8.hash(&mut hasher);
             code.hash(&mut hasher);
             msg.headers
-                .to
+                .get(Name::To)
                 .and_then(|t| NameAddr::parse(t).ok())
                 .and_then(|na| na.param("tag"))
                 .hash(&mut hasher);

@@ -154,20 +154,29 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
         None => {}
     }
     let h = &msg.headers;
-    let c = h.counts;
     // §8.1.1: the mandatory fields, each once.
-    let via_raw = h.via.ok_or_else(|| Rejection::bad("missing Via"))?;
-    let from = h.from.ok_or_else(|| Rejection::bad("missing From"))?;
-    let to = h.to.ok_or_else(|| Rejection::bad("missing To"))?;
-    let call_id = h.call_id.ok_or_else(|| Rejection::bad("missing Call-ID"))?;
-    let cseq_raw = h.cseq.ok_or_else(|| Rejection::bad("missing CSeq"))?;
+    let via_raw = h
+        .get(Name::Via)
+        .ok_or_else(|| Rejection::bad("missing Via"))?;
+    let from = h
+        .get(Name::From)
+        .ok_or_else(|| Rejection::bad("missing From"))?;
+    let to = h
+        .get(Name::To)
+        .ok_or_else(|| Rejection::bad("missing To"))?;
+    let call_id = h
+        .get(Name::CallId)
+        .ok_or_else(|| Rejection::bad("missing Call-ID"))?;
+    let cseq_raw = h
+        .get(Name::CSeq)
+        .ok_or_else(|| Rejection::bad("missing CSeq"))?;
     for (count, name) in [
-        (c.from, "From"),
-        (c.to, "To"),
-        (c.call_id, "Call-ID"),
-        (c.cseq, "CSeq"),
-        (c.max_forwards, "Max-Forwards"),
-        (c.content_type, "Content-Type"),
+        (h.count(Name::From), "From"),
+        (h.count(Name::To), "To"),
+        (h.count(Name::CallId), "Call-ID"),
+        (h.count(Name::CSeq), "CSeq"),
+        (h.count(Name::MaxForwards), "Max-Forwards"),
+        (h.count(Name::ContentType), "Content-Type"),
     ] {
         if count > 1 {
             return Err(Rejection::bad(&format!("more than one {name}")));
@@ -187,12 +196,12 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
     }
     let (cseq, cseq_method) =
         parse_cseq(cseq_raw).map_err(|e| Rejection::bad(&format!("CSeq: {e}")))?;
-    if let Some(mf) = h.max_forwards
+    if let Some(mf) = h.get(Name::MaxForwards)
         && parse_decimal(mf, 255).is_none()
     {
         return Err(Rejection::bad("invalid Max-Forwards"));
     }
-    if let Some(contact) = h.contact
+    if let Some(contact) = h.get(Name::Contact)
         && trim(contact) != b"*"
     {
         for entry in split_list(contact) {
@@ -265,10 +274,10 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
     // whose type it does not accept.
     if !msg.body.is_empty() && method != Method::Ack {
         let ctype = h
-            .content_type
+            .get(Name::ContentType)
             .map(|t| trim(t.split(|&b| b == b';').next().unwrap_or_default()));
         let encoding_ok = h
-            .content_encoding
+            .get(Name::ContentEncoding)
             .is_none_or(|e| trim(e).is_empty() || trim(e).eq_ignore_ascii_case(b"identity"));
         let type_ok = ctype.is_some_and(|t| {
             t.eq_ignore_ascii_case(b"application/sdp") || t.eq_ignore_ascii_case(b"multipart/mixed")
@@ -285,7 +294,7 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
     // §8.2.3 / RFC 4475 §3.3.16: an INVITE that will not accept SDP cannot be answered in any
     // format we could ever use.
     if method == Method::Invite
-        && let Some(accept) = h.accept
+        && let Some(accept) = h.get(Name::Accept)
         && !trim(accept).is_empty()
         && !split_list(accept).any(|media| {
             let media = trim(media.split(|&b| b == b';').next().unwrap_or_default());

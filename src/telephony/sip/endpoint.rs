@@ -31,7 +31,7 @@ use super::check::{self, ACCEPT, ALLOW, Checked, Method};
 use super::grammar::param;
 use super::identity::{self, Target};
 use super::reply::{self, Reply};
-use super::scan::{Message, StartLine, Transport, scan};
+use super::scan::{Message, Name, StartLine, Transport, scan};
 use crate::calls::{CallEvent, EndReason, Intake};
 
 /// Timer T1, the RTT estimate [RFC 3261 §17.1.1.1].
@@ -243,7 +243,7 @@ impl Endpoint {
                         .increment(1);
                 }
                 // Never answer an ACK [§17.2.3]; without a Via there is nowhere to answer.
-                if method != Method::Ack && msg.headers.via.is_some() {
+                if method != Method::Ack && msg.headers.get(Name::Via).is_some() {
                     let extra: Vec<(&str, &str)> = rejection
                         .header
                         .iter()
@@ -441,7 +441,7 @@ impl Endpoint {
             return;
         }
         // RFC 3326: `Reason: SIP;cause=200` means another branch answered.
-        let answered_elsewhere = msg.headers.reason.is_some_and(|r| {
+        let answered_elsewhere = msg.headers.get(Name::Reason).is_some_and(|r| {
             super::grammar::split_list(r).any(|entry| {
                 let protocol = entry.split(|&b| b == b';').next().unwrap_or_default();
                 super::scan::trim(protocol).eq_ignore_ascii_case(b"SIP")

@@ -15,31 +15,7 @@ pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         loop {
             let s = rest?;
-            let mut quoted = false;
-            let mut escaped = false;
-            let mut angle = false;
-            let mut cut = None;
-            for (i, &b) in s.iter().enumerate() {
-                if quoted {
-                    match (escaped, b) {
-                        (true, _) => escaped = false,
-                        (false, b'\\') => escaped = true,
-                        (false, b'"') => quoted = false,
-                        _ => {}
-                    }
-                    continue;
-                }
-                match b {
-                    b'"' => quoted = true,
-                    b'<' => angle = true,
-                    b'>' => angle = false,
-                    b',' if !angle => {
-                        cut = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
+            let cut = list_cut(s);
             let (item, next) = match cut {
                 Some(i) => (&s[..i], Some(&s[i + 1..])),
                 None => (s, None),
@@ -51,6 +27,36 @@ pub fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
             }
         }
     })
+}
+
+/// The first ',' outside quotes and angle brackets, jumping between the bytes that matter.
+fn list_cut(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(j) = memchr::memchr3(b',', b'"', b'<', &s[i..]) {
+        let at = i + j;
+        match s[at] {
+            b',' => return Some(at),
+            b'<' => i = at + 1 + memchr::memchr(b'>', &s[at + 1..])?,
+            _ => {
+                // A quoted string: skip to its closing quote, honouring backslash escapes.
+                let mut k = at + 1;
+                loop {
+                    let q = k + memchr::memchr2(b'"', b'\\', &s[k..])?;
+                    if s[q] == b'\\' {
+                        k = q + 2;
+                        if k > s.len() {
+                            return None;
+                        }
+                    } else {
+                        i = q;
+                        break;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A display name as sent.

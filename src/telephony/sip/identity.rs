@@ -82,7 +82,9 @@ pub fn caller(msg: &Message<'_>) -> Caller {
         (Some(na), Source::Rpid, private)
     } else {
         (
-            msg.headers.from.and_then(|f| NameAddr::parse(f).ok()),
+            msg.headers
+                .get(Name::From)
+                .and_then(|f| NameAddr::parse(f).ok()),
             Source::From,
             false,
         )
@@ -149,7 +151,7 @@ impl Target {
             ruri_user: user(request_uri),
             to_user: msg
                 .headers
-                .to
+                .get(Name::To)
                 .and_then(|t| NameAddr::parse(t).ok())
                 .and_then(|na| user(na.uri)),
         }

@@ -51,12 +51,12 @@ pub fn build(req: &Message<'_>, source: SocketAddr, reply: Reply<'_>) -> Vec<u8>
             out.extend_from_slice(b"\r\n");
         }
     }
-    if let Some(from) = req.headers.from {
+    if let Some(from) = req.headers.get(Name::From) {
         out.extend_from_slice(b"From: ");
         push_clean(&mut out, from);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(to) = req.headers.to {
+    if let Some(to) = req.headers.get(Name::To) {
         out.extend_from_slice(b"To: ");
         push_clean(&mut out, to);
         if let Some(tag) = reply.to_tag.filter(|_| reply.code > 100)
@@ -67,7 +67,10 @@ pub fn build(req: &Message<'_>, source: SocketAddr, reply: Reply<'_>) -> Vec<u8>
         }
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in [("Call-ID", req.headers.call_id), ("CSeq", req.headers.cseq)] {
+    for (name, value) in [
+        ("Call-ID", req.headers.get(Name::CallId)),
+        ("CSeq", req.headers.get(Name::CSeq)),
+    ] {
         if let Some(value) = value {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");

@@ -54,73 +54,38 @@ pub enum StartLine<'a> {
     },
 }
 
-/// The header fields screenpop reads: the first value of each, and how often it occurred.
+/// The header fields screenpop reads: the first value of each class, and how often the class
+/// occurred (a header repeated, or a comma list split over several lines, counts each line).
 #[derive(Debug, Clone, Default)]
 pub struct Known<'a> {
-    /// Top `Via` field value (may hold several comma-separated via-parms).
-    pub via: Option<&'a [u8]>,
-    /// `From` / `f`.
-    pub from: Option<&'a [u8]>,
-    /// `To` / `t`.
-    pub to: Option<&'a [u8]>,
-    /// `Call-ID` / `i`.
-    pub call_id: Option<&'a [u8]>,
-    /// `CSeq`.
-    pub cseq: Option<&'a [u8]>,
-    /// `Max-Forwards`.
-    pub max_forwards: Option<&'a [u8]>,
-    /// `Content-Length` / `l`.
-    pub content_length: Option<&'a [u8]>,
-    /// `Content-Type` / `c`.
-    pub content_type: Option<&'a [u8]>,
-    /// `Content-Encoding` / `e`.
-    pub content_encoding: Option<&'a [u8]>,
-    /// `Contact` / `m`.
-    pub contact: Option<&'a [u8]>,
-    /// `P-Asserted-Identity` (RFC 3325 §9.1).
-    pub pai: Option<&'a [u8]>,
-    /// `Remote-Party-ID` (draft-ietf-sip-privacy-04); several may occur.
-    pub rpid: Option<&'a [u8]>,
-    /// `Privacy` (RFC 3323 §4.2).
-    pub privacy: Option<&'a [u8]>,
-    /// `Diversion` (RFC 5806).
-    pub diversion: Option<&'a [u8]>,
-    /// `History-Info` (RFC 7044).
-    pub history_info: Option<&'a [u8]>,
-    /// `Require`.
-    pub require: Option<&'a [u8]>,
-    /// `Reason` (RFC 3326), read on CANCEL.
-    pub reason: Option<&'a [u8]>,
-    /// `Accept`.
-    pub accept: Option<&'a [u8]>,
-    /// How many times each single-valued field occurred, to reject duplicates (RFC 4475 §3.3.9).
-    pub counts: Counts,
+    first: [Option<&'a [u8]>; Name::COUNT],
+    count: [u16; Name::COUNT],
 }
 
-/// Occurrence counts of the fields that must appear at most once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// `From` fields seen.
-    pub from: u16,
-    /// `To` fields seen.
-    pub to: u16,
-    /// `Call-ID` fields seen.
-    pub call_id: u16,
-    /// `CSeq` fields seen.
-    pub cseq: u16,
-    /// `Max-Forwards` fields seen.
-    pub max_forwards: u16,
-    /// `Content-Length` fields seen.
-    pub content_length: u16,
-    /// `Content-Type` fields seen.
-    pub content_type: u16,
-    /// `Via` fields seen.
-    pub via: u16,
+impl<'a> Known<'a> {
+    /// The first value of a header class.
+    pub fn get(&self, name: Name) -> Option<&'a [u8]> {
+        self.first[name as usize]
+    }
+
+    /// How many fields of the class occurred.
+    pub fn count(&self, name: Name) -> u16 {
+        self.count[name as usize]
+    }
+
+    fn record(&mut self, f: Field<'a>) {
+        let i = f.name as usize;
+        self.count[i] = self.count[i].saturating_add(1);
+        if self.first[i].is_none() {
+            self.first[i] = Some(f.value);
+        }
+    }
 }
 
 /// Header names screenpop distinguishes; everything else is [`Name::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
+#[repr(u8)]
 pub enum Name {
     Via,
     From,
@@ -144,6 +109,9 @@ pub enum Name {
 }
 
 impl Name {
+    /// Number of classes.
+    pub const COUNT: usize = Name::Other as usize + 1;
+
     /// Classifies a header name, case-insensitively, compact forms included (RFC 3261 §7.3.3,
     /// §20: `i m e l c f t v`; `k` Supported and `s` Subject are not read).
     pub fn classify(name: &[u8]) -> Name {
@@ -160,30 +128,36 @@ impl Name {
                 _ => Name::Other,
             };
         }
-        const TABLE: &[(&[u8], Name)] = &[
-            (b"via", Name::Via),
-            (b"from", Name::From),
-            (b"to", Name::To),
-            (b"call-id", Name::CallId),
-            (b"cseq", Name::CSeq),
-            (b"max-forwards", Name::MaxForwards),
-            (b"content-length", Name::ContentLength),
-            (b"content-type", Name::ContentType),
-            (b"content-encoding", Name::ContentEncoding),
-            (b"contact", Name::Contact),
-            (b"p-asserted-identity", Name::Pai),
-            (b"remote-party-id", Name::Rpid),
-            (b"privacy", Name::Privacy),
-            (b"diversion", Name::Diversion),
-            (b"history-info", Name::HistoryInfo),
-            (b"require", Name::Require),
-            (b"reason", Name::Reason),
-            (b"accept", Name::Accept),
-        ];
-        TABLE
-            .iter()
-            .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-            .map_or(Name::Other, |&(_, k)| k)
+        // Dispatch on length and first letter, then one comparison.
+        let Some(first) = name.first() else {
+            return Name::Other;
+        };
+        let candidate = match (name.len(), first.to_ascii_lowercase()) {
+            (2, b't') => (&b"to"[..], Name::To),
+            (3, b'v') => (&b"via"[..], Name::Via),
+            (4, b'f') => (&b"from"[..], Name::From),
+            (4, b'c') => (&b"cseq"[..], Name::CSeq),
+            (6, b'r') => (&b"reason"[..], Name::Reason),
+            (6, b'a') => (&b"accept"[..], Name::Accept),
+            (7, b'c') if name[1].eq_ignore_ascii_case(&b'a') => (&b"call-id"[..], Name::CallId),
+            (7, b'c') => (&b"contact"[..], Name::Contact),
+            (7, b'p') => (&b"privacy"[..], Name::Privacy),
+            (7, b'r') => (&b"require"[..], Name::Require),
+            (9, b'd') => (&b"diversion"[..], Name::Diversion),
+            (12, b'm') => (&b"max-forwards"[..], Name::MaxForwards),
+            (12, b'c') => (&b"content-type"[..], Name::ContentType),
+            (12, b'h') => (&b"history-info"[..], Name::HistoryInfo),
+            (14, b'c') => (&b"content-length"[..], Name::ContentLength),
+            (15, b'r') => (&b"remote-party-id"[..], Name::Rpid),
+            (16, b'c') => (&b"content-encoding"[..], Name::ContentEncoding),
+            (19, b'p') => (&b"p-asserted-identity"[..], Name::Pai),
+            _ => return Name::Other,
+        };
+        if candidate.0.eq_ignore_ascii_case(name) {
+            candidate.1
+        } else {
+            Name::Other
+        }
     }
 }
 
@@ -203,12 +177,17 @@ pub struct Field<'a> {
 #[derive(Debug, Clone)]
 pub struct Fields<'a> {
     rest: &'a [u8],
+    /// After the blank line was met: the bytes following it (the body).
+    body: Option<&'a [u8]>,
 }
 
 impl<'a> Fields<'a> {
-    /// Iterates `head`, a header block without its start line and without the blank line.
+    /// Iterates a header block (without its start line); stops at a blank line, if any.
     pub fn new(head: &'a [u8]) -> Self {
-        Fields { rest: head }
+        Fields {
+            rest: head,
+            body: None,
+        }
     }
 }
 
@@ -218,6 +197,17 @@ impl<'a> Iterator for Fields<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let buf = self.rest;
         if buf.is_empty() {
+            return None;
+        }
+        // The blank line ends the header block (CRLF or bare LF).
+        let blank = match buf {
+            [b'\n', ..] => Some(1),
+            [b'\r', b'\n', ..] => Some(2),
+            _ => None,
+        };
+        if let Some(len) = blank {
+            self.body = Some(&buf[len..]);
+            self.rest = &[];
             return None;
         }
         // The field ends at the first line end not followed by SP or HT (RFC 3261 §7.3.1).
@@ -236,21 +226,24 @@ impl<'a> Iterator for Fields<'a> {
         };
         let line = &buf[..next_start];
         self.rest = &buf[next_start..];
-        let Some(colon) = memchr::memchr(b':', line) else {
-            self.rest = &[];
-            return Some(Err(SipError::Malformed("header line without a colon")));
-        };
-        let raw_name = trim(&line[..colon]);
-        if raw_name.is_empty() || !raw_name.iter().all(|&b| is_token(b)) {
-            self.rest = &[];
-            return Some(Err(SipError::Malformed("invalid header name")));
+        // field-name = token, then optional whitespace, then ':' [RFC 3261 §7.3.1].
+        let name_len = line
+            .iter()
+            .position(|&b| !is_token(b))
+            .unwrap_or(line.len());
+        let raw_name = &line[..name_len];
+        let mut colon = name_len;
+        while matches!(line.get(colon), Some(b' ' | b'\t')) {
+            colon += 1;
         }
-        // A name followed by whitespace then more text before the colon is not a name.
-        if line[..colon].first().is_some_and(|&b| is_ws(b)) {
+        if name_len == 0 || line.get(colon) != Some(&b':') {
             self.rest = &[];
-            return Some(Err(SipError::Malformed(
-                "header line starts with whitespace",
-            )));
+            let why = if line.contains(&b':') {
+                "invalid header name"
+            } else {
+                "header line without a colon"
+            };
+            return Some(Err(SipError::Malformed(why)));
         }
         Some(Ok(Field {
             raw_name,
@@ -411,23 +404,14 @@ pub fn scan(buf: &[u8], transport: Transport) -> Result<Message<'_>, SipError> {
     let line_end = memchr::memchr(b'\n', buf).ok_or(SipError::Malformed("no line end"))?;
     let (start, mut defect) = parse_start_line(strip_cr(&buf[..line_end]))?;
     let rest = &buf[line_end + 1..];
-    // The header block ends at a blank line; a datagram that ends without one still delimits it.
-    let (head, after_head): (&[u8], Option<&[u8]>) = if rest.first() == Some(&b'\n') {
-        (&[], Some(&rest[1..]))
-    } else if rest.starts_with(b"\r\n") {
-        (&[], Some(&rest[2..]))
-    } else {
-        match find_head_end(rest) {
-            Some(end) => (&rest[..end.head_len], Some(&rest[end.body_start..])),
-            None => (rest, None),
-        }
-    };
-    if head.len() > MAX_HEAD_BYTES {
-        return Err(SipError::TooLarge);
-    }
+    // One pass over the header block: the field iterator stops at the blank line and says where
+    // the body starts; a datagram that ends without a blank line still delimits its headers.
     let mut known = Known::default();
-    for (n, field) in Fields::new(head).enumerate() {
-        if n >= MAX_HEADER_FIELDS {
+    let mut fields = Fields::new(rest);
+    let mut n = 0usize;
+    while let Some(field) = fields.next() {
+        n += 1;
+        if n > MAX_HEADER_FIELDS || rest.len() - fields.rest.len() > MAX_HEAD_BYTES {
             return Err(SipError::TooLarge);
         }
         match field {
@@ -438,8 +422,10 @@ pub fn scan(buf: &[u8], transport: Transport) -> Result<Message<'_>, SipError> {
             }
         }
     }
+    let head = &rest[..rest.len() - fields.rest.len()];
+    let after_head = fields.body;
     let tail = after_head.unwrap_or_default();
-    let declared = match known.content_length.map(parse_content_length) {
+    let declared = match known.get(Name::ContentLength).map(parse_content_length) {
         Some(Ok(n)) => Some(n),
         Some(Err(e)) => {
             defect.get_or_insert(e);
@@ -447,7 +433,7 @@ pub fn scan(buf: &[u8], transport: Transport) -> Result<Message<'_>, SipError> {
         }
         None => None,
     };
-    if known.counts.content_length > 1 {
+    if known.count(Name::ContentLength) > 1 {
         defect.get_or_insert(SipError::Malformed("more than one Content-Length"));
     }
     let body = match (transport, declared) {
@@ -478,62 +464,6 @@ pub fn scan(buf: &[u8], transport: Transport) -> Result<Message<'_>, SipError> {
         headers: known,
         defect,
     })
-}
-
-impl<'a> Known<'a> {
-    fn record(&mut self, f: Field<'a>) {
-        fn first<'a>(slot: &mut Option<&'a [u8]>, v: &'a [u8]) {
-            if slot.is_none() {
-                *slot = Some(v);
-            }
-        }
-        let c = &mut self.counts;
-        match f.name {
-            Name::Via => {
-                c.via = c.via.saturating_add(1);
-                first(&mut self.via, f.value)
-            }
-            Name::From => {
-                c.from = c.from.saturating_add(1);
-                first(&mut self.from, f.value)
-            }
-            Name::To => {
-                c.to = c.to.saturating_add(1);
-                first(&mut self.to, f.value)
-            }
-            Name::CallId => {
-                c.call_id = c.call_id.saturating_add(1);
-                first(&mut self.call_id, f.value)
-            }
-            Name::CSeq => {
-                c.cseq = c.cseq.saturating_add(1);
-                first(&mut self.cseq, f.value)
-            }
-            Name::MaxForwards => {
-                c.max_forwards = c.max_forwards.saturating_add(1);
-                first(&mut self.max_forwards, f.value)
-            }
-            Name::ContentLength => {
-                c.content_length = c.content_length.saturating_add(1);
-                first(&mut self.content_length, f.value)
-            }
-            Name::ContentType => {
-                c.content_type = c.content_type.saturating_add(1);
-                first(&mut self.content_type, f.value)
-            }
-            Name::ContentEncoding => first(&mut self.content_encoding, f.value),
-            Name::Contact => first(&mut self.contact, f.value),
-            Name::Pai => first(&mut self.pai, f.value),
-            Name::Rpid => first(&mut self.rpid, f.value),
-            Name::Privacy => first(&mut self.privacy, f.value),
-            Name::Diversion => first(&mut self.diversion, f.value),
-            Name::HistoryInfo => first(&mut self.history_info, f.value),
-            Name::Require => first(&mut self.require, f.value),
-            Name::Reason => first(&mut self.reason, f.value),
-            Name::Accept => first(&mut self.accept, f.value),
-            Name::Other => {}
-        }
-    }
 }
 
 impl<'a> Message<'a> {
@@ -692,10 +622,10 @@ v=0\n";
             }
         );
         assert_eq!(
-            m.headers.call_id,
+            m.headers.get(Name::CallId),
             Some(&b"a84b4c76e66710@pc33.example.com"[..])
         );
-        assert_eq!(m.headers.cseq, Some(&b"314159 INVITE"[..]));
+        assert_eq!(m.headers.get(Name::CSeq), Some(&b"314159 INVITE"[..]));
         assert_eq!(m.body, b"v=0\n");
         assert_eq!(m.fields().count(), 8);
     }
@@ -704,9 +634,9 @@ v=0\n";
     fn compact_names_bare_lf_and_folding() {
         let msg = b"OPTIONS sip:x@h SIP/2.0\nv: SIP/2.0/UDP h;branch=z9hG4bK1\ni: abc\nf: <sip:a@h>\n ;tag=1\nt: sip:b@h\nCSeq: 1 OPTIONS\nl: 0\n\n";
         let m = scan(msg, Transport::Datagram).expect("valid");
-        assert_eq!(m.headers.call_id, Some(&b"abc"[..]));
-        assert_eq!(m.headers.from, Some(&b"<sip:a@h>\n ;tag=1"[..]));
-        assert_eq!(m.headers.to, Some(&b"sip:b@h"[..]));
+        assert_eq!(m.headers.get(Name::CallId), Some(&b"abc"[..]));
+        assert_eq!(m.headers.get(Name::From), Some(&b"<sip:a@h>\n ;tag=1"[..]));
+        assert_eq!(m.headers.get(Name::To), Some(&b"sip:b@h"[..]));
         assert!(m.body.is_empty());
     }
 
@@ -802,7 +732,7 @@ v=0\n";
             Transport::Datagram,
         )
         .expect("a datagram delimits its header block");
-        assert_eq!(m.headers.cseq, Some(&b"1 OPTIONS"[..]));
+        assert_eq!(m.headers.get(Name::CSeq), Some(&b"1 OPTIONS"[..]));
     }
 
     #[test]
@@ -845,7 +775,10 @@ v=0\n";
             r.defect,
             Some(SipError::Malformed("header line without a colon"))
         );
-        assert_eq!((r.headers.call_id, r.headers.cseq), (Some(&b"a"[..]), None));
+        assert_eq!(
+            (r.headers.get(Name::CallId), r.headers.get(Name::CSeq)),
+            (Some(&b"a"[..]), None)
+        );
         let r = scan(
             b"OPTIONS sip:x@h SIP/2.0\r\nBad Name: x\r\n\r\n",
             Transport::Datagram,
@@ -861,5 +794,25 @@ v=0\n";
         assert_eq!(Name::classify(b"L"), Name::ContentLength);
         assert_eq!(Name::classify(b"k"), Name::Other);
         assert_eq!(Name::classify(b"X-Anything"), Name::Other);
+        assert_eq!(Name::classify(b""), Name::Other);
+        for (name, class) in [
+            ("Via", Name::Via),
+            ("TO", Name::To),
+            ("call-ID", Name::CallId),
+            ("Contact", Name::Contact),
+            ("Require", Name::Require),
+            ("Reason", Name::Reason),
+            ("Accept", Name::Accept),
+            ("Privacy", Name::Privacy),
+            ("Diversion", Name::Diversion),
+            ("Content-Type", Name::ContentType),
+            ("History-Info", Name::HistoryInfo),
+            ("Remote-Party-ID", Name::Rpid),
+            ("Content-Encoding", Name::ContentEncoding),
+            ("CSeq", Name::CSeq),
+            ("From", Name::From),
+        ] {
+            assert_eq!(Name::classify(name.as_bytes()), class, "{name}");
+        }
     }
 }
