@@ -159,13 +159,25 @@ struct Table {
     calls: HashMap<(Intake, String), Entry>,
     order: BTreeMap<u64, (Intake, String)>,
     next_seq: u64,
+    /// How many of `calls` are answered (the rest are ringing: ended calls are removed).
+    answered: usize,
 }
 
 impl Table {
     fn remove(&mut self, key: &(Intake, String)) -> Option<Entry> {
         let entry = self.calls.remove(key)?;
         self.order.remove(&entry.seq);
+        if matches!(entry.call.state, CallState::Answered { .. }) {
+            self.answered -= 1;
+        }
         Some(entry)
+    }
+
+    /// Publishes calls by state.
+    fn gauges(&self) {
+        metrics::gauge!("screenpop_calls", "state" => "ringing")
+            .set((self.calls.len() - self.answered) as f64);
+        metrics::gauge!("screenpop_calls", "state" => "answered").set(self.answered as f64);
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<CallUpdate>) {
@@ -233,6 +245,12 @@ impl Calls {
         calls
     }
 
+    /// Calls now (ringing, answered), as exported in `screenpop_calls{state}`.
+    pub fn counts(&self) -> (usize, usize) {
+        let table = self.lock();
+        (table.calls.len() - table.answered, table.answered)
+    }
+
     /// Applies events until the channel closes or `cancel` fires; expires stale calls meanwhile.
     pub async fn run(
         self: Arc<Self>,
@@ -258,7 +276,8 @@ impl Calls {
         let now = Instant::now();
         let mut out = Vec::new();
         {
-            let mut table = self.lock();
+            let mut guard = self.lock();
+            let table = &mut *guard;
             match event {
                 CallEvent::Ringing {
                     key,
@@ -330,6 +349,7 @@ impl Calls {
                         return;
                     }
                     call.state = CallState::Answered { by: by.clone() };
+                    table.answered += 1;
                     entry.deadline = now + self.config.answered_ttl;
                     let mut losers = Vec::new();
                     for leg in &mut call.legs {
@@ -413,7 +433,7 @@ impl Calls {
                     }
                 }
             }
-            metrics::gauge!("screenpop_calls", "state" => "live").set(table.calls.len() as f64);
+            table.gauges();
         }
         for update in out {
             let _ = self.updates.send(update);
@@ -460,7 +480,7 @@ impl Calls {
                     out.push(end_call(entry.call, EndReason::Expired));
                 }
             }
-            metrics::gauge!("screenpop_calls", "state" => "live").set(table.calls.len() as f64);
+            table.gauges();
         }
         for update in out {
             let _ = self.updates.send(update);
@@ -531,6 +551,7 @@ mod tests {
             calls.apply(ringing("c1", ext));
         }
         calls.apply(ringing("c1", "1002")); // a duplicate changes nothing
+        assert_eq!(calls.counts(), (1, 0));
         calls.apply(CallEvent::Answered {
             key: "c1".into(),
             intake: Intake::Sip,
