@@ -58,6 +58,7 @@ fn invite(local: SocketAddr, transport: &str, n: u64) -> Vec<u8> {
     let caller = CALLERS[(n % CALLERS.len() as u64) as usize];
     let ext = if n.is_multiple_of(2) { "1001" } else { "1002" };
     let caller_escaped = caller.replace(' ', "%20");
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n";
     format!(
         "INVITE sip:{ext}@screenpop.test SIP/2.0\r\n\
          Via: SIP/2.0/{transport} {local};rport;branch=z9hG4bKload{n}\r\n\
@@ -69,17 +70,24 @@ fn invite(local: SocketAddr, transport: &str, n: u64) -> Vec<u8> {
          Contact: <sip:load@{local}>\r\n\
          P-Asserted-Identity: \"Load Caller\" <sip:{caller_escaped}@pbx.test>\r\n\
          Content-Type: application/sdp\r\n\
-         Content-Length: 129\r\n\r\n\
-         v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
     )
     .into_bytes()
 }
 
+/// Responses other than 100 Trying (a 400 here means the generator is broken).
+static OTHER: AtomicU64 = AtomicU64::new(0);
+
 fn call_number(bytes: &[u8]) -> Option<u64> {
     let msg = scan(bytes, Transport::Datagram).ok()?;
-    let StartLine::Response { code: 100, .. } = msg.start else {
+    let StartLine::Response { code, .. } = msg.start else {
         return None;
     };
+    if code != 100 {
+        OTHER.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
     let cid = std::str::from_utf8(msg.headers.get(Name::CallId)?).ok()?;
     cid.strip_prefix("load-")?.split('-').next()?.parse().ok()
 }
@@ -137,6 +145,10 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0)
     };
     let got = answered.load(Ordering::Relaxed);
+    let other = OTHER.load(Ordering::Relaxed);
+    if other > 0 {
+        println!("warning: {other} responses other than 100 Trying");
+    }
     println!(
         "{} INVITEs over {}, {} answered 100 Trying in {:.2} s: {:.0} INVITEs/s; INVITE→100 p50 {} µs, p99 {} µs, max {} µs ({} senders, window {})",
         per_sender * a.senders as u64,
