@@ -124,9 +124,9 @@ fn has_tag(value: &[u8]) -> bool {
 /// Writes the top via-parm with `received` and a filled `rport`.
 fn stamp_via(out: &mut Vec<u8>, via: &Via<'_>, source: SocketAddr) {
     out.extend_from_slice(b"SIP/2.0/");
-    out.extend_from_slice(via.transport);
+    push_clean(out, via.transport);
     out.push(b' ');
-    out.extend_from_slice(via.host);
+    push_clean(out, via.host);
     if let Some(port) = via.port {
         let _ = write!(Fmt(out), ":{port}");
     }
@@ -147,10 +147,10 @@ fn stamp_via(out: &mut Vec<u8>, via: &Via<'_>, source: SocketAddr) {
             continue;
         }
         out.push(b';');
-        out.extend_from_slice(name);
+        push_clean(out, name);
         if !value.is_empty() {
             out.push(b'=');
-            out.extend_from_slice(value);
+            push_clean(out, value);
         }
     }
     // RFC 3581 §4: with rport, received is always added.
@@ -159,12 +159,14 @@ fn stamp_via(out: &mut Vec<u8>, via: &Via<'_>, source: SocketAddr) {
     }
 }
 
-/// Copies a header value with every run of whitespace (folding included) collapsed to one SP,
-/// so copied values never carry a bare LF into our CRLF-framed output.
+/// Copies request text into a response with every run of whitespace (folding included) and of
+/// control characters (a stray CR, NUL…) collapsed to one SP, so nothing copied can break our
+/// CRLF framing or smuggle a header line to the peer. Every byte copied from a request goes
+/// through here.
 fn push_clean(out: &mut Vec<u8>, value: &[u8]) {
     let mut in_ws = false;
     for &b in value {
-        if is_ws(b) {
+        if is_ws(b) || b < 0x20 || b == 0x7f {
             in_ws = true;
             continue;
         }
@@ -223,6 +225,39 @@ Via: SIP/2.0/TCP 10.0.0.8;branch=z9hG4bKc\r\n\
 From: <sip:a@h>;tag=1\r\nTo: <sip:2001@h>;tag=t1\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\n";
         assert!(text.starts_with(expected), "{text}");
         assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+    }
+
+    /// Found by `cargo fuzz` (fuzz/regressions/sip_scan-reply-bare-cr.bin): a bare CR inside a
+    /// Via parameter value was copied into the response.
+    #[test]
+    fn nothing_copied_can_break_the_framing() {
+        let inputs: [&[u8]; 3] = [
+            b"TI.no\r\nVia: SIP/2.0/T h;bra=w3\r\0\n",
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=a\rTo: <sip:x@evil>\r\nCall-ID: c\r\n\r\n",
+            b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=a\n b;x=\x01\nFrom: <sip:a@b>;tag=\r1\nCall-ID: c\n\n",
+        ];
+        for input in inputs {
+            let msg = scan(input, Transport::Datagram).expect("answerable");
+            let out = build(
+                &msg,
+                "127.0.0.1:5060".parse().expect("addr"),
+                Reply {
+                    code: 400,
+                    reason: "x",
+                    to_tag: Some("t"),
+                    extra: &[],
+                },
+            );
+            for (i, &b) in out.iter().enumerate() {
+                let crlf = (b == b'\r' && out.get(i + 1) == Some(&b'\n'))
+                    || (b == b'\n' && i > 0 && out[i - 1] == b'\r');
+                assert!(
+                    crlf || !(b < 0x20 || b == 0x7f),
+                    "control byte {b:#04x} at {i} in {:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
     }
 
     #[test]
