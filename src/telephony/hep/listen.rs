@@ -1,18 +1,17 @@
 //! HEP listeners: UDP (one packet per datagram) and TCP (back-to-back packets framed by their
 //! total length). Passive: nothing is sent back.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::decode::frame_len;
 use super::observe::Observer;
+use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
 
 /// Receives HEP datagrams until cancelled.
@@ -45,58 +44,49 @@ pub async fn serve_tcp(
     max_connections: usize,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
+    serve_connections(
+        listener,
+        allow,
+        max_connections,
+        cancel,
+        move |stream, peer, cancel| connection(stream, peer, observer.clone(), cancel),
+    )
+    .await;
+}
+
+/// Reads back-to-back HEP packets framed by their total length until the peer closes, a
+/// framing error, or cancellation.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    observer: Arc<Observer>,
+    cancel: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(8192);
     loop {
-        let (mut stream, peer) = tokio::select! {
-            () = cancel.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
-            },
-        };
-        if !allow.permits(peer.ip()) {
-            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
-                .increment(1);
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("screenpop_drops_total", "reason" => "tcp_connection_limit")
-                .increment(1);
-            continue;
-        };
-        let observer = observer.clone();
-        let cancel = cancel.child_token();
-        tracker.spawn(async move {
-            let mut buf = BytesMut::with_capacity(8192);
-            'conn: loop {
-                loop {
-                    match frame_len(&buf) {
-                        Ok(Some(len)) => {
-                            let packet = buf.split_to(len);
-                            observer.handle(&packet, peer);
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            metrics::counter!("screenpop_hep_packets_total", "result" => error.kind()).increment(1);
-                            break 'conn;
-                        }
-                    }
+        loop {
+            match frame_len(&buf) {
+                Ok(Some(len)) => {
+                    let packet = buf.split_to(len);
+                    observer.handle(&packet, peer);
                 }
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(16 * 1024);
-                }
-                let read = tokio::select! {
-                    () = cancel.cancelled() => break,
-                    r = stream.read_buf(&mut buf) => r,
-                };
-                if !matches!(read, Ok(n) if n > 0) {
-                    break;
+                Ok(None) => break,
+                Err(error) => {
+                    metrics::counter!("screenpop_hep_packets_total", "result" => error.kind())
+                        .increment(1);
+                    return;
                 }
             }
-            drop(permit);
-        });
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        let read = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = stream.read_buf(&mut buf) => r,
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            return;
+        }
     }
-    tracker.close();
-    tracker.wait().await;
 }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::decode::decode;
 use crate::calls::{CallEvent, EndReason, Intake};
-use crate::telephony::sip::grammar::{NameAddr, Uri, Via, param, parse_cseq, split_list};
+use crate::telephony::sip::grammar::{NameAddr, Uri, Via, parse_cseq, split_list};
 use crate::telephony::sip::identity::{self, Target};
 use crate::telephony::sip::scan::{Message, Name, StartLine, Transport, scan, trim};
 
@@ -195,10 +195,7 @@ impl Observer {
                 method: b"CANCEL", ..
             } => {
                 let extension = branch.and_then(|b| state.legs.get(&leg_id(b)).cloned());
-                let elsewhere = h
-                    .get(Name::Reason)
-                    .is_some_and(|r| split_list(r).any(|e| param(e, "cause") == Some(&b"200"[..])));
-                let reason = if elsewhere {
+                let reason = if identity::answered_elsewhere(msg) {
                     EndReason::AnsweredElsewhere
                 } else {
                     EndReason::Cancelled

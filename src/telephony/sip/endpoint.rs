@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::check::{self, ACCEPT, ALLOW, Checked, Method};
-use super::grammar::param;
 use super::identity::{self, Target};
 use super::reply::{self, Reply};
 use super::scan::{Message, Name, StartLine, Transport, scan};
@@ -440,14 +439,7 @@ impl Endpoint {
         if txn.state != State::Proceeding {
             return;
         }
-        // RFC 3326: `Reason: SIP;cause=200` means another branch answered.
-        let answered_elsewhere = msg.headers.get(Name::Reason).is_some_and(|r| {
-            super::grammar::split_list(r).any(|entry| {
-                let protocol = entry.split(|&b| b == b';').next().unwrap_or_default();
-                super::scan::trim(protocol).eq_ignore_ascii_case(b"SIP")
-                    && param(entry, "cause") == Some(&b"200"[..])
-            })
-        });
+        let answered_elsewhere = identity::answered_elsewhere(msg);
         let event = if answered_elsewhere {
             CallEvent::Answered {
                 key: txn.call_id.to_string(),

@@ -204,6 +204,16 @@ pub fn dialled(msg: &Message<'_>) -> Option<String> {
         .and_then(|(_, na)| user(&na))
 }
 
+/// Whether a CANCEL says the call was answered on another branch: a `Reason` entry with
+/// protocol `SIP` and `cause=200` [RFC 3326 §2; RFC 3261 §9.1 practice, "Call completed
+/// elsewhere"]. Read by the fork-target endpoint and by the HEP observer alike.
+pub fn answered_elsewhere(msg: &Message<'_>) -> bool {
+    msg.all(Name::Reason).flat_map(split_list).any(|entry| {
+        let protocol = entry.split(|&b| b == b';').next().unwrap_or_default();
+        trim(protocol).eq_ignore_ascii_case(b"SIP") && param(entry, "cause") == Some(&b"200"[..])
+    })
+}
+
 /// Parses a History-Info index (`1.1.2`) into comparable parts.
 fn history_index(raw: &[u8]) -> Option<Vec<u32>> {
     raw.split(|&b| b == b'.')
@@ -279,6 +289,25 @@ mod tests {
             to_user: Some("alice".into()),
         };
         assert_eq!(t.extension(|_| false), Some("alice"));
+    }
+
+    #[test]
+    fn reason_cause_200_means_answered_elsewhere() {
+        let with = |reason: &str| {
+            let bytes =
+                format!("CANCEL sip:2001@h SIP/2.0\r\nCall-ID: c\r\n{reason}\r\n").into_bytes();
+            answered_elsewhere(&scan(&bytes, Transport::Datagram).expect("ok"))
+        };
+        assert!(with(
+            "Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n"
+        ));
+        assert!(with("Reason: Q.850;cause=16, SIP ;cause=200\r\n"));
+        assert!(
+            !with("Reason: Q.850;cause=200\r\n"),
+            "a Q.850 cause 200 is not SIP's"
+        );
+        assert!(!with("Reason: SIP;cause=487\r\n"));
+        assert!(!with(""));
     }
 
     #[test]

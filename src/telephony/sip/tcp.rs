@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::endpoint::{Endpoint, ReplyPath};
 use super::scan::{Frame, MAX_MESSAGE_BYTES, Transport, frame};
+use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
 
 /// Replies queued per connection before further replies are dropped (and counted).
@@ -34,40 +34,14 @@ pub async fn serve(
     max_connections: usize,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "SIP TCP accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if !allow.permits(peer.ip()) {
-            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
-                .increment(1);
-            continue;
-        }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("screenpop_drops_total", "reason" => "tcp_connection_limit")
-                .increment(1);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let endpoint = endpoint.clone();
-        let cancel = cancel.child_token();
-        tracker.spawn(async move {
-            connection(stream, peer, endpoint, cancel).await;
-            drop(permit);
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+    serve_connections(
+        listener,
+        allow,
+        max_connections,
+        cancel,
+        move |stream, peer, cancel| connection(stream, peer, endpoint.clone(), cancel),
+    )
+    .await;
 }
 
 async fn connection(
