@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
             matches!(framed, Ok(Some(_))),
             "decode succeeded where frame_len said {framed:?}"
         );
-        assert!(!packet.payload.is_empty(), "decode returned an empty payload");
+        assert!(
+            !packet.payload.is_empty(),
+            "decode returned an empty payload"
+        );
         for transport in [Transport::Datagram, Transport::Stream] {
             if let Ok(msg) = scan::scan(&packet.payload, transport) {
                 for field in msg.fields() {

@@ -6,7 +6,10 @@
 //! - `frame` returning `Frame::Message(n)` / `Frame::Skip { len, .. }` stays inside the buffer
 //!   and is never empty (`0 < n <= data.len()`), or the TCP listener would spin;
 //! - (a message cut by `frame` is scanned again on the stream transport, as the TCP listener does);
-//! - a 400 built from any scanned request starts with `SIP/2.0 400 ` and ends with `\r\n\r\n`.
+//! - a 400 built from any scanned request starts with `SIP/2.0 400 ` and ends with `\r\n\r\n`;
+//! - feature `strict-reply` (on by default): every CR or LF in that reply is part of a CRLF, so
+//!   nothing copied from the request can start a new line for a peer that splits on CR or LF
+//!   alone.
 
 #![no_main]
 
@@ -50,6 +53,20 @@ fn exercise(data: &[u8], transport: Transport) {
         "reply does not end with CRLFCRLF: {:?}",
         String::from_utf8_lossy(&out)
     );
+    #[cfg(feature = "strict-reply")]
+    for (i, &b) in out.iter().enumerate() {
+        let bare = match b {
+            b'\r' => out.get(i + 1) != Some(&b'\n'),
+            b'\n' => i == 0 || out[i - 1] != b'\r',
+            _ => false,
+        };
+        assert!(
+            !bare,
+            "reply has a bare {} at byte {i}: {:?}",
+            if b == b'\r' { "CR" } else { "LF" },
+            String::from_utf8_lossy(&out)
+        );
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
