@@ -57,6 +57,32 @@ pub struct Settings {
     pub resolver: Arc<dyn Resolver>,
     /// The agents.
     pub agents: Arc<Agents>,
+    /// WebSocket push settings.
+    pub push: PushConfig,
+}
+
+/// WebSocket push settings.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Session timings and queue size.
+    pub session: crate::push::SessionConfig,
+    /// Extra browser origins allowed to open `/ws`.
+    pub allowed_origins: Vec<String>,
+    /// Most WebSocket connections at once.
+    pub max_connections: usize,
+    /// Largest client message, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            session: crate::push::SessionConfig::default(),
+            allowed_origins: Vec::new(),
+            max_connections: 20_000,
+            max_message_bytes: 64 * 1024,
+        }
+    }
 }
 
 /// Addresses actually bound.
@@ -188,10 +214,21 @@ impl Daemon {
             .await
             .with_context(|| format!("binding HTTP {}", settings.http))?;
         bound.http = Some(http.local_addr()?);
+        let hub = crate::push::Hub::new(calls.clone());
+        tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));
+        let push = Arc::new(crate::web::PushSettings {
+            session: settings.push.session.clone(),
+            allowed_origins: settings.push.allowed_origins.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.push.max_connections)),
+            max_message_bytes: settings.push.max_message_bytes,
+        });
         let app = crate::web::router(crate::web::AppState {
             calls: calls.clone(),
             agents,
             metrics,
+            hub,
+            push,
+            shutdown: cancel.child_token(),
         });
         let http_cancel = cancel.child_token();
         tasks.spawn(async move {
@@ -318,5 +355,16 @@ pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings>
         },
         resolver,
         agents: Arc::new(agents),
+        push: PushConfig {
+            session: crate::push::SessionConfig {
+                auth_timeout: config.push.auth_timeout,
+                heartbeat: config.push.heartbeat,
+                idle_timeout: config.push.idle_timeout,
+                queue: config.push.queue,
+            },
+            allowed_origins: config.push.allowed_origins.clone(),
+            max_connections: config.push.max_connections,
+            max_message_bytes: config.push.max_message_bytes,
+        },
     })
 }

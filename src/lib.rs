@@ -7,6 +7,7 @@
 //! - [`calls`]: the call table (ringing → answered → ended, legs per extension).
 //! - [`resolve`]: caller number → E.164 → customer, from memory.
 //! - [`agents`]: who may see which extensions.
+//! - [`push`]: WebSocket delivery of pops to agents.
 //! - [`web`]: the HTTP listener (agent page, API, health, metrics).
 //! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
 //!   embedded default.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod pii;
+pub mod push;
 pub mod resolve;
 pub mod telephony;
 pub mod time;

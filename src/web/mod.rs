@@ -13,8 +13,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use axum::extract::ws::WebSocketUpgrade;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
 use crate::agents::{Agent, Agents};
 use crate::calls::Calls;
+use crate::push::{Hub, SessionConfig};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -25,6 +30,25 @@ pub struct AppState {
     pub agents: Arc<Agents>,
     /// The metrics registry.
     pub metrics: PrometheusHandle,
+    /// The push hub.
+    pub hub: Arc<Hub>,
+    /// WebSocket settings.
+    pub push: Arc<PushSettings>,
+    /// Cancelled on shutdown (WebSocket sessions close with 1001).
+    pub shutdown: CancellationToken,
+}
+
+/// WebSocket endpoint settings.
+#[derive(Debug)]
+pub struct PushSettings {
+    /// Session timings and queue size.
+    pub session: SessionConfig,
+    /// Browser origins allowed to open `/ws` (`scheme://host[:port]`), besides the page's own.
+    pub allowed_origins: Vec<String>,
+    /// Open WebSocket slots (the connection cap).
+    pub slots: Arc<Semaphore>,
+    /// Largest client message accepted, bytes.
+    pub max_message_bytes: usize,
 }
 
 /// The routes.
@@ -34,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/calls", get(live_calls))
+        .route("/ws", get(websocket))
         .with_state(state)
 }
 
@@ -87,6 +112,59 @@ fn agent_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Agent>, Box<Res
             ))
         }
     }
+}
+
+/// Whether a browser `Origin` may open `/ws`: absent (not a browser), the page's own origin
+/// (same host as the request), or one configured [RFC 6455 §10.2].
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let own = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| o == host);
+    own || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+}
+
+/// `GET /ws`: the agents' push channel (protocol in docs/protocol.md).
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.push.allowed_origins) {
+        metrics::counter!("screenpop_push_drops_total", "reason" => "origin").increment(1);
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let Ok(slot) = state.push.slots.clone().try_acquire_owned() else {
+        metrics::counter!("screenpop_push_drops_total", "reason" => "connection_limit")
+            .increment(1);
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
+    // tungstenite's default 128 KiB read buffer costs ~136 KiB per idle connection; 4 KiB
+    // buffers bring it to ~8 KiB [PROTOCOLS.md §6].
+    upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 * 1024)
+        .max_message_size(state.push.max_message_bytes)
+        .max_frame_size(state.push.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            crate::push::session::run(
+                socket,
+                state.hub.clone(),
+                state.agents.clone(),
+                state.push.session.clone(),
+                state.shutdown.clone(),
+            )
+            .await;
+            drop(slot);
+        })
 }
 
 /// The calls ringing or answered now at the agent's extensions.

@@ -1,0 +1,234 @@
+//! The push hub: routes call updates to the connections of the agents whose extensions ring.
+//!
+//! Each connection registers its extensions and a bounded queue. A message is serialised once
+//! and shared by every connection that gets it. A queue that is full means its consumer cannot
+//! keep up: the connection is told to close (code 4429) and counted; it resyncs from the
+//! `snapshot` when it reconnects. Nothing is unbounded per connection, and the hub never waits
+//! on a socket.
+//!
+//! Per call the hub remembers which extensions hold an open pop (they got `ringing` and no
+//! `ended` yet), so that `answered` and `ended` reach exactly them, once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::message::{self, Outbound};
+use crate::agents::Agent;
+use crate::calls::{CallUpdate, Calls, Change};
+
+/// One registered connection.
+#[derive(Debug, Clone)]
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the consumer is too slow.
+    slow: CancellationToken,
+}
+
+/// The routing table and the open pops.
+#[derive(Debug)]
+pub struct Hub {
+    routes: RwLock<HashMap<String, Vec<Subscriber>>>,
+    open: Mutex<HashMap<String, HashSet<String>>>,
+    calls: Arc<Calls>,
+    next_id: AtomicU64,
+}
+
+/// A connection's registration; unregisters when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    hub: Arc<Hub>,
+    id: u64,
+    extensions: Vec<String>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id, &self.extensions);
+    }
+}
+
+impl Hub {
+    /// A hub over the call table.
+    pub fn new(calls: Arc<Calls>) -> Arc<Hub> {
+        Arc::new(Hub {
+            routes: RwLock::default(),
+            open: Mutex::default(),
+            calls,
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Routes `agent`'s extensions to `tx`. `slow` is cancelled if the queue overflows.
+    pub fn register(
+        self: &Arc<Self>,
+        agent: &Agent,
+        tx: mpsc::Sender<Outbound>,
+        slow: CancellationToken,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        for ext in &agent.extensions {
+            routes.entry(ext.clone()).or_default().push(Subscriber {
+                id,
+                tx: tx.clone(),
+                slow: slow.clone(),
+            });
+        }
+        metrics::gauge!("screenpop_push_connections").increment(1.0);
+        Registration {
+            hub: self.clone(),
+            id,
+            extensions: agent.extensions.clone(),
+        }
+    }
+
+    fn unregister(&self, id: u64, extensions: &[String]) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        for ext in extensions {
+            if let Some(subs) = routes.get_mut(ext) {
+                subs.retain(|s| s.id != id);
+                if subs.is_empty() {
+                    routes.remove(ext);
+                }
+            }
+        }
+        metrics::gauge!("screenpop_push_connections").decrement(1.0);
+    }
+
+    /// The calls live at these extensions, as `snapshot` entries.
+    pub fn snapshot(&self, extensions: &[String]) -> Outbound {
+        let calls = self.calls.live(Some(extensions));
+        let entries: Vec<serde_json::Value> = calls
+            .iter()
+            .flat_map(|call| {
+                call.legs
+                    .iter()
+                    .filter(|l| extensions.contains(&l.extension))
+                    .map(move |leg| {
+                        let mut pop = message::pop_json(call, &leg.extension);
+                        pop.insert("call_id".into(), serde_json::Value::String(call.id.clone()));
+                        serde_json::Value::Object(pop)
+                    })
+            })
+            .collect();
+        Outbound::new("snapshot", None, serde_json::json!({ "calls": entries }))
+    }
+
+    /// Consumes call updates until cancelled.
+    pub async fn run(
+        self: Arc<Self>,
+        mut updates: broadcast::Receiver<CallUpdate>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let update = tokio::select! {
+                () = cancel.cancelled() => return,
+                u = updates.recv() => u,
+            };
+            match update {
+                Ok(update) => self.route(&update),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Updates were lost to us: every connection resyncs from a fresh snapshot.
+                    metrics::counter!("screenpop_push_resyncs_total").increment(1);
+                    tracing::warn!(
+                        missed,
+                        "Push hub fell behind the call table; resyncing every connection."
+                    );
+                    self.resync_all();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn resync_all(&self) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut by_sub: HashMap<u64, (Subscriber, Vec<String>)> = HashMap::new();
+        for (ext, subs) in routes.iter() {
+            for s in subs {
+                by_sub
+                    .entry(s.id)
+                    .or_insert_with(|| (s.clone(), Vec::new()))
+                    .1
+                    .push(ext.clone());
+            }
+        }
+        drop(routes);
+        for (sub, exts) in by_sub.into_values() {
+            offer(&sub, self.snapshot(&exts));
+        }
+    }
+
+    /// Sends one update to the connections it concerns.
+    pub fn route(&self, update: &CallUpdate) {
+        let call = &update.call;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match &update.change {
+            Change::Ringing { extension } => {
+                let newly = open
+                    .entry(call.id.clone())
+                    .or_default()
+                    .insert(extension.clone());
+                drop(open);
+                if newly {
+                    self.deliver(extension, &message::ringing(call, extension));
+                }
+            }
+            Change::Answered { by } => {
+                let exts: Vec<String> = open
+                    .get(&call.id)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default();
+                drop(open);
+                let msg = message::answered(call, by.as_deref());
+                for ext in exts {
+                    self.deliver(&ext, &msg);
+                }
+            }
+            Change::LegEnded { extension, reason } => {
+                let was_open = open.get_mut(&call.id).is_some_and(|s| s.remove(extension));
+                drop(open);
+                if was_open {
+                    self.deliver(extension, &message::ended(call, *reason));
+                }
+            }
+            Change::Ended { reason } => {
+                let exts = open.remove(&call.id).unwrap_or_default();
+                drop(open);
+                let msg = message::ended(call, *reason);
+                for ext in exts {
+                    self.deliver(&ext, &msg);
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, extension: &str, msg: &Outbound) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(subs) = routes.get(extension) {
+            for sub in subs {
+                offer(sub, msg.clone());
+            }
+        }
+    }
+}
+
+fn offer(sub: &Subscriber, msg: Outbound) {
+    let kind = msg.kind;
+    match sub.tx.try_send(msg) {
+        Ok(()) => metrics::counter!("screenpop_push_messages_total", "type" => kind).increment(1),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if !sub.slow.is_cancelled() {
+                metrics::counter!("screenpop_push_drops_total", "reason" => "slow_consumer")
+                    .increment(1);
+                sub.slow.cancel();
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}

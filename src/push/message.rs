@@ -1,0 +1,228 @@
+//! The WebSocket protocol's messages (documented in `docs/protocol.md`, schema in
+//! `schema/push-protocol.schema.json`).
+//!
+//! Server messages are serialised once per event and shared by every connection that receives
+//! them; each connection's writer adds its own `seq`. Every server message has `type`, `seq`,
+//! `call_id` (null when not about a call) and `at` (RFC 3339).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::calls::{Call, CallState, EndReason, LegState};
+use crate::resolve::Resolution;
+
+/// A server message without its `seq`: `{"type":KIND,"seq":N,` + `rest`.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The message type.
+    pub kind: &'static str,
+    /// The remaining JSON members after `seq`, closing brace included.
+    pub rest: Arc<str>,
+    /// When the call event behind it was taken by the hub (for the fan-out latency metric).
+    pub created: tokio::time::Instant,
+}
+
+impl Outbound {
+    /// Builds a message from a JSON object; `kind` becomes `type`.
+    pub fn new(kind: &'static str, call_id: Option<&str>, body: Value) -> Outbound {
+        let mut object = match body {
+            Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        object.insert(
+            "call_id".into(),
+            call_id.map_or(Value::Null, |c| Value::String(c.into())),
+        );
+        object.insert("at".into(), Value::String(now()));
+        let text = Value::Object(object).to_string();
+        // `{...}` → `...}`: the members go after `"seq":N,`.
+        let rest: Arc<str> = Arc::from(text.strip_prefix('{').unwrap_or(&text));
+        Outbound {
+            kind,
+            rest,
+            created: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The frame text for sequence number `seq`.
+    pub fn render(&self, seq: u64) -> String {
+        let mut out = String::with_capacity(self.rest.len() + 40);
+        out.push_str("{\"type\":\"");
+        out.push_str(self.kind);
+        out.push_str("\",\"seq\":");
+        out.push_str(&seq.to_string());
+        if self.rest.as_ref() != "}" {
+            out.push(',');
+        }
+        out.push_str(&self.rest);
+        out
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The caller as the pop shows it.
+pub fn caller_json(call: &Call) -> Value {
+    json!({
+        "number": call.caller_number,
+        "display": call.caller_display,
+        "withheld": call.withheld,
+    })
+}
+
+/// `customer`, `candidates` or `unknown: true`, merged into a pop object.
+pub fn identity_members(call: &Call, into: &mut serde_json::Map<String, Value>) {
+    match &call.resolution {
+        Resolution::Customer { customer } => {
+            into.insert(
+                "customer".into(),
+                serde_json::to_value(&**customer).unwrap_or(Value::Null),
+            );
+        }
+        Resolution::Candidates { candidates } => {
+            let list: Vec<Value> = candidates
+                .iter()
+                .map(|c| {
+                    let mut v = serde_json::to_value(&*c.customer).unwrap_or(Value::Null);
+                    if let Value::Object(m) = &mut v {
+                        m.insert("reason".into(), Value::String(c.reason.clone()));
+                    }
+                    v
+                })
+                .collect();
+            into.insert("candidates".into(), Value::Array(list));
+        }
+        Resolution::Withheld | Resolution::Unknown => {
+            into.insert("unknown".into(), Value::Bool(true));
+        }
+    }
+}
+
+/// The state of one call as one extension sees it, for `ringing` and `snapshot` entries.
+pub fn pop_json(call: &Call, extension: &str) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("extension".into(), Value::String(extension.into()));
+    m.insert("caller".into(), caller_json(call));
+    m.insert(
+        "dialled".into(),
+        call.dialled.clone().map_or(Value::Null, Value::String),
+    );
+    m.insert(
+        "started".into(),
+        Value::String(humantime::format_rfc3339_millis(call.started).to_string()),
+    );
+    identity_members(call, &mut m);
+    let (state, by) = match (
+        &call.state,
+        call.legs
+            .iter()
+            .find(|l| l.extension == extension)
+            .map(|l| l.state),
+    ) {
+        (_, Some(LegState::Ended(_))) => ("ended", None),
+        (CallState::Answered { by }, _) => ("answered", by.clone()),
+        (CallState::Ended { .. }, _) => ("ended", None),
+        (CallState::Ringing, _) => ("ringing", None),
+    };
+    m.insert("state".into(), Value::String(state.into()));
+    if let Some(by) = by {
+        m.insert("by".into(), Value::String(by));
+    }
+    m
+}
+
+/// `ringing` for one extension.
+pub fn ringing(call: &Call, extension: &str) -> Outbound {
+    Outbound::new(
+        "ringing",
+        Some(&call.id),
+        Value::Object(pop_json(call, extension)),
+    )
+}
+
+/// `answered`, by an extension if known.
+pub fn answered(call: &Call, by: Option<&str>) -> Outbound {
+    Outbound::new("answered", Some(&call.id), json!({ "by": by }))
+}
+
+/// `ended` with its reason.
+pub fn ended(call: &Call, reason: EndReason) -> Outbound {
+    Outbound::new("ended", Some(&call.id), json!({ "reason": reason }))
+}
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Authenticate (first frame), or replace the token later.
+    Auth {
+        /// The agent token.
+        token: String,
+    },
+    /// Liveness probe; answered with `pong`.
+    Ping,
+    /// The agent closed the pop of a call.
+    Dismiss {
+        /// The call.
+        call_id: String,
+    },
+    /// The agent chose one of the candidates.
+    Pick {
+        /// The call.
+        call_id: String,
+        /// The chosen customer.
+        customer_id: String,
+    },
+}
+
+/// The `ready` message's body.
+#[derive(Debug, Serialize)]
+pub struct Ready<'a> {
+    /// Agent id.
+    pub agent: &'a str,
+    /// Agent display name.
+    pub name: &'a str,
+    /// Extensions routed to this connection.
+    pub extensions: &'a [String],
+    /// Milliseconds between server pings.
+    pub heartbeat_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_puts_type_and_seq_first() {
+        let m = Outbound::new("pong", None, json!({}));
+        let text = m.render(7);
+        assert!(text.starts_with("{\"type\":\"pong\",\"seq\":7,"), "{text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["call_id"], Value::Null);
+        assert!(v["at"].as_str().is_some_and(|a| a.ends_with('Z')));
+    }
+
+    #[test]
+    fn client_messages() {
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"auth","token":"t"}"#).expect("auth");
+        assert_eq!(m, ClientMessage::Auth { token: "t".into() });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"auth"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"nope"}"#).is_err());
+        let p: ClientMessage =
+            serde_json::from_str(r#"{"type":"pick","call_id":"c","customer_id":"x"}"#)
+                .expect("pick");
+        assert_eq!(
+            p,
+            ClientMessage::Pick {
+                call_id: "c".into(),
+                customer_id: "x".into()
+            }
+        );
+    }
+}

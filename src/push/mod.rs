@@ -1,0 +1,14 @@
+//! Push: authenticated WebSocket delivery of pops to the agents whose extensions ring.
+//!
+//! - `message`: the protocol's messages (docs/protocol.md; schema/push-protocol.schema.json).
+//! - `hub`: routing call updates to connections by extension, with bounded queues.
+//! - `session`: one connection: auth, ready + snapshot, reader and writer, heartbeat.
+//!
+//! The HTTP side (`GET /ws`, Origin check, connection cap, buffer sizes) is in `web`.
+
+pub mod hub;
+pub mod message;
+pub mod session;
+
+pub use hub::Hub;
+pub use session::SessionConfig;

@@ -1,0 +1,311 @@
+//! One agent's WebSocket connection.
+//!
+//! ```text
+//!  connect ──auth frame (≤ auth_timeout)──▶ ready, snapshot ──▶ live: pops, pongs, acks
+//!     │ anything else, a bad token or silence: close 4401
+//! ```
+//!
+//! A session is a reader and a writer sharing one cancellation token: when either ends, the
+//! other stops. The writer owns the socket's sink, assigns `seq` and sends a WebSocket ping
+//! every `heartbeat`; the reader answers client messages through the same bounded queue. A
+//! client silent (no frame, no pong) for `idle_timeout` is closed with 4408; one whose queue
+//! overflows with 4429.
+//!
+//! Close codes: 4401 not authenticated (missing, wrong or late token), 4408 idle, 4429 too slow
+//! to read its pops, 1003 binary frame, 1001 server shutting down.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::hub::Hub;
+use super::message::{ClientMessage, Outbound, Ready};
+use crate::agents::{Agent, Agents};
+
+/// Close: not authenticated.
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+/// Close: no traffic from the client for the idle timeout.
+pub const CLOSE_IDLE: u16 = 4408;
+/// Close: the client does not read its pops fast enough.
+pub const CLOSE_TOO_SLOW: u16 = 4429;
+
+/// How long a closing session waits for the client's Close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The first frame must arrive within this.
+    pub auth_timeout: Duration,
+    /// Server ping interval.
+    pub heartbeat: Duration,
+    /// A client silent this long is closed.
+    pub idle_timeout: Duration,
+    /// Messages queued per connection before it is closed as too slow.
+    pub queue: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            auth_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            queue: 256,
+        }
+    }
+}
+
+/// Runs one connection to its end.
+pub async fn run(
+    socket: WebSocket,
+    hub: Arc<Hub>,
+    agents: Arc<Agents>,
+    config: SessionConfig,
+    shutdown: CancellationToken,
+) {
+    let (mut sink, mut stream) = socket.split();
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    };
+
+    // 1. Authentication: the first frame, within the deadline.
+    let first = tokio::time::timeout(config.auth_timeout, stream.next()).await;
+    let timed_out = first.is_err();
+    let agent = match first {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(ClientMessage::Auth { token }) => agents.authenticate(&token),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(agent) = agent else {
+        metrics::counter!("screenpop_push_drops_total", "reason" => "unauthenticated").increment(1);
+        let why = if timed_out {
+            "auth timeout"
+        } else {
+            "first frame must be a valid auth"
+        };
+        let _ = sink.send(close(CLOSE_UNAUTHORIZED, why)).await;
+        return;
+    };
+    let span = tracing::info_span!("agent", agent = %agent.id);
+    live(sink, stream, agent, hub, agents, config, shutdown)
+        .instrument(span)
+        .await;
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// The authenticated part of a session.
+async fn live(
+    mut sink: Sink,
+    mut stream: Stream,
+    mut agent: Arc<Agent>,
+    hub: Arc<Hub>,
+    agents: Arc<Agents>,
+    config: SessionConfig,
+    shutdown: CancellationToken,
+) {
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    };
+    tracing::debug!("Agent connected.");
+
+    // 2. Register before the snapshot so no update falls between them (one may repeat state the
+    //    snapshot already holds; clients apply messages by call_id).
+    let (tx, mut rx) = mpsc::channel::<Outbound>(config.queue);
+    let done = shutdown.child_token();
+    let slow = CancellationToken::new();
+    let registration = hub.register(&agent, tx.clone(), slow.clone());
+    let ready = |agent: &Agent| {
+        Outbound::new(
+            "ready",
+            None,
+            serde_json::to_value(Ready {
+                agent: &agent.id,
+                name: &agent.name,
+                extensions: &agent.extensions,
+                heartbeat_ms: config.heartbeat.as_millis() as u64,
+            })
+            .unwrap_or_default(),
+        )
+    };
+    let mut seq = 0u64;
+    for msg in [ready(&agent), hub.snapshot(&agent.extensions)] {
+        if sink
+            .send(Message::Text(msg.render(seq).into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        seq += 1;
+    }
+
+    // 3. Live: a writer (this task) and a reader (spawned), sharing `done`.
+    let started = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let close_with: Arc<OnceLock<(u16, &'static str)>> = Arc::default();
+    let (reauth_tx, mut reauth_rx) = mpsc::channel::<Arc<Agent>>(1);
+    let reader = tokio::spawn({
+        let (done, last_seen, close_with, agents, tx) = (
+            done.clone(),
+            last_seen.clone(),
+            close_with.clone(),
+            agents.clone(),
+            tx.clone(),
+        );
+        let agent_id = agent.id.clone();
+        async move {
+            let mut drain_until: Option<Instant> = None;
+            loop {
+                // Once the session is over, keep reading (and discarding) for a grace period so
+                // the client's Close can complete the closing handshake before TCP goes away
+                // [RFC 6455 §7.1.1]; otherwise a client still flushing pongs sees a broken pipe
+                // instead of our close code.
+                let frame = tokio::select! {
+                    () = done.cancelled(), if drain_until.is_none() => {
+                        drain_until = Some(Instant::now() + CLOSE_GRACE);
+                        continue;
+                    }
+                    () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => break,
+                    f = stream.next() => f,
+                };
+                let Some(Ok(frame)) = frame else { break };
+                if drain_until.is_some() {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                    continue;
+                }
+                last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                let reply = match frame {
+                    Message::Text(text) => match serde_json::from_str::<ClientMessage>(&text) {
+                        Ok(ClientMessage::Ping) => {
+                            Outbound::new("pong", None, serde_json::json!({}))
+                        }
+                        Ok(ClientMessage::Dismiss { call_id }) => {
+                            metrics::counter!("screenpop_push_client_messages_total", "type" => "dismiss").increment(1);
+                            Outbound::new("dismissed", Some(&call_id), serde_json::json!({}))
+                        }
+                        Ok(ClientMessage::Pick {
+                            call_id,
+                            customer_id,
+                        }) => {
+                            metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
+                            Outbound::new(
+                                "picked",
+                                Some(&call_id),
+                                serde_json::json!({ "customer_id": customer_id }),
+                            )
+                        }
+                        Ok(ClientMessage::Auth { token }) => match agents.authenticate(&token) {
+                            Some(new) if new.id == agent_id => {
+                                let _ = reauth_tx.try_send(new);
+                                continue;
+                            }
+                            _ => {
+                                let _ = close_with.set((CLOSE_UNAUTHORIZED, "token refused"));
+                                done.cancel();
+                                continue;
+                            }
+                        },
+                        Err(error) => Outbound::new(
+                            "error",
+                            None,
+                            serde_json::json!({ "message": error.to_string() }),
+                        ),
+                    },
+                    Message::Binary(_) => {
+                        let _ = close_with.set((1003, "binary frames are not accepted"));
+                        done.cancel();
+                        continue;
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if tx.try_send(reply).is_err() {
+                    let _ = close_with.set((CLOSE_TOO_SLOW, "too slow"));
+                    done.cancel();
+                }
+            }
+            done.cancel();
+        }
+    });
+    drop(tx);
+
+    let mut heartbeat =
+        tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
+    loop {
+        let frame = tokio::select! {
+            () = done.cancelled() => break,
+            () = slow.cancelled() => break,
+            Some(new) = reauth_rx.recv() => {
+                // The same agent with a fresh token: same extensions, same routes.
+                agent = new;
+                metrics::counter!("screenpop_push_client_messages_total", "type" => "reauth").increment(1);
+                Message::Text(ready(&agent).render(seq).into())
+            }
+            msg = rx.recv() => match msg {
+                Some(msg) => {
+                    metrics::histogram!("screenpop_push_fanout_seconds").record(msg.created.elapsed().as_secs_f64());
+                    Message::Text(msg.render(seq).into())
+                }
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                let silent = started.elapsed().saturating_sub(Duration::from_millis(last_seen.load(Ordering::Relaxed)));
+                if silent >= config.idle_timeout {
+                    let _ = close_with.set((CLOSE_IDLE, "no traffic from the client"));
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let sent = tokio::select! {
+            r = sink.send(frame) => r.is_ok(),
+            () = done.cancelled() => false,
+            () = slow.cancelled() => false,
+        };
+        if !sent {
+            break;
+        }
+        seq += 1;
+    }
+    done.cancel();
+    // The loop can end on the slow signal in either select; decide the reason here, once.
+    if slow.is_cancelled() {
+        let _ = close_with.set((CLOSE_TOO_SLOW, "too slow: pops were not read"));
+    }
+    if shutdown.is_cancelled() {
+        let _ = close_with.set((1001, "server shutting down"));
+    }
+    if let Some(&(code, reason)) = close_with.get() {
+        if code == CLOSE_TOO_SLOW {
+            metrics::counter!("screenpop_push_drops_total", "reason" => "closed_too_slow")
+                .increment(1);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, reason))).await;
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE * 2, reader).await;
+    drop(registration);
+    tracing::debug!("Agent disconnected.");
+}
