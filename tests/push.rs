@@ -356,6 +356,31 @@ async fn a_refresh_mid_ring_gets_the_call_back_in_the_snapshot() {
     assert_eq!(calls[0]["customer"]["name"], "Acme Corporation");
     let (_, _, bobs) = sign_in(http, "bob-demo-token").await;
     assert_eq!(bobs["calls"], json!([]));
+
+    // A dismissed pop stays dismissed for that agent across refreshes.
+    let (mut ws, _, _) = sign_in(http, "alice-demo-token").await;
+    ws.send(Message::text(
+        json!({"type": "dismiss", "call_id": "no-such-call"}).to_string(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(json(&mut ws).await["type"], "error");
+    ws.send(Message::text(
+        json!({"type": "dismiss", "call_id": pop["call_id"]}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let ack = json(&mut ws).await;
+    assert_eq!(
+        (ack["type"].as_str(), &ack["call_id"]),
+        (Some("dismissed"), &pop["call_id"])
+    );
+    let (_, _, after) = sign_in(http, "alice-demo-token").await;
+    assert_eq!(
+        after["calls"],
+        json!([]),
+        "dismissed: not in the snapshot any more"
+    );
     assert!(daemon.stop().await);
 }
 

@@ -24,6 +24,7 @@ use crate::calls::{CallUpdate, Calls, Change};
 #[derive(Debug, Clone)]
 struct Subscriber {
     id: u64,
+    agent: Arc<Agent>,
     tx: mpsc::Sender<Outbound>,
     /// Cancelled when the consumer is too slow.
     slow: CancellationToken,
@@ -34,6 +35,8 @@ struct Subscriber {
 pub struct Hub {
     routes: RwLock<HashMap<String, Vec<Subscriber>>>,
     open: Mutex<HashMap<String, HashSet<String>>>,
+    /// Per live call, the agents who dismissed its pop (left out of their snapshots).
+    dismissed: Mutex<HashMap<String, HashSet<String>>>,
     calls: Arc<Calls>,
     next_id: AtomicU64,
 }
@@ -58,6 +61,7 @@ impl Hub {
         Arc::new(Hub {
             routes: RwLock::default(),
             open: Mutex::default(),
+            dismissed: Mutex::default(),
             calls,
             next_id: AtomicU64::new(1),
         })
@@ -66,7 +70,7 @@ impl Hub {
     /// Routes `agent`'s extensions to `tx`. `slow` is cancelled if the queue overflows.
     pub fn register(
         self: &Arc<Self>,
-        agent: &Agent,
+        agent: &Arc<Agent>,
         tx: mpsc::Sender<Outbound>,
         slow: CancellationToken,
     ) -> Registration {
@@ -75,6 +79,7 @@ impl Hub {
         for ext in &agent.extensions {
             routes.entry(ext.clone()).or_default().push(Subscriber {
                 id,
+                agent: agent.clone(),
                 tx: tx.clone(),
                 slow: slow.clone(),
             });
@@ -100,11 +105,32 @@ impl Hub {
         metrics::gauge!("screenpop_push_connections").decrement(1.0);
     }
 
-    /// The calls live at these extensions, as `snapshot` entries.
-    pub fn snapshot(&self, extensions: &[String]) -> Outbound {
+    /// Records that `agent` dismissed the pop of a live call: later snapshots leave it out.
+    /// Returns false for a call that is not live (nothing to dismiss).
+    pub fn dismiss(&self, agent: &str, call_id: &str) -> bool {
+        if !self.calls.live(None).iter().any(|c| c.id == call_id) {
+            return false;
+        }
+        let mut dismissed = self.dismissed.lock().unwrap_or_else(|p| p.into_inner());
+        dismissed
+            .entry(call_id.to_owned())
+            .or_default()
+            .insert(agent.to_owned());
+        true
+    }
+
+    /// The calls live at `agent`'s extensions and not dismissed by it, as `snapshot` entries.
+    pub fn snapshot(&self, agent: &Agent) -> Outbound {
+        let extensions = &agent.extensions;
         let calls = self.calls.live(Some(extensions));
+        let dismissed = self.dismissed.lock().unwrap_or_else(|p| p.into_inner());
         let entries: Vec<serde_json::Value> = calls
             .iter()
+            .filter(|call| {
+                !dismissed
+                    .get(&call.id)
+                    .is_some_and(|agents| agents.contains(&agent.id))
+            })
             .flat_map(|call| {
                 call.legs
                     .iter()
@@ -148,19 +174,13 @@ impl Hub {
 
     fn resync_all(&self) {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let mut by_sub: HashMap<u64, (Subscriber, Vec<String>)> = HashMap::new();
-        for (ext, subs) in routes.iter() {
-            for s in subs {
-                by_sub
-                    .entry(s.id)
-                    .or_insert_with(|| (s.clone(), Vec::new()))
-                    .1
-                    .push(ext.clone());
-            }
+        let mut subscribers: HashMap<u64, Subscriber> = HashMap::new();
+        for s in routes.values().flatten() {
+            subscribers.entry(s.id).or_insert_with(|| s.clone());
         }
         drop(routes);
-        for (sub, exts) in by_sub.into_values() {
-            offer(&sub, self.snapshot(&exts));
+        for sub in subscribers.into_values() {
+            offer(&sub, self.snapshot(&sub.agent));
         }
     }
 
@@ -200,6 +220,10 @@ impl Hub {
             Change::Ended { reason } => {
                 let exts = open.remove(&call.id).unwrap_or_default();
                 drop(open);
+                self.dismissed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&call.id);
                 let msg = message::ended(call, *reason);
                 for ext in exts {
                     self.deliver(&ext, &msg);

@@ -146,7 +146,7 @@ async fn live(
         )
     };
     let mut seq = 0u64;
-    for msg in [ready(&agent), hub.snapshot(&agent.extensions)] {
+    for msg in [ready(&agent), hub.snapshot(&agent)] {
         if sink
             .send(Message::Text(msg.render(seq).into()))
             .await
@@ -201,7 +201,15 @@ async fn live(
                         }
                         Ok(ClientMessage::Dismiss { call_id }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "dismiss").increment(1);
-                            Outbound::new("dismissed", Some(&call_id), serde_json::json!({}))
+                            if hub.dismiss(&agent_id, &call_id) {
+                                Outbound::new("dismissed", Some(&call_id), serde_json::json!({}))
+                            } else {
+                                Outbound::new(
+                                    "error",
+                                    Some(&call_id),
+                                    serde_json::json!({ "message": "no such live call" }),
+                                )
+                            }
                         }
                         Ok(ClientMessage::Pick {
                             call_id,
