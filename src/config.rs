@@ -191,12 +191,20 @@ pub struct Http {
     /// Address of the agent page, API, `/healthz` and `/metrics`.
     #[serde(default = "default_http")]
     pub listen: SocketAddr,
+    /// PEM certificate chain for HTTPS/WSS (with `tls_key`); relative to this file.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS/WSS (with `tls_cert`); relative to this file.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: default_http(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -380,10 +388,17 @@ impl Config {
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
-        if let Some(csv) = &config.directory.csv
-            && csv.is_relative()
-        {
-            config.directory.csv = Some(path.parent().unwrap_or(Path::new(".")).join(csv));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for file in [
+            &mut config.directory.csv,
+            &mut config.http.tls_cert,
+            &mut config.http.tls_key,
+        ] {
+            if let Some(f) = file.as_mut()
+                && f.is_relative()
+            {
+                *f = dir.join(&*f);
+            }
         }
         Ok(config)
     }
@@ -413,6 +428,18 @@ impl Config {
                     "an agent needs at least one extension".into(),
                 ));
             }
+        }
+        if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("tls_"))
+                .map_or(1, |i| i + 1);
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                line,
+                key: "http.tls_cert".into(),
+                message: "tls_cert and tls_key go together: set both or neither".into(),
+            });
         }
         let listens = config.sip.udp.len()
             + config.sip.tcp.len()

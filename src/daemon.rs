@@ -59,6 +59,8 @@ pub struct Settings {
     pub agents: Arc<Agents>,
     /// WebSocket push settings.
     pub push: PushConfig,
+    /// PEM certificate chain and key for HTTPS/WSS, if any.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// WebSocket push settings.
@@ -108,6 +110,8 @@ pub struct Daemon {
     pub calls: Arc<Calls>,
     /// The SIP endpoint (for tests and embedding).
     pub endpoint: Arc<Endpoint>,
+    /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
+    pub tls: Option<Arc<crate::web::tls::Tls>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -230,14 +234,34 @@ impl Daemon {
             push,
             shutdown: cancel.child_token(),
         });
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
+            None => None,
+        };
         let http_cancel = cancel.child_token();
-        tasks.spawn(async move {
-            let serve = axum::serve(http, app)
-                .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-            if let Err(error) = serve.await {
-                tracing::error!(%error, "HTTP listener failed.");
+        match &tls {
+            None => {
+                tasks.spawn(async move {
+                    let serve = axum::serve(http, app)
+                        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+                    if let Err(error) = serve.await {
+                        tracing::error!(%error, "HTTP listener failed.");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                let listener =
+                    crate::web::tls::TlsListener::new(http, tls.clone(), cancel.child_token())?;
+                tasks.spawn(async move {
+                    let serve = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+                    if let Err(error) = serve.await {
+                        tracing::error!(%error, "HTTPS listener failed.");
+                    }
+                });
+                tasks.spawn(reload_on_sighup(tls.clone(), cancel.child_token()));
+            }
+        }
         tasks.spawn(endpoint.clone().run_timers(cancel.child_token()));
         tasks.spawn(calls.clone().run(events_rx, cancel.child_token()));
         tasks.close();
@@ -245,6 +269,7 @@ impl Daemon {
             bound,
             calls,
             endpoint,
+            tls,
             cancel,
             tasks,
         })
@@ -280,6 +305,29 @@ fn same_port(tcp: SocketAddr, udp: &[SocketAddr]) -> SocketAddr {
         Some(u) if std::net::TcpListener::bind(*u).is_ok() => *u,
         _ => tcp,
     }
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP until cancelled.
+async fn reload_on_sighup(tls: Arc<crate::web::tls::Tls>, cancel: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("Cannot listen for SIGHUP: TLS certificates will not be reloaded.");
+            return;
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = hup.recv() => match tls.reload() {
+                    Ok(()) => tracing::info!("TLS certificate reloaded."),
+                    Err(error) => tracing::error!(%error, "TLS reload failed; keeping the previous certificate."),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (tls, cancel);
 }
 
 /// Waits for SIGTERM or SIGINT.
@@ -366,5 +414,10 @@ pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings>
             max_connections: config.push.max_connections,
             max_message_bytes: config.push.max_message_bytes,
         },
+        tls: config
+            .http
+            .tls_cert
+            .clone()
+            .zip(config.http.tls_key.clone()),
     })
 }

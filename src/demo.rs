@@ -85,5 +85,6 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         resolver: Arc::new(directory),
         agents: Arc::new(agents),
         push: crate::daemon::PushConfig::default(),
+        tls: None,
     })
 }

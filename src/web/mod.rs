@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+pub mod tls;
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
