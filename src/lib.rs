@@ -11,12 +11,14 @@
 //! - [`web`]: the HTTP listener (agent page, API, health, metrics).
 //! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
 //!   embedded default.
+//! - [`db`]: PostgreSQL connections and the schema migrations.
 //! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps.
 
 pub mod agents;
 pub mod calls;
 pub mod config;
 pub mod daemon;
+pub mod db;
 pub mod demo;
 pub mod pii;
 pub mod push;

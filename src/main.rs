@@ -68,6 +68,12 @@ enum Command {
         #[arg(long)]
         answered_elsewhere: bool,
     },
+    /// Apply the schema migrations (schema/*.sql) to a PostgreSQL database; idempotent.
+    Migrate {
+        /// e.g. postgres://screenpop@db.example/screenpop
+        #[arg(long, env = "SCREENPOP_DATABASE_URL")]
+        database_url: String,
+    },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
         /// The token.
@@ -95,6 +101,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Migrate { database_url } => runtime(async move {
+            let mut client = screenpop::db::connect(&database_url).await?;
+            let applied = screenpop::db::migrate(&mut client).await?;
+            if applied.is_empty() {
+                println!(
+                    "schema up to date (version {})",
+                    screenpop::db::MIGRATIONS.len()
+                );
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }),
         Command::HashToken { token } => {
             println!("{}", screenpop::config::TokenHash::of(&token).hex());
             ExitCode::SUCCESS

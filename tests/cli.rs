@@ -169,3 +169,52 @@ fn check_config_names_file_line_and_key() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn migrate_applies_then_reports_up_to_date() {
+    // An empty database (no schema yet): `migrate` applies version 1, then has nothing to do.
+    let admin = screenpop::db::connect("postgres://postgres@127.0.0.1:5432/postgres")
+        .await
+        .expect("PostgreSQL");
+    let name = format!("screenpop_cli_{:016x}", rand::random::<u64>());
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create");
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let first = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .expect("runs");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&first.stdout).trim(),
+        "applied migrations [1]"
+    );
+    let again = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "schema up to date (version 1)"
+    );
+    let bad = Command::new(BIN)
+        .args([
+            "migrate",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot connect to PostgreSQL"));
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .expect("drop");
+}

@@ -1,0 +1,46 @@
+//! PostgreSQL: connecting, and the schema migrations in `schema/`.
+//!
+//! Owns the schema's lifecycle only; what reads and writes the tables lives with its stage
+//! (`resolve` for customers, `agents`, the call log).
+
+pub mod migrate;
+
+pub use migrate::{MIGRATIONS, migrate};
+
+/// Why the database could not be used; the database (or its URL) is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Connecting failed.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    /// A statement failed.
+    #[error("{what}: {source}")]
+    Query {
+        /// What was being done.
+        what: String,
+        /// The database's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl DbError {
+    /// Wraps a query error with what was being done.
+    pub fn query(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> DbError {
+        let what = what.into();
+        move |source| DbError::Query { what, source }
+    }
+}
+
+/// Connects and drives the connection on a task of its own (ended when the client drops).
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(DbError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection ended.");
+        }
+    });
+    Ok(client)
+}
