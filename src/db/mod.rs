@@ -13,6 +13,9 @@ pub enum DbError {
     /// Connecting failed.
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// A long-lived connection (LISTEN) ended.
+    #[error("the PostgreSQL connection was lost")]
+    Lost,
     /// A statement failed.
     #[error("{what}: {source}")]
     Query {

@@ -70,7 +70,8 @@ struct Row {
 #[derive(Debug, Default)]
 pub struct Directory {
     by_key: HashMap<Key, Vec<Arc<Customer>>>,
-    customers: usize,
+    /// Each customer's keys, to take a customer out again.
+    keys_of: HashMap<String, Vec<Key>>,
     normaliser: Option<Normaliser>,
 }
 
@@ -108,21 +109,63 @@ impl Directory {
                     .map(str::to_owned)
                     .collect(),
             });
-            for entry in row.numbers.split('|').filter(|e| !e.trim().is_empty()) {
-                let raw = entry.split_once(':').map_or(entry, |(_, raw)| raw);
-                let list = dir.by_key.entry(normaliser.key(raw)).or_default();
-                if !list.iter().any(|c| c.id == customer.id) {
-                    list.push(customer.clone());
-                }
-            }
-            dir.customers += 1;
+            let keys = row
+                .numbers
+                .split('|')
+                .filter(|e| !e.trim().is_empty())
+                .map(|entry| normaliser.key(entry.split_once(':').map_or(entry, |(_, raw)| raw)))
+                .collect();
+            dir.upsert(customer, keys);
         }
         Ok(dir)
     }
 
+    /// An empty index for one normaliser.
+    pub fn empty(normaliser: Normaliser) -> Self {
+        Directory {
+            normaliser: Some(normaliser),
+            ..Directory::default()
+        }
+    }
+
+    /// The normaliser in use.
+    pub fn normaliser(&self) -> Option<Normaliser> {
+        self.normaliser
+    }
+
+    /// Adds a customer with its number keys, replacing any earlier version of it.
+    pub fn upsert(&mut self, customer: Arc<Customer>, mut keys: Vec<Key>) {
+        self.remove(&customer.id);
+        keys.sort();
+        keys.dedup();
+        for key in &keys {
+            self.by_key
+                .entry(key.clone())
+                .or_default()
+                .push(customer.clone());
+        }
+        self.keys_of.insert(customer.id.clone(), keys);
+    }
+
+    /// Takes a customer out; false if it was not there.
+    pub fn remove(&mut self, id: &str) -> bool {
+        let Some(keys) = self.keys_of.remove(id) else {
+            return false;
+        };
+        for key in keys {
+            if let Some(list) = self.by_key.get_mut(&key) {
+                list.retain(|c| c.id != id);
+                if list.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
+        }
+        true
+    }
+
     /// Customers loaded.
     pub fn customers(&self) -> usize {
-        self.customers
+        self.keys_of.len()
     }
 
     /// Distinct number keys.
@@ -136,7 +179,14 @@ impl Resolver for Directory {
         let Some(normaliser) = self.normaliser else {
             return Resolution::Unknown;
         };
-        match self.by_key.get(&normaliser.key(raw)).map(Vec::as_slice) {
+        self.resolve_key(&normaliser.key(raw))
+    }
+}
+
+impl Directory {
+    /// Resolves an already normalised key.
+    pub fn resolve_key(&self, key: &Key) -> Resolution {
+        match self.by_key.get(key).map(Vec::as_slice) {
             None | Some([]) => Resolution::Unknown,
             Some([one]) => Resolution::Customer {
                 customer: one.clone(),

@@ -8,6 +8,7 @@
 
 pub mod directory;
 pub mod normalise;
+pub mod postgres;
 
 use std::sync::Arc;
 

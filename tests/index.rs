@@ -1,0 +1,265 @@
+//! The customer index in PostgreSQL mirrored in memory (`resolve::postgres`): real server, a
+//! fresh database per test.
+
+#[path = "support/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pg::TestDb;
+use screenpop::resolve::postgres::PgDirectory;
+use screenpop::resolve::{Normaliser, Resolution, Resolver};
+use tokio_util::sync::CancellationToken;
+
+fn name_of(r: &Resolution) -> Option<String> {
+    match r {
+        Resolution::Customer { customer } => Some(customer.name.clone()),
+        _ => None,
+    }
+}
+
+/// Polls until `want` holds, for at most one second; returns how long it took.
+async fn within_a_second(
+    dir: &PgDirectory,
+    number: &str,
+    want: impl Fn(&Resolution) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let r = dir.resolve(number);
+        if want(&r) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "not visible within 1 s: {number} -> {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn live(db: &TestDb) -> (Arc<PgDirectory>, CancellationToken) {
+    let dir = PgDirectory::load(&db.url, Normaliser::new(phonenumber::country::Id::US))
+        .await
+        .expect("load");
+    let cancel = CancellationToken::new();
+    tokio::spawn(dir.clone().run(cancel.clone()));
+    // The listener is up once its LISTEN is registered.
+    let client = db.client().await;
+    let started = Instant::now();
+    let listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+    while client
+        .query_one(listening, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "listener did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (dir, cancel)
+}
+
+#[tokio::test]
+async fn numbers_stored_in_ten_formats_resolve_from_e164_and_back() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let formats = [
+        "(415) 555-0101",
+        "415.555.0102",
+        "415-555-0103",
+        "1-415-555-0104",
+        "+1 415 555 0105",
+        "+14155550106",
+        "011 1 415 555 0107",
+        "00 1 415 555 0108",
+        "tel:+1-415-555-0109",
+        "415 555 0110 x22",
+    ];
+    for (i, raw) in formats.iter().enumerate() {
+        let id = format!("f{i}");
+        client
+            .execute("INSERT INTO customers (id, name) VALUES ($1, $1)", &[&id])
+            .await
+            .expect("customer");
+        client
+            .execute(
+                "INSERT INTO customer_numbers (customer_id, raw) VALUES ($1, $2)",
+                &[&id, raw],
+            )
+            .await
+            .expect("number");
+    }
+    let (dir, cancel) = live(&db).await;
+    for (i, stored) in formats.iter().enumerate() {
+        let e164 = format!("+1415555{:04}", 101 + i);
+        assert_eq!(
+            name_of(&dir.resolve(&e164)),
+            Some(format!("f{i}")),
+            "{stored} from {e164}"
+        );
+        let national = format!("(415) 555-{:04}", 101 + i);
+        assert_eq!(
+            name_of(&dir.resolve(&national)),
+            Some(format!("f{i}")),
+            "{stored} from {national}"
+        );
+    }
+    cancel.cancel();
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn inserts_moves_and_deletes_are_seen_within_a_second() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO customers (id, name, company) VALUES ('acme', 'Acme Corporation', 'Acme')",
+        )
+        .await
+        .expect("seed");
+    client.batch_execute("INSERT INTO customer_numbers (customer_id, raw, kind) VALUES ('acme', '(415) 555-0100', 'main')").await.expect("seed");
+    let (dir, cancel) = live(&db).await;
+    assert_eq!(
+        name_of(&dir.resolve("+14155550100")).as_deref(),
+        Some("Acme Corporation")
+    );
+
+    client
+        .batch_execute("INSERT INTO customers (id, name) VALUES ('globex', 'Globex')")
+        .await
+        .expect("insert");
+    client
+        .batch_execute(
+            "INSERT INTO customer_numbers (customer_id, raw) VALUES ('globex', '312 555 0142')",
+        )
+        .await
+        .expect("insert");
+    let took = within_a_second(&dir, "+13125550142", |r| {
+        name_of(r).as_deref() == Some("Globex")
+    })
+    .await;
+    eprintln!("insert visible after {took:?}");
+
+    client
+        .batch_execute(
+            "UPDATE customer_numbers SET customer_id = 'globex' WHERE raw = '(415) 555-0100'",
+        )
+        .await
+        .expect("move");
+    within_a_second(&dir, "+14155550100", |r| {
+        name_of(r).as_deref() == Some("Globex")
+    })
+    .await;
+
+    client
+        .batch_execute("UPDATE customers SET name = 'Globex Inc.' WHERE id = 'globex'")
+        .await
+        .expect("rename");
+    within_a_second(&dir, "+13125550142", |r| {
+        name_of(r).as_deref() == Some("Globex Inc.")
+    })
+    .await;
+    // screenpop filled in e164 for the numbers it re-read (silently: no notification loop).
+    let e164: Option<String> = client
+        .query_one(
+            "SELECT e164 FROM customer_numbers WHERE raw = '312 555 0142'",
+            &[],
+        )
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(e164.as_deref(), Some("+13125550142"));
+
+    client
+        .batch_execute("DELETE FROM customers WHERE id = 'globex'")
+        .await
+        .expect("delete");
+    within_a_second(&dir, "+13125550142", |r| *r == Resolution::Unknown).await;
+    within_a_second(&dir, "+14155550100", |r| *r == Resolution::Unknown).await;
+
+    cancel.cancel();
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn shared_numbers_give_candidates_and_one_company_collapses() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO customers (id, name, company) VALUES ('a', 'Ann', 'Alpha'), ('b', 'Bob', 'Beta'), ('c1', 'Cy', 'Gamma'), ('c2', 'Cat', 'Gamma');
+             INSERT INTO customer_numbers (customer_id, raw) VALUES ('a', '+1 212 555 0100'), ('b', '212-555-0100'),
+                                                                    ('c1', '+1 646 555 0100'), ('c2', '(646) 555-0100');",
+        )
+        .await
+        .expect("seed");
+    let (dir, cancel) = live(&db).await;
+    match dir.resolve("+12125550100") {
+        Resolution::Candidates { candidates } => {
+            let mut names: Vec<_> = candidates
+                .iter()
+                .map(|c| c.customer.name.as_str())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["Ann", "Bob"]);
+            assert!(candidates.iter().all(|c| !c.reason.is_empty()));
+        }
+        other => panic!("expected candidates, got {other:?}"),
+    }
+    match dir.resolve("+16465550100") {
+        Resolution::Customer { customer } => assert_eq!(customer.company.as_deref(), Some("Gamma")),
+        other => panic!("same company should collapse, got {other:?}"),
+    }
+    cancel.cancel();
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_killed_listen_connection_reconnects_reloads_and_sees_what_changed_meanwhile() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let (dir, cancel) = live(&db).await;
+    // Kill every other connection to this database: the LISTEN one among them.
+    client
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .await
+        .expect("terminate");
+    // An edit while nobody listens: its notification is lost.
+    client
+        .batch_execute("INSERT INTO customers (id, name) VALUES ('late', 'Late Edit')")
+        .await
+        .expect("insert");
+    client
+        .batch_execute(
+            "INSERT INTO customer_numbers (customer_id, raw) VALUES ('late', '702 555 0199')",
+        )
+        .await
+        .expect("insert");
+    // Reconnect (backoff 100 ms) and reload make it visible anyway.
+    let started = Instant::now();
+    while name_of(&dir.resolve("+17025550199")).as_deref() != Some("Late Edit") {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not reloaded after the reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And it listens again afterwards.
+    client
+        .batch_execute("UPDATE customers SET name = 'Later Edit' WHERE id = 'late'")
+        .await
+        .expect("update");
+    within_a_second(&dir, "+17025550199", |r| {
+        name_of(r).as_deref() == Some("Later Edit")
+    })
+    .await;
+    cancel.cancel();
+    db.drop_now().await;
+}
