@@ -249,6 +249,10 @@ pub struct DirectoryConfig {
     /// A customers CSV (`id,name,company,account,crm_url,tags,numbers`), relative to this file.
     #[serde(default)]
     pub csv: Option<PathBuf>,
+    /// The customer index in PostgreSQL (`schema/`), mirrored in memory and kept fresh by
+    /// LISTEN/NOTIFY. Exclusive with `csv`.
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 /// `[push]`
@@ -428,6 +432,18 @@ impl Config {
                     "an agent needs at least one extension".into(),
                 ));
             }
+        }
+        if config.directory.csv.is_some() && config.directory.database_url.is_some() {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("database_url"))
+                .map_or(1, |i| i + 1);
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                line,
+                key: "directory.database_url".into(),
+                message: "set csv or database_url, not both".into(),
+            });
         }
         if config.http.tls_cert.is_some() != config.http.tls_key.is_some() {
             let line = text

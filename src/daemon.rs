@@ -61,6 +61,8 @@ pub struct Settings {
     pub push: PushConfig,
     /// PEM certificate chain and key for HTTPS/WSS, if any.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The PostgreSQL-backed index to keep in sync (LISTEN/NOTIFY), when the directory is there.
+    pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
 }
 
 /// WebSocket push settings.
@@ -262,6 +264,9 @@ impl Daemon {
                 tasks.spawn(reload_on_sighup(tls.clone(), cancel.child_token()));
             }
         }
+        if let Some(directory) = &settings.directory_sync {
+            tasks.spawn(directory.clone().run(cancel.child_token()));
+        }
         tasks.spawn(endpoint.clone().run_timers(cancel.child_token()));
         tasks.spawn(calls.clone().run(events_rx, cancel.child_token()));
         tasks.close();
@@ -354,13 +359,20 @@ pub async fn shutdown_signal() {
 
 /// Resolves a validated config into settings: loads the directory, hashes nothing (the config
 /// holds hashes), switches PII logging.
-pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
+pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
     use crate::agents::Agent;
     use crate::resolve::{Directory, Normaliser};
     crate::pii::set_logging(config.log.pii);
     let normaliser = Normaliser::new(config.numbers.default_region.0);
-    let resolver: Arc<dyn Resolver> = match &config.directory.csv {
-        Some(path) => {
+    let mut directory_sync = None;
+    let resolver: Arc<dyn Resolver> = match (&config.directory.csv, &config.directory.database_url)
+    {
+        (_, Some(url)) => {
+            let directory = crate::resolve::postgres::PgDirectory::load(url, normaliser).await?;
+            directory_sync = Some(directory.clone());
+            directory
+        }
+        (Some(path), None) => {
             let file =
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let directory = Directory::from_csv(file, &path.display().to_string(), normaliser)?;
@@ -371,7 +383,7 @@ pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings>
             );
             Arc::new(directory)
         }
-        None => Arc::new(Directory::default()),
+        (None, None) => Arc::new(Directory::default()),
     };
     let agents = Agents::new(config.agents.iter().map(|a| {
         let id = a.id.get_ref().clone();
@@ -419,5 +431,6 @@ pub fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings>
             .tls_cert
             .clone()
             .zip(config.http.tls_key.clone()),
+        directory_sync,
     })
 }

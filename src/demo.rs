@@ -86,5 +86,6 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         agents: Arc::new(agents),
         push: crate::daemon::PushConfig::default(),
         tls: None,
+        directory_sync: None,
     })
 }

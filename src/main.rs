@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => runtime(async move {
             let config = Config::load(&config)?;
-            let settings = screenpop::daemon::settings_from(&config)?;
+            let settings = screenpop::daemon::settings_from(&config).await?;
             serve(settings, None).await
         }),
         Command::Demo { sip, hep, http } => runtime(async move {

@@ -35,6 +35,60 @@ pub struct PgDirectory {
     url: String,
     normaliser: Normaliser,
     index: RwLock<Directory>,
+    /// The connection that listened while the first load ran, handed to [`PgDirectory::run`] so
+    /// that no change between the load and the sync is missed.
+    first: std::sync::Mutex<Option<Listening>>,
+}
+
+/// A connection with LISTEN active and its notifications flowing into a queue.
+struct Listening {
+    client: Client,
+    rx: mpsc::Receiver<String>,
+    overflow: Arc<AtomicBool>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Listening {
+    async fn open(url: &str) -> Result<Listening, DbError> {
+        let (client, mut connection) = config(url)?
+            .connect(NoTls)
+            .await
+            .map_err(DbError::Connect)?;
+        let (tx, rx) = mpsc::channel::<String>(NOTIFY_QUEUE);
+        let overflow = Arc::new(AtomicBool::new(false));
+        let driver = tokio::spawn({
+            let overflow = overflow.clone();
+            async move {
+                // Awaiting the connection itself would discard notifications: poll its messages.
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(AsyncMessage::Notification(n)) => {
+                            if tx.try_send(n.payload().to_owned()).is_err() {
+                                overflow.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::debug!(%error, "LISTEN connection error.");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(DbError::query("LISTEN"))?;
+        Ok(Listening {
+            client,
+            rx,
+            overflow,
+            driver,
+        })
+    }
 }
 
 impl std::fmt::Debug for PgDirectory {
@@ -64,14 +118,16 @@ fn config(url: &str) -> Result<tokio_postgres::Config, DbError> {
 }
 
 impl PgDirectory {
-    /// Loads the whole index (before any call is taken).
+    /// Loads the whole index (before any call is taken). LISTEN starts first, on the same
+    /// connection, so changes made during or after the load are queued for [`PgDirectory::run`].
     pub async fn load(url: &str, normaliser: Normaliser) -> Result<Arc<PgDirectory>, DbError> {
-        let client = crate::db::connect(url).await?;
-        let index = full_load(&client, normaliser).await?;
+        let listening = Listening::open(url).await?;
+        let index = full_load(&listening.client, normaliser).await?;
         Ok(Arc::new(PgDirectory {
             url: url.into(),
             normaliser,
             index: RwLock::new(index),
+            first: std::sync::Mutex::new(Some(listening)),
         }))
     }
 
@@ -110,44 +166,27 @@ impl PgDirectory {
 
     /// One connection's life: Ok when cancelled, Err when the connection is lost.
     async fn listen_once(&self, cancel: &CancellationToken, first: bool) -> Result<(), DbError> {
-        let (client, mut connection) = config(&self.url)?
-            .connect(NoTls)
-            .await
-            .map_err(DbError::Connect)?;
-        let (tx, mut rx) = mpsc::channel::<String>(NOTIFY_QUEUE);
-        let overflow = Arc::new(AtomicBool::new(false));
-        let driver = tokio::spawn({
-            let overflow = overflow.clone();
-            async move {
-                // Awaiting the connection itself would discard notifications: poll its messages.
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(n)) => {
-                            if tx.try_send(n.payload().to_owned()).is_err() {
-                                overflow.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::debug!(%error, "LISTEN connection error.");
-                            break;
-                        }
-                    }
-                }
+        let handed_over = if first {
+            self.first.lock().unwrap_or_else(|p| p.into_inner()).take()
+        } else {
+            None
+        };
+        let Listening {
+            client,
+            mut rx,
+            overflow,
+            driver,
+        } = match handed_over {
+            Some(listening) => listening,
+            None => {
+                let listening = Listening::open(&self.url).await?;
+                // Anything may have changed while we were not listening.
+                self.reload(&listening.client).await?;
+                metrics::counter!("screenpop_directory_reloads_total", "why" => "reconnect")
+                    .increment(1);
+                listening
             }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(DbError::query("LISTEN"))?;
-        // Anything may have changed while we were not listening.
-        if !first {
-            self.reload(&client).await?;
-            metrics::counter!("screenpop_directory_reloads_total", "why" => "reconnect")
-                .increment(1);
-        }
+        };
         let result = loop {
             let first_payload = tokio::select! {
                 () = cancel.cancelled() => break Ok(()),
