@@ -348,6 +348,20 @@ impl TokenHash {
         TokenHash(sha2::Sha256::digest(token.as_bytes()).into())
     }
 
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<TokenHash> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out[i] = hex(pair[0]) << 4 | hex(pair[1]);
+        }
+        Some(TokenHash(out))
+    }
+
     /// The hex form.
     pub fn hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -357,18 +371,9 @@ impl TokenHash {
 impl<'de> Deserialize<'de> for TokenHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
-            return Err(serde::de::Error::custom(
-                "expected 64 hex digits (SHA-256 of the token)",
-            ));
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-            out[i] = hex(pair[0]) << 4 | hex(pair[1]);
-        }
-        Ok(TokenHash(out))
+        TokenHash::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom("expected 64 hex digits (SHA-256 of the token)")
+        })
     }
 }
 

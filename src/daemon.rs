@@ -63,6 +63,8 @@ pub struct Settings {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The PostgreSQL-backed index to keep in sync (LISTEN/NOTIFY), when the directory is there.
     pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
+    /// The agents table's sync: its database URL and the LISTEN connection opened at load.
+    pub agents_sync: Option<(String, crate::db::listen::Listening)>,
 }
 
 /// WebSocket push settings.
@@ -134,7 +136,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 impl Daemon {
     /// Binds every listener and starts every task.
-    pub async fn start(settings: Settings) -> anyhow::Result<Daemon> {
+    pub async fn start(mut settings: Settings) -> anyhow::Result<Daemon> {
         let metrics = metrics_handle();
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -267,6 +269,14 @@ impl Daemon {
         if let Some(directory) = &settings.directory_sync {
             tasks.spawn(directory.clone().run(cancel.child_token()));
         }
+        if let Some((url, listening)) = settings.agents_sync.take() {
+            tasks.spawn(crate::agents::sync::run(
+                url,
+                settings.agents.clone(),
+                listening,
+                cancel.child_token(),
+            ));
+        }
         tasks.spawn(endpoint.clone().run_timers(cancel.child_token()));
         tasks.spawn(calls.clone().run(events_rx, cancel.child_token()));
         tasks.close();
@@ -396,6 +406,11 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             },
         )
     }));
+    // With the customer index in PostgreSQL, agents come from its agents table too.
+    let agents_sync = match &config.directory.database_url {
+        Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
+        None => None,
+    };
     Ok(Settings {
         sip_udp: config.sip.udp.clone(),
         sip_tcp: config.sip.tcp.clone(),
@@ -432,5 +447,6 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             .clone()
             .zip(config.http.tls_key.clone()),
         directory_sync,
+        agents_sync,
     })
 }

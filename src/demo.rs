@@ -87,5 +87,6 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         push: crate::daemon::PushConfig::default(),
         tls: None,
         directory_sync: None,
+        agents_sync: None,
     })
 }

@@ -8,24 +8,22 @@
 //! never waits on the database.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::{StreamExt, TryStreamExt};
-use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use futures_util::TryStreamExt;
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::directory::{Customer, Directory};
 use super::normalise::{Key, Normaliser};
 use super::{Resolution, Resolver};
 use crate::db::DbError;
+use crate::db::listen::Listening;
 
 /// The NOTIFY channel the schema's triggers use.
 pub const CHANNEL: &str = "screenpop_customers";
-/// Notifications buffered between the connection and the index; beyond it, reload everything.
-const NOTIFY_QUEUE: usize = 8192;
 
 const CUSTOMER_COLUMNS: &str =
     "c.id, c.name, c.company, c.account_number, c.crm_url, c.tags, n.raw, n.e164";
@@ -40,63 +38,6 @@ pub struct PgDirectory {
     first: std::sync::Mutex<Option<Listening>>,
 }
 
-/// A connection with LISTEN active and its notifications flowing into a queue.
-struct Listening {
-    client: Client,
-    rx: mpsc::Receiver<String>,
-    overflow: Arc<AtomicBool>,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl Listening {
-    async fn open(url: &str) -> Result<Listening, DbError> {
-        let (client, mut connection) = config(url)?
-            .connect(NoTls)
-            .await
-            .map_err(DbError::Connect)?;
-        let (tx, rx) = mpsc::channel::<String>(NOTIFY_QUEUE);
-        let overflow = Arc::new(AtomicBool::new(false));
-        let driver = tokio::spawn({
-            let overflow = overflow.clone();
-            async move {
-                // Awaiting the connection itself would discard notifications: poll its messages.
-                let mut messages =
-                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                while let Some(message) = messages.next().await {
-                    match message {
-                        Ok(AsyncMessage::Notification(n)) => {
-                            if tx.try_send(n.payload().to_owned()).is_err() {
-                                overflow.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::debug!(%error, "LISTEN connection error.");
-                            break;
-                        }
-                    }
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(DbError::query("LISTEN"))?;
-        Ok(Listening {
-            client,
-            rx,
-            overflow,
-            driver,
-        })
-    }
-}
-
-impl std::fmt::Debug for PgDirectory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgDirectory").finish_non_exhaustive()
-    }
-}
-
 impl Resolver for PgDirectory {
     fn resolve(&self, raw: &str) -> Resolution {
         let key = self.normaliser.key(raw);
@@ -107,21 +48,11 @@ impl Resolver for PgDirectory {
     }
 }
 
-/// Applies TCP keepalives so a silently dead server is noticed in about a minute, not hours.
-fn config(url: &str) -> Result<tokio_postgres::Config, DbError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Connect)?;
-    config
-        .keepalives(true)
-        .keepalives_idle(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10));
-    Ok(config)
-}
-
 impl PgDirectory {
     /// Loads the whole index (before any call is taken). LISTEN starts first, on the same
     /// connection, so changes made during or after the load are queued for [`PgDirectory::run`].
     pub async fn load(url: &str, normaliser: Normaliser) -> Result<Arc<PgDirectory>, DbError> {
-        let listening = Listening::open(url).await?;
+        let listening = Listening::open(url, &[CHANNEL]).await?;
         let index = full_load(&listening.client, normaliser).await?;
         Ok(Arc::new(PgDirectory {
             url: url.into(),
@@ -179,7 +110,7 @@ impl PgDirectory {
         } = match handed_over {
             Some(listening) => listening,
             None => {
-                let listening = Listening::open(&self.url).await?;
+                let listening = Listening::open(&self.url, &[CHANNEL]).await?;
                 // Anything may have changed while we were not listening.
                 self.reload(&listening.client).await?;
                 metrics::counter!("screenpop_directory_reloads_total", "why" => "reconnect")

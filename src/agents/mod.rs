@@ -1,0 +1,101 @@
+//! Agents and their tokens: who may see which extensions' calls.
+//!
+//! Tokens are never stored, only their SHA-256; a presented token is hashed and looked up.
+//! Agents come from the config and, with `[directory] database_url`, from the `agents` table,
+//! kept fresh by LISTEN/NOTIFY (`agents::sync`). An agent's changed extensions apply to its
+//! next connection.
+
+pub mod sync;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use crate::config::TokenHash;
+
+/// An agent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Agent {
+    /// The agent's id.
+    pub id: String,
+    /// The name shown on the page.
+    pub name: String,
+    /// The extensions whose calls the agent sees.
+    pub extensions: Vec<String>,
+}
+
+/// Every agent, by token hash and by extension: the fixed ones (from the config) and, when
+/// the agents table is used, the ones loaded from it, replaced as a whole on every change.
+#[derive(Debug, Default)]
+pub struct Agents {
+    fixed: Vec<(TokenHash, Agent)>,
+    table: RwLock<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_token: HashMap<TokenHash, Arc<Agent>>,
+    extensions: HashSet<String>,
+}
+
+impl Table {
+    fn build<'a>(agents: impl IntoIterator<Item = &'a (TokenHash, Agent)>) -> Table {
+        let mut table = Table::default();
+        for (hash, agent) in agents {
+            table.extensions.extend(agent.extensions.iter().cloned());
+            // The first entry for a token wins: config agents come first.
+            table
+                .by_token
+                .entry(*hash)
+                .or_insert_with(|| Arc::new(agent.clone()));
+        }
+        table
+    }
+}
+
+impl Agents {
+    /// Builds the table from fixed `(token hash, agent)` pairs (the config's).
+    pub fn new(agents: impl IntoIterator<Item = (TokenHash, Agent)>) -> Self {
+        let fixed: Vec<_> = agents.into_iter().collect();
+        let table = RwLock::new(Table::build(&fixed));
+        Agents { fixed, table }
+    }
+
+    /// Replaces the loaded (non-fixed) agents; fixed agents keep precedence for their tokens.
+    pub fn replace_loaded(&self, loaded: Vec<(TokenHash, Agent)>) {
+        let table = Table::build(self.fixed.iter().chain(loaded.iter()));
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    /// The agent a token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_token
+            .get(&TokenHash::of(token))
+            .cloned()
+    }
+
+    /// Whether some agent has this extension.
+    pub fn has_extension(&self, extension: &str) -> bool {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .extensions
+            .contains(extension)
+    }
+
+    /// How many agents there are.
+    pub fn len(&self) -> usize {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_token
+            .len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
