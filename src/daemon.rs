@@ -263,7 +263,13 @@ impl Daemon {
                         tracing::error!(%error, "HTTPS listener failed.");
                     }
                 });
-                tasks.spawn(reload_on_sighup(tls.clone(), cancel.child_token()));
+                #[cfg(unix)]
+                {
+                    let hup =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                            .context("installing the SIGHUP handler")?;
+                    tasks.spawn(reload_on_sighup(tls.clone(), hup, cancel.child_token()));
+                }
             }
         }
         if let Some(directory) = &settings.directory_sync {
@@ -322,27 +328,24 @@ fn same_port(tcp: SocketAddr, udp: &[SocketAddr]) -> SocketAddr {
     }
 }
 
-/// Re-reads the TLS certificate and key on every SIGHUP until cancelled.
-async fn reload_on_sighup(tls: Arc<crate::web::tls::Tls>, cancel: CancellationToken) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("Cannot listen for SIGHUP: TLS certificates will not be reloaded.");
-            return;
-        };
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = hup.recv() => match tls.reload() {
-                    Ok(()) => tracing::info!("TLS certificate reloaded."),
-                    Err(error) => tracing::error!(%error, "TLS reload failed; keeping the previous certificate."),
-                },
-            }
+/// Re-reads the TLS certificate and key on every SIGHUP until cancelled. The signal handler is
+/// installed by the caller, before the daemon reports itself started, so an early SIGHUP is
+/// never fatal.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    tls: Arc<crate::web::tls::Tls>,
+    mut hup: tokio::signal::unix::Signal,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = hup.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded."),
+                Err(error) => tracing::error!(%error, "TLS reload failed; keeping the previous certificate."),
+            },
         }
     }
-    #[cfg(not(unix))]
-    let _ = (tls, cancel);
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -218,3 +218,75 @@ async fn migrate_applies_then_reports_up_to_date() {
         .await
         .expect("drop");
 }
+
+#[test]
+fn sighup_reloads_the_tls_certificate_of_the_running_binary() {
+    let dir = std::env::temp_dir().join(format!("screenpop-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let write_cert = || {
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("rcgen");
+        std::fs::write(dir.join("cert.pem"), c.cert.pem()).expect("cert");
+        std::fs::write(dir.join("key.pem"), c.signing_key.serialize_pem()).expect("key");
+    };
+    write_cert();
+    let config = dir.join("tls.toml");
+    std::fs::write(
+        &config,
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+    )
+    .expect("config");
+    let mut daemon = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SCREENPOP_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // The banner is printed once every listener and handler is in place.
+    let mut stdout = BufReader::new(daemon.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    stdout.read_line(&mut banner).expect("banner");
+    assert!(banner.contains("listening"), "{banner}");
+    let stderr = BufReader::new(daemon.stderr.take().expect("stderr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    write_cert();
+    let pid = daemon.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut reloaded = false;
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.contains("TLS certificate reloaded")
+        {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "no reload logged after SIGHUP");
+    assert!(
+        daemon.try_wait().expect("wait").is_none(),
+        "SIGHUP must not stop the daemon"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let exit = daemon.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -20,6 +20,9 @@ use super::message::{self, Outbound};
 use crate::agents::Agent;
 use crate::calls::{CallUpdate, Calls, Change};
 
+/// Most picks remembered.
+const MAX_PICKS: usize = 100_000;
+
 /// One registered connection.
 #[derive(Debug, Clone)]
 struct Subscriber {
@@ -37,6 +40,8 @@ pub struct Hub {
     open: Mutex<HashMap<String, HashSet<String>>>,
     /// Per live call, the agents who dismissed its pop (left out of their snapshots).
     dismissed: Mutex<HashMap<String, HashSet<String>>>,
+    /// The candidate each agent last picked for a caller number: (agent, number) → customer.
+    picks: Mutex<HashMap<(String, String), String>>,
     calls: Arc<Calls>,
     next_id: AtomicU64,
 }
@@ -62,6 +67,7 @@ impl Hub {
             routes: RwLock::default(),
             open: Mutex::default(),
             dismissed: Mutex::default(),
+            picks: Mutex::default(),
             calls,
             next_id: AtomicU64::new(1),
         })
@@ -117,6 +123,44 @@ impl Hub {
             .or_default()
             .insert(agent.to_owned());
         true
+    }
+
+    /// Records that `agent` chose `customer_id` for a live call's caller. The customer must be
+    /// one the call offered (a candidate, or its match).
+    pub fn pick(&self, agent: &str, call_id: &str, customer_id: &str) -> Result<(), &'static str> {
+        let calls = self.calls.live(None);
+        let call = calls
+            .iter()
+            .find(|c| c.id == call_id)
+            .ok_or("no such live call")?;
+        let offered = match &call.resolution {
+            crate::resolve::Resolution::Candidates { candidates } => {
+                candidates.iter().any(|c| c.customer.id == customer_id)
+            }
+            crate::resolve::Resolution::Customer { customer } => customer.id == customer_id,
+            _ => false,
+        };
+        if !offered {
+            return Err("that customer was not offered for this call");
+        }
+        let number = call.caller_number.clone().unwrap_or_default();
+        let mut picks = self.picks.lock().unwrap_or_else(|p| p.into_inner());
+        if picks.len() >= MAX_PICKS {
+            // Bounded: forget the oldest generation wholesale rather than grow.
+            picks.clear();
+        }
+        picks.insert((agent.to_owned(), number), customer_id.to_owned());
+        metrics::counter!("screenpop_push_picks_total").increment(1);
+        Ok(())
+    }
+
+    /// The customer `agent` last picked for this caller number, if any.
+    pub fn picked(&self, agent: &str, number: &str) -> Option<String> {
+        self.picks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(agent.to_owned(), number.to_owned()))
+            .cloned()
     }
 
     /// The calls live at `agent`'s extensions and not dismissed by it, as `snapshot` entries.
