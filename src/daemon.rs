@@ -164,12 +164,9 @@ impl Daemon {
         ));
         let mut bound = Bound::default();
 
-        for addr in &settings.sip_udp {
-            let socket = Arc::new(
-                UdpSocket::bind(addr)
-                    .await
-                    .with_context(|| format!("binding SIP UDP {addr}"))?,
-            );
+        let (udp, tcp) = bind_listeners(&settings.sip_udp, &settings.sip_tcp, "SIP").await?;
+        for socket in udp {
+            let socket = Arc::new(socket);
             bound.sip_udp.push(socket.local_addr()?);
             tasks.spawn(sip::udp::serve(
                 socket,
@@ -178,11 +175,7 @@ impl Daemon {
                 cancel.child_token(),
             ));
         }
-        for addr in &settings.sip_tcp {
-            let addr = &same_port(*addr, &bound.sip_udp);
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding SIP TCP {addr}"))?;
+        for listener in tcp {
             bound.sip_tcp.push(listener.local_addr()?);
             tasks.spawn(sip::tcp::serve(
                 listener,
@@ -192,10 +185,8 @@ impl Daemon {
                 cancel.child_token(),
             ));
         }
-        for addr in &settings.hep_udp {
-            let socket = UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding HEP UDP {addr}"))?;
+        let (udp, tcp) = bind_listeners(&settings.hep_udp, &settings.hep_tcp, "HEP").await?;
+        for socket in udp {
             bound.hep_udp.push(socket.local_addr()?);
             tasks.spawn(hep::listen::serve_udp(
                 socket,
@@ -204,11 +195,7 @@ impl Daemon {
                 cancel.child_token(),
             ));
         }
-        for addr in &settings.hep_tcp {
-            let addr = &same_port(*addr, &bound.hep_udp);
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding HEP TCP {addr}"))?;
+        for listener in tcp {
             bound.hep_tcp.push(listener.local_addr()?);
             tasks.spawn(hep::listen::serve_tcp(
                 listener,
@@ -316,16 +303,56 @@ impl Daemon {
     }
 }
 
-/// For a TCP address with port 0, the port the UDP listener on the same IP got, so that one
-/// `IP:PORT` names both (a PBX trunk or `screenpop call --tcp` need only one address).
-fn same_port(tcp: SocketAddr, udp: &[SocketAddr]) -> SocketAddr {
-    if tcp.port() != 0 {
-        return tcp;
+/// Binds the UDP and TCP listeners of one protocol. An address with port 0 that is in both
+/// lists gets one free port for both (tried up to 32 times), so that one `IP:PORT` names the
+/// listener whatever the transport (a PBX trunk, `screenpop call --tcp`).
+async fn bind_listeners(
+    udp: &[SocketAddr],
+    tcp: &[SocketAddr],
+    what: &str,
+) -> anyhow::Result<(Vec<UdpSocket>, Vec<TcpListener>)> {
+    let mut sockets = Vec::new();
+    let mut listeners = Vec::new();
+    let mut paired = Vec::new();
+    for addr in udp {
+        if addr.port() == 0 && tcp.contains(addr) && !paired.contains(addr) {
+            let mut pair = None;
+            for _ in 0..32 {
+                let socket = UdpSocket::bind(addr)
+                    .await
+                    .with_context(|| format!("binding {what} UDP {addr}"))?;
+                let port = socket.local_addr()?.port();
+                if let Ok(listener) = TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+                    pair = Some((socket, listener));
+                    break;
+                }
+            }
+            if let Some((socket, listener)) = pair {
+                sockets.push(socket);
+                listeners.push(listener);
+                paired.push(*addr);
+                continue;
+            }
+            tracing::warn!(%addr, "No free port for both {what} UDP and TCP; they get different ports.");
+        }
+        sockets.push(
+            UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding {what} UDP {addr}"))?,
+        );
     }
-    match udp.iter().find(|u| u.ip() == tcp.ip()) {
-        Some(u) if std::net::TcpListener::bind(*u).is_ok() => *u,
-        _ => tcp,
+    for addr in tcp {
+        if let Some(i) = paired.iter().position(|p| p == addr) {
+            paired.remove(i);
+            continue;
+        }
+        listeners.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {what} TCP {addr}"))?,
+        );
     }
+    Ok((sockets, listeners))
 }
 
 /// Re-reads the TLS certificate and key on every SIGHUP until cancelled. The signal handler is

@@ -140,8 +140,8 @@ fn name(e: &Entry) -> &str {
         .unwrap_or(&e.file)
 }
 
-async fn still_answers_options(sip: SocketAddr) {
-    let peer = UdpPeer::new(sip).await;
+async fn still_answers_options(udp: SocketAddr, tcp: SocketAddr) {
+    let peer = UdpPeer::new(udp).await;
     peer.send(&request(
         "OPTIONS",
         "1001",
@@ -158,7 +158,7 @@ async fn still_answers_options(sip: SocketAddr) {
         200,
         "the daemon still answers OPTIONS over UDP"
     );
-    let mut tcp = TcpPeer::connect(sip).await;
+    let mut tcp = TcpPeer::connect(tcp).await;
     let local = tcp.local();
     tcp.send(&request(
         "OPTIONS",
@@ -224,7 +224,7 @@ async fn the_whole_set_over_udp() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    still_answers_options(sip).await;
+    still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     assert!(daemon.stop().await);
 }
 
@@ -254,7 +254,7 @@ async fn the_whole_set_over_tcp() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    still_answers_options(sip).await;
+    still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     assert!(daemon.stop().await);
 }
 
@@ -284,7 +284,7 @@ async fn the_whole_set_wrapped_in_hep_is_taken_silently() {
     // The valid torture INVITEs rang (wsinv to "vivekg"…): the HEP path took them.
     let first = next_update(&mut updates, is_ringing).await;
     assert_eq!(first.call.intake, screenpop::calls::Intake::Hep);
-    still_answers_options(daemon.bound.sip_udp[0]).await;
+    still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     let http = daemon.bound.http.expect("http");
     assert!(metric(http, "screenpop_hep_packets_total", "result=\"sip\"").await >= 40.0);
     assert!(daemon.stop().await);
