@@ -401,30 +401,8 @@ pub async fn shutdown_signal() {
 /// holds hashes), switches PII logging.
 pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
     use crate::agents::Agent;
-    use crate::resolve::{Directory, Normaliser};
     crate::pii::set_logging(config.log.pii);
-    let normaliser = Normaliser::new(config.numbers.default_region.0);
-    let mut directory_sync = None;
-    let resolver: Arc<dyn Resolver> = match (&config.directory.csv, &config.directory.database_url)
-    {
-        (_, Some(url)) => {
-            let directory = crate::resolve::postgres::PgDirectory::load(url, normaliser).await?;
-            directory_sync = Some(directory.clone());
-            directory
-        }
-        (Some(path), None) => {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let directory = Directory::from_csv(file, &path.display().to_string(), normaliser)?;
-            tracing::info!(
-                customers = directory.customers(),
-                numbers = directory.keys(),
-                "Customer directory loaded."
-            );
-            Arc::new(directory)
-        }
-        (None, None) => Arc::new(Directory::default()),
-    };
+    let (resolver, directory_sync) = crate::resolve::open(config).await?;
     let agents = Agents::new(config.agents.iter().map(|a| {
         let id = a.id.get_ref().clone();
         (

@@ -74,6 +74,17 @@ enum Command {
         #[arg(long, env = "SCREENPOP_DATABASE_URL")]
         database_url: String,
     },
+    /// Look a number up as a call would: its normalised key, then the match or candidates and why.
+    Lookup {
+        /// The number, in any format (`(415) 555-0100`, `+14155550100`, `tel:…`).
+        number: String,
+        /// The TOML configuration (its [numbers] region and [directory]).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
         /// The token.
@@ -111,6 +122,64 @@ fn main() -> ExitCode {
                 );
             } else {
                 println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }),
+        Command::Lookup {
+            number,
+            config,
+            json,
+        } => runtime(async move {
+            let config = Config::load(&config)?;
+            let (resolver, _) = screenpop::resolve::open(&config).await?;
+            let key =
+                screenpop::resolve::Normaliser::new(config.numbers.default_region.0).key(&number);
+            let resolution = resolver.resolve(&number);
+            if json {
+                let (kind, text) = match &key {
+                    screenpop::resolve::Key::E164(k) => ("e164", k),
+                    screenpop::resolve::Key::Digits(k) => ("digits", k),
+                };
+                let out = serde_json::json!({ "input": number, "key": { "kind": kind, "value": text }, "resolution": resolution });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            match &key {
+                screenpop::resolve::Key::E164(k) => println!("key     {k} (E.164)"),
+                screenpop::resolve::Key::Digits(k) => {
+                    println!("key     {k} (not a valid number: exact digits match)")
+                }
+            }
+            match resolution {
+                screenpop::resolve::Resolution::Customer { customer } => {
+                    println!(
+                        "match   {} ({}){}",
+                        customer.name,
+                        customer.id,
+                        customer
+                            .company
+                            .as_deref()
+                            .map(|c| format!(", {c}"))
+                            .unwrap_or_default()
+                    );
+                }
+                screenpop::resolve::Resolution::Candidates { candidates } => {
+                    println!("candidates ({}):", candidates.len());
+                    for c in candidates {
+                        println!(
+                            "  {} ({}){}: {}",
+                            c.customer.name,
+                            c.customer.id,
+                            c.customer
+                                .company
+                                .as_deref()
+                                .map(|co| format!(", {co}"))
+                                .unwrap_or_default(),
+                            c.reason
+                        );
+                    }
+                }
+                other => println!("no match ({})", other.label()),
             }
             Ok(())
         }),

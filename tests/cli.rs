@@ -290,3 +290,41 @@ fn sighup_reloads_the_tls_certificate_of_the_running_binary() {
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn lookup_explains_a_match_candidates_and_a_miss() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/screenpop.example.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("lookup")
+            .args(args)
+            .args(["--config", config])
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let acme = run(&["(415) 555-0100"]);
+    assert!(
+        acme.contains("key     +14155550100 (E.164)")
+            && acme.contains("match   Acme Corporation (c-0001)"),
+        "{acme}"
+    );
+    let shared = run(&["+1 312 555 0142"]);
+    assert!(
+        shared.contains("candidates (2):")
+            && shared.contains("Pat Shared")
+            && shared.contains("Sam Shared"),
+        "{shared}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&run(&["911", "--json"])).expect("json");
+    assert_eq!(
+        json["key"],
+        serde_json::json!({"kind": "digits", "value": "911"})
+    );
+    assert_eq!(json["resolution"]["match"], "unknown");
+}

@@ -56,6 +56,35 @@ impl Resolution {
     }
 }
 
+/// The configured directory: PostgreSQL (`[directory] database_url`, with the index to keep in
+/// sync), a CSV file, or an empty one.
+pub async fn open(
+    config: &crate::config::Config,
+) -> anyhow::Result<(Arc<dyn Resolver>, Option<Arc<postgres::PgDirectory>>)> {
+    use anyhow::Context as _;
+    let normaliser = Normaliser::new(config.numbers.default_region.0);
+    Ok(
+        match (&config.directory.csv, &config.directory.database_url) {
+            (_, Some(url)) => {
+                let directory = postgres::PgDirectory::load(url, normaliser).await?;
+                (directory.clone(), Some(directory))
+            }
+            (Some(path), None) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                let directory = Directory::from_csv(file, &path.display().to_string(), normaliser)?;
+                tracing::info!(
+                    customers = directory.customers(),
+                    numbers = directory.keys(),
+                    "Customer directory loaded."
+                );
+                (Arc::new(directory), None)
+            }
+            (None, None) => (Arc::new(Directory::empty(normaliser)), None),
+        },
+    )
+}
+
 /// Anything that can resolve a caller number without waiting.
 pub trait Resolver: Send + Sync + 'static {
     /// Resolves a raw caller number (as it came off the wire).
