@@ -74,6 +74,18 @@ enum Command {
         #[arg(long, env = "SCREENPOP_DATABASE_URL")]
         database_url: String,
     },
+    /// Import customers from CSV (id,name,company,account,crm_url,tags,numbers) or JSON Lines into
+    /// PostgreSQL, in one transaction; bad rows are reported by line and skipped.
+    Import {
+        /// The file (.csv, or .jsonl / .ndjson).
+        file: PathBuf,
+        /// e.g. postgres://screenpop@db.example/screenpop
+        #[arg(long, env = "SCREENPOP_DATABASE_URL")]
+        database_url: String,
+        /// Region for numbers written in national format.
+        #[arg(long, default_value = "US")]
+        region: String,
+    },
     /// Look a number up as a call would: its normalised key, then the match or candidates and why.
     Lookup {
         /// The number, in any format (`(415) 555-0100`, `+14155550100`, `tel:…`).
@@ -122,6 +134,52 @@ fn main() -> ExitCode {
                 );
             } else {
                 println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }),
+        Command::Import {
+            file,
+            database_url,
+            region,
+        } => runtime(async move {
+            use std::io::IsTerminal as _;
+            let region = screenpop::resolve::Normaliser::region(&region).ok_or_else(|| {
+                anyhow::anyhow!("unknown region `{region}` (use an ISO 3166 code such as US)")
+            })?;
+            let reader = std::fs::File::open(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let bar = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new_spinner().with_message("reading")
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let mut client = screenpop::db::connect(&database_url).await?;
+            let format = screenpop::resolve::import::Format::of(&file);
+            let name = file.display().to_string();
+            let summary = screenpop::resolve::import::import(
+                &mut client,
+                reader,
+                format,
+                &name,
+                screenpop::resolve::Normaliser::new(region),
+                &|line| {
+                    if line % 1000 == 0 {
+                        bar.set_message(format!("line {line}"));
+                        bar.tick();
+                    }
+                },
+            )
+            .await?;
+            bar.finish_and_clear();
+            println!(
+                "imported {} customers ({} numbers, {} not valid numbers: matched on their digits); rejected {} lines",
+                summary.customers,
+                summary.numbers,
+                summary.numbers_not_e164,
+                summary.rejected.len()
+            );
+            for reject in &summary.rejected {
+                println!("  {}:{}: {}", name, reject.line, reject.reason);
             }
             Ok(())
         }),

@@ -7,6 +7,7 @@
 //! A lookup never waits on I/O: it is a hash-map probe.
 
 pub mod directory;
+pub mod import;
 pub mod normalise;
 pub mod postgres;
 
