@@ -184,6 +184,11 @@ impl Resolver for Directory {
 }
 
 impl Directory {
+    /// Resolves a key only if it names at least one customer.
+    pub fn resolve_hit(&self, key: &Key) -> Option<Resolution> {
+        self.by_key.contains_key(key).then(|| self.resolve_key(key))
+    }
+
     /// Resolves an already normalised key.
     pub fn resolve_key(&self, key: &Key) -> Resolution {
         match self.by_key.get(key).map(Vec::as_slice) {

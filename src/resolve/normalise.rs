@@ -28,13 +28,22 @@ impl Key {
 #[derive(Debug, Clone, Copy)]
 pub struct Normaliser {
     region: country::Id,
+    /// The region's country calling code (1 for US), for the fast path.
+    country_code: u16,
+    /// The region's national (trunk) prefix is `0` (most of the world outside NANP).
+    trunk_zero: bool,
 }
 
 impl Normaliser {
     /// A normaliser for `region` (ISO 3166 alpha-2, e.g. `US`); warms the metadata (the first
     /// parse costs ~90 ms) so that no call pays for it.
     pub fn new(region: country::Id) -> Self {
-        let n = Normaliser { region };
+        let meta = phonenumber::metadata::DATABASE.by_id(region.as_ref());
+        let n = Normaliser {
+            region,
+            country_code: meta.map_or(0, |m| m.country_code()),
+            trunk_zero: meta.and_then(|m| m.national_prefix()) == Some("0"),
+        };
         let _ = n.key("+1 415 555 0100");
         n
     }
@@ -42,6 +51,29 @@ impl Normaliser {
     /// Parses a region code.
     pub fn region(code: &str) -> Option<country::Id> {
         code.to_ascii_uppercase().parse().ok()
+    }
+
+    /// The E.164 forms a raw number most likely has, cheaply and without validation: for
+    /// probing an index whose keys were validated when they went in (so a hit is right, and a
+    /// miss falls back to [`Normaliser::key`]). `+` and digits as they are; national digits with
+    /// the region's country code (after its `0` trunk prefix, or NANP's `1`).
+    pub fn fast_candidates(&self, raw: &str) -> [Option<String>; 2] {
+        let cleaned = clean(raw);
+        if cleaned.starts_with('+') {
+            return [Some(cleaned), None];
+        }
+        if cleaned.len() < 6 || self.country_code == 0 {
+            return [None, None];
+        }
+        let cc = self.country_code.to_string();
+        let national = if self.trunk_zero {
+            cleaned.strip_prefix('0').unwrap_or(&cleaned)
+        } else {
+            &cleaned
+        };
+        let with_cc =
+            (cleaned.starts_with(&cc) && cleaned.len() > 10).then(|| format!("+{cleaned}"));
+        [Some(format!("+{cc}{national}")), with_cc]
     }
 
     /// The index key for a raw number.
@@ -65,6 +97,41 @@ impl Normaliser {
             }
         }
         Key::Digits(cleaned)
+    }
+}
+
+/// Normalisation memoised per raw number (`moka`): the same caller ID is parsed once, and
+/// concurrent misses for one number share one computation. Normalisation is deterministic,
+/// so entries never go stale; the cache is bounded by count.
+#[derive(Clone)]
+pub struct KeyCache {
+    normaliser: Normaliser,
+    memo: moka::sync::Cache<String, Key>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache")
+            .field("entries", &self.memo.entry_count())
+            .finish()
+    }
+}
+
+impl KeyCache {
+    /// Raw numbers remembered.
+    pub const CAPACITY: u64 = 200_000;
+
+    /// A cache over one normaliser.
+    pub fn new(normaliser: Normaliser) -> Self {
+        KeyCache {
+            normaliser,
+            memo: moka::sync::Cache::new(Self::CAPACITY),
+        }
+    }
+
+    /// The key for a raw number.
+    pub fn key(&self, raw: &str) -> Key {
+        self.memo.get_with_by_ref(raw, || self.normaliser.key(raw))
     }
 }
 
@@ -112,6 +179,26 @@ mod tests {
         }
         assert_eq!(n.key("911"), Key::Digits("911".into()));
         assert_eq!(n.key("1001"), Key::Digits("1001".into()));
+        assert_eq!(
+            n.fast_candidates("(415) 555-0100")[0].as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(
+            n.fast_candidates("1-415-555-0100")[1].as_deref(),
+            Some("+14155550100")
+        );
+        assert_eq!(
+            n.fast_candidates("tel:+1-415-555-0100")[0].as_deref(),
+            Some("+14155550100")
+        );
+        let uk = Normaliser::new(country::Id::GB);
+        assert_eq!(
+            uk.fast_candidates("020 7946 0018")[0].as_deref(),
+            Some("+442079460018")
+        );
+        let cache = KeyCache::new(n);
+        assert_eq!(cache.key("(415) 555-0100"), want);
+        assert_eq!(cache.key("(415) 555-0100"), want, "memoised");
         let gb = Normaliser::new(country::Id::GB);
         assert_eq!(gb.key("020 7946 0018"), Key::E164("+442079460018".into()));
         assert_eq!(

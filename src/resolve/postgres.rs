@@ -32,6 +32,7 @@ const CUSTOMER_COLUMNS: &str =
 pub struct PgDirectory {
     url: String,
     normaliser: Normaliser,
+    keys: super::normalise::KeyCache,
     index: RwLock<Directory>,
     /// The connection that listened while the first load ran, handed to [`PgDirectory::run`] so
     /// that no change between the load and the sync is missed.
@@ -40,7 +41,17 @@ pub struct PgDirectory {
 
 impl Resolver for PgDirectory {
     fn resolve(&self, raw: &str) -> Resolution {
-        let key = self.normaliser.key(raw);
+        // Keys in the index were validated when they went in, so a hit on a cheaply guessed
+        // E.164 form needs no parse. A miss (or anything unusual) is normalised, memoised.
+        {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            for candidate in self.normaliser.fast_candidates(raw).into_iter().flatten() {
+                if let Some(hit) = index.resolve_hit(&Key::E164(candidate)) {
+                    return hit;
+                }
+            }
+        }
+        let key = self.keys.key(raw);
         self.index
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -57,6 +68,7 @@ impl PgDirectory {
         Ok(Arc::new(PgDirectory {
             url: url.into(),
             normaliser,
+            keys: super::normalise::KeyCache::new(normaliser),
             index: RwLock::new(index),
             first: std::sync::Mutex::new(Some(listening)),
         }))
