@@ -50,22 +50,6 @@ pub enum DirectoryError {
     Io(String, std::io::Error),
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Row {
-    id: String,
-    name: String,
-    #[serde(default)]
-    company: String,
-    #[serde(default)]
-    account: String,
-    #[serde(default)]
-    crm_url: String,
-    #[serde(default)]
-    tags: String,
-    #[serde(default)]
-    numbers: String,
-}
-
 /// The index.
 #[derive(Debug, Default)]
 pub struct Directory {
@@ -89,7 +73,7 @@ impl Directory {
         let mut csv = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(reader);
-        for row in csv.deserialize::<Row>() {
+        for row in csv.deserialize::<super::import::CsvRow>() {
             let row = row.map_err(|e| DirectoryError::Row {
                 source_name: name.into(),
                 line: e.position().map_or(0, |p| p.line()),
@@ -109,11 +93,9 @@ impl Directory {
                     .map(str::to_owned)
                     .collect(),
             });
-            let keys = row
-                .numbers
-                .split('|')
-                .filter(|e| !e.trim().is_empty())
-                .map(|entry| normaliser.key(entry.split_once(':').map_or(entry, |(_, raw)| raw)))
+            let keys = super::import::split_numbers(&row.numbers)
+                .iter()
+                .map(|(_, raw)| normaliser.key(raw))
                 .collect();
             dir.upsert(customer, keys);
         }

@@ -73,20 +73,21 @@ struct Row {
     numbers: Vec<(String, String)>,
 }
 
+/// One line of the customers CSV (shared with the demo loader in `directory`).
 #[derive(serde::Deserialize)]
-struct CsvRow {
-    id: String,
-    name: String,
+pub(crate) struct CsvRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
     #[serde(default)]
-    company: String,
+    pub(crate) company: String,
     #[serde(default)]
-    account: String,
+    pub(crate) account: String,
     #[serde(default)]
-    crm_url: String,
+    pub(crate) crm_url: String,
     #[serde(default)]
-    tags: String,
+    pub(crate) tags: String,
     #[serde(default)]
-    numbers: String,
+    pub(crate) numbers: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -123,17 +124,20 @@ struct JsonRow {
     numbers: Option<JsonNumbers>,
 }
 
-fn split_numbers(joined: &str) -> Vec<(String, String)> {
+/// Splits a `numbers` cell: `kind:raw` entries separated by `|`. An entry without a kind (or
+/// one that starts with a URI scheme such as `tel:`) is a `main` number; a word before `:` is
+/// the kind (checked later against main, work, mobile).
+pub(crate) fn split_numbers(joined: &str) -> Vec<(String, String)> {
     joined
         .split('|')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|e| match e.split_once(':') {
             Some((kind, raw))
-                if ["main", "work", "mobile"].contains(&kind.trim())
-                    || !kind.contains(['+', '(', ' ']) =>
+                if kind.chars().all(|c| c.is_ascii_alphabetic())
+                    && !["tel", "sip", "sips"].contains(&kind.to_ascii_lowercase().as_str()) =>
             {
-                (kind.trim().to_owned(), raw.trim().to_owned())
+                (kind.to_owned(), raw.trim().to_owned())
             }
             _ => ("main".to_owned(), e.to_owned()),
         })
