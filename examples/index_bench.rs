@@ -46,29 +46,15 @@ fn numbers(i: u64) -> (String, String) {
     )
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let mut n: u64 = 1_000_000;
-    while let Some(flag) = args.next() {
-        if flag == "--customers" {
-            n = args
-                .next()
-                .and_then(|v| v.parse().ok())
-                .expect("--customers N");
-        }
-    }
-    let server = "postgres://postgres@127.0.0.1:5432";
-    let name = format!("screenpop_bench_{}", std::process::id());
-    let admin = screenpop::db::connect(&format!("{server}/postgres")).await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+/// Imports N customers through `screenpop import`'s code.
+async fn import(
+    client: &mut tokio_postgres::Client,
+    n: u64,
+    normaliser: Normaliser,
+) -> anyhow::Result<()> {
+    client
+        .batch_execute("TRUNCATE customers, customer_numbers")
         .await?;
-    let url = format!("{server}/{name}");
-    let mut client = screenpop::db::connect(&url).await?;
-    screenpop::db::migrate(&mut client).await?;
-    let normaliser = Normaliser::new(phonenumber::country::Id::US);
-
     let mut csv = String::from("id,name,company,account,crm_url,tags,numbers\n");
     for i in 0..n {
         let (a, b) = numbers(i);
@@ -79,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let started = Instant::now();
     let summary = screenpop::resolve::import::import(
-        &mut client,
+        client,
         csv.as_bytes(),
         screenpop::resolve::import::Format::Csv,
         "bench.csv",
@@ -87,7 +73,6 @@ async fn main() -> anyhow::Result<()> {
         &|_| {},
     )
     .await?;
-    drop(csv);
     println!(
         "import: {} customers, {} numbers ({} not E.164), {} rejected, in {:.1} s",
         summary.customers,
@@ -97,9 +82,58 @@ async fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let mut n: u64 = 1_000_000;
+    let mut keep: Option<String> = None;
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--customers" => {
+                n = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--customers N");
+            }
+            // Keep the database under this name, and reuse it if it already holds N customers.
+            "--keep" => keep = Some(args.next().expect("--keep NAME")),
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    let server = "postgres://postgres@127.0.0.1:5432";
+    let name = keep
+        .clone()
+        .unwrap_or_else(|| format!("screenpop_bench_{}", std::process::id()));
+    let admin = screenpop::db::connect(&format!("{server}/postgres")).await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+    }
+    let url = format!("{server}/{name}");
+    let mut client = screenpop::db::connect(&url).await?;
+    screenpop::db::migrate(&mut client).await?;
+    let normaliser = Normaliser::new(phonenumber::country::Id::US);
+    let have: i64 = client
+        .query_one("SELECT count(*) FROM customers", &[])
+        .await?
+        .get(0);
+    if have as u64 != n {
+        import(&mut client, n, normaliser).await?;
+    } else {
+        println!("reusing {name}: {n} customers already there");
+    }
+
     let before = rss_kib();
     let started = Instant::now();
-    let index = PgDirectory::load(&url, normaliser).await?;
+    let index = PgDirectory::load(&url, normaliser, 2).await?;
     let load = started.elapsed();
     let after = rss_kib();
     println!(
@@ -153,9 +187,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         loop {
             let seen = match index.resolve(&a) {
-                Resolution::Customer { customer } => customer.name == new_name,
+                Resolution::Customer { customer } => customer.name() == new_name,
                 Resolution::Candidates { candidates } => {
-                    candidates.iter().any(|c| c.customer.name == new_name)
+                    candidates.iter().any(|c| c.customer.name() == new_name)
                 }
                 _ => false,
             };
@@ -178,8 +212,10 @@ async fn main() -> anyhow::Result<()> {
     );
     cancel.cancel();
     drop(client);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await?;
+    if keep.is_none() {
+        admin
+            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .await?;
+    }
     Ok(())
 }

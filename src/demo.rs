@@ -13,7 +13,7 @@ use crate::agents::{Agent, Agents};
 use crate::calls::TrackerConfig;
 use crate::config::TokenHash;
 use crate::daemon::Settings;
-use crate::resolve::{Directory, Normaliser};
+use crate::resolve::{Directory, Index, Normaliser};
 use crate::telephony::allow::Allow;
 
 /// The bundled customers.
@@ -53,6 +53,7 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         CUSTOMERS_CSV.as_bytes(),
         "examples/data/customers.csv",
         normaliser,
+        2,
     )?;
     let agents = Agents::new(AGENTS.iter().map(|&(id, name, ext, token)| {
         (
@@ -82,7 +83,7 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
             ring_timeout: Duration::from_secs(125),
             answered_ttl: Duration::from_secs(15 * 60),
         },
-        resolver: Arc::new(directory),
+        resolver: Arc::new(Index::new(directory)),
         agents: Arc::new(agents),
         push: crate::daemon::PushConfig::default(),
         tls: None,

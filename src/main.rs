@@ -194,50 +194,10 @@ fn main() -> ExitCode {
                 screenpop::resolve::Normaliser::new(config.numbers.default_region.0).key(&number);
             let resolution = resolver.resolve(&number);
             if json {
-                let (kind, text) = match &key {
-                    screenpop::resolve::Key::E164(k) => ("e164", k),
-                    screenpop::resolve::Key::Digits(k) => ("digits", k),
-                };
-                let out = serde_json::json!({ "input": number, "key": { "kind": kind, "value": text }, "resolution": resolution });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
-            }
-            match &key {
-                screenpop::resolve::Key::E164(k) => println!("key     {k} (E.164)"),
-                screenpop::resolve::Key::Digits(k) => {
-                    println!("key     {k} (not a valid number: exact digits match)")
-                }
-            }
-            match resolution {
-                screenpop::resolve::Resolution::Customer { customer } => {
-                    println!(
-                        "match   {} ({}){}",
-                        customer.name,
-                        customer.id,
-                        customer
-                            .company
-                            .as_deref()
-                            .map(|c| format!(", {c}"))
-                            .unwrap_or_default()
-                    );
-                }
-                screenpop::resolve::Resolution::Candidates { candidates } => {
-                    println!("candidates ({}):", candidates.len());
-                    for c in candidates {
-                        println!(
-                            "  {} ({}){}: {}",
-                            c.customer.name,
-                            c.customer.id,
-                            c.customer
-                                .company
-                                .as_deref()
-                                .map(|co| format!(", {co}"))
-                                .unwrap_or_default(),
-                            c.reason
-                        );
-                    }
-                }
-                other => println!("no match ({})", other.label()),
+                let report = screenpop::resolve::lookup::json(&number, &key, &resolution);
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", screenpop::resolve::lookup::text(&key, &resolution));
             }
             Ok(())
         }),

@@ -193,7 +193,7 @@ async fn migrate_applies_then_reports_up_to_date() {
     );
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "applied migrations [1]"
+        "applied migrations [1, 2]"
     );
     let again = Command::new(BIN)
         .args(["migrate", "--database-url", &url])
@@ -201,7 +201,7 @@ async fn migrate_applies_then_reports_up_to_date() {
         .expect("runs");
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "schema up to date (version 1)"
+        "schema up to date (version 2)"
     );
     let bad = Command::new(BIN)
         .args([
@@ -316,10 +316,16 @@ fn lookup_explains_a_match_candidates_and_a_miss() {
     );
     let shared = run(&["+1 312 555 0142"]);
     assert!(
-        shared.contains("candidates (2):")
+        shared.contains("candidates (2), best first:")
             && shared.contains("Pat Shared")
             && shared.contains("Sam Shared"),
         "{shared}"
+    );
+    // Not on file, but in the block of Acme's main number (415) 555-0100.
+    let block = run(&["+1 415 555 0177"]);
+    assert!(
+        block.contains("approx  Acme Corporation (c-0001), Acme Corporation: number not on file; same number block"),
+        "{block}"
     );
     let json: serde_json::Value = serde_json::from_str(&run(&["911", "--json"])).expect("json");
     assert_eq!(

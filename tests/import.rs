@@ -48,6 +48,7 @@ async fn a_100k_row_csv_with_bad_lines_imports_the_good_rows_and_reports_the_bad
     let index = screenpop::resolve::postgres::PgDirectory::load(
         &db.url,
         Normaliser::new(phonenumber::country::Id::US),
+        2,
     )
     .await
     .expect("index");
@@ -114,7 +115,7 @@ async fn a_100k_row_csv_with_bad_lines_imports_the_good_rows_and_reports_the_bad
     match index.resolve("+14155550000") {
         Resolution::Candidates { candidates } => {
             assert_eq!(candidates.len(), 10);
-            assert!(candidates.iter().any(|c| c.customer.id == "c0"));
+            assert!(candidates.iter().any(|c| c.customer.id() == "c0"));
         }
         other => panic!("expected candidates, got {other:?}"),
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 fn name_of(r: &Resolution) -> Option<String> {
     match r {
-        Resolution::Customer { customer } => Some(customer.name.clone()),
+        Resolution::Customer { customer } => Some(customer.name().to_owned()),
         _ => None,
     }
 }
@@ -40,7 +40,7 @@ async fn within_a_second(
 }
 
 async fn live(db: &TestDb) -> (Arc<PgDirectory>, CancellationToken) {
-    let dir = PgDirectory::load(&db.url, Normaliser::new(phonenumber::country::Id::US))
+    let dir = PgDirectory::load(&db.url, Normaliser::new(phonenumber::country::Id::US), 2)
         .await
         .expect("load");
     let cancel = CancellationToken::new();
@@ -187,10 +187,7 @@ async fn shared_numbers_give_candidates_and_one_company_collapses() {
     let (dir, cancel) = live(&db).await;
     match dir.resolve("+12125550100") {
         Resolution::Candidates { candidates } => {
-            let mut names: Vec<_> = candidates
-                .iter()
-                .map(|c| c.customer.name.as_str())
-                .collect();
+            let mut names: Vec<_> = candidates.iter().map(|c| c.customer.name()).collect();
             names.sort();
             assert_eq!(names, ["Ann", "Bob"]);
             assert!(candidates.iter().all(|c| !c.reason.is_empty()));
@@ -198,7 +195,7 @@ async fn shared_numbers_give_candidates_and_one_company_collapses() {
         other => panic!("expected candidates, got {other:?}"),
     }
     match dir.resolve("+16465550100") {
-        Resolution::Customer { customer } => assert_eq!(customer.company.as_deref(), Some("Gamma")),
+        Resolution::Customer { customer } => assert_eq!(customer.company(), Some("Gamma")),
         other => panic!("same company should collapse, got {other:?}"),
     }
     cancel.cancel();
@@ -335,5 +332,90 @@ async fn the_daemon_pops_customers_from_postgres_and_sees_edits_without_a_restar
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(daemon.stop().await);
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn switchboard_blocks_rank_by_kind_and_stored_keys_never_go_stale() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO customers (id, name, company) VALUES
+                 ('acme', 'Acme Corporation', 'Acme'), ('jo', 'Jo Doe', NULL), ('al', 'Al Roe', 'Roe Ltd');
+             INSERT INTO customer_numbers (customer_id, raw, kind) VALUES
+                 ('acme', '(415) 555-0100', 'main'),
+                 ('jo', '212 555 0111', 'work'), ('al', '+1 212 555 0111', 'mobile'),
+                 ('jo', '611', 'main');",
+        )
+        .await
+        .expect("seed");
+    let (dir, cancel) = live(&db).await;
+    // An extension behind Acme's switchboard: approximate, with the reason.
+    match dir.resolve("+14155550142") {
+        Resolution::Approximate { customer, reason } => {
+            assert_eq!(customer.id(), "acme");
+            assert!(reason.contains("Acme"), "{reason}");
+        }
+        other => panic!("expected an approximate match, got {other:?}"),
+    }
+    assert_eq!(dir.resolve("+14155550242"), Resolution::Unknown);
+    // A mobile is one person's: it ranks before a work line.
+    match dir.resolve("+12125550111") {
+        Resolution::Candidates { candidates } => {
+            assert_eq!(candidates[0].customer.id(), "al");
+            assert!(candidates[0].reason.contains("mobile"));
+            assert!(candidates[1].reason.contains("work"));
+        }
+        other => panic!("expected candidates, got {other:?}"),
+    }
+    // The load stored the keys it computed: E.164 for valid numbers, digits for the short code.
+    let keys: Vec<(String, Option<String>, Option<String>)> = client
+        .query(
+            "SELECT raw, e164, digits FROM customer_numbers ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("q")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(keys[0].1.as_deref(), Some("+14155550100"));
+    assert_eq!(
+        (keys[3].1.as_deref(), keys[3].2.as_deref()),
+        (None, Some("611"))
+    );
+    assert!(matches!(dir.resolve("611"), Resolution::Customer { .. }));
+    // A CRM rewrites a raw number: the stored key is cleared by the schema at once, so neither
+    // this index nor the next start-up can use the old one.
+    client
+        .batch_execute(
+            "UPDATE customer_numbers SET raw = '(415) 555-0199' WHERE customer_id = 'acme'",
+        )
+        .await
+        .expect("edit raw");
+    within_a_second(
+        &dir,
+        "+14155550199",
+        |r| matches!(r, Resolution::Customer { customer } if customer.id() == "acme"),
+    )
+    .await;
+    within_a_second(&dir, "+14155550100", |r| {
+        // Still in the same block: approximate now, no longer exact.
+        matches!(r, Resolution::Approximate { .. })
+    })
+    .await;
+    let restarted = PgDirectory::load(&db.url, Normaliser::new(phonenumber::country::Id::US), 2)
+        .await
+        .expect("reload");
+    assert!(matches!(
+        restarted.resolve("+14155550199"),
+        Resolution::Customer { .. }
+    ));
+    assert!(matches!(
+        restarted.resolve("+14155550100"),
+        Resolution::Approximate { .. }
+    ));
+    cancel.cancel();
     db.drop_now().await;
 }

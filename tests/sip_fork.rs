@@ -50,7 +50,7 @@ async fn invite_trying_then_cancel_gives_200_and_487_and_the_call_pops_and_ends(
         }
     );
     match &ringing.call.resolution {
-        Resolution::Customer { customer } => assert_eq!(customer.name, "Acme Corporation"),
+        Resolution::Customer { customer } => assert_eq!(customer.name(), "Acme Corporation"),
         other => panic!("expected Acme, got {other:?}"),
     }
     assert_eq!(

@@ -5,8 +5,14 @@
 use super::DbError;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../schema/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../schema/0001_init.sql")),
+    (
+        2,
+        "keys_and_picks",
+        include_str!("../../schema/0002_keys_and_picks.sql"),
+    ),
+];
 
 /// Advisory lock key for migrations ("screenpop" in ASCII, truncated).
 const LOCK_KEY: i64 = 0x7363_7265_656e_706f;

@@ -14,6 +14,9 @@ pub enum DbError {
     /// Connecting failed.
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(#[source] tokio_postgres::Error),
+    /// A worker for the database could not be started (out of threads or memory).
+    #[error("cannot start a database worker: {0}")]
+    Runtime(#[source] std::io::Error),
     /// A long-lived connection (LISTEN) ended.
     #[error("the PostgreSQL connection was lost")]
     Lost,

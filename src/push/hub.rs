@@ -9,6 +9,7 @@
 //! Per call the hub remembers which extensions hold an open pop (they got `ringing` and no
 //! `ended` yet), so that `answered` and `ended` reach exactly them, once.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Outbound};
 use crate::agents::Agent;
-use crate::calls::{CallUpdate, Calls, Change};
+use crate::calls::{Call, CallUpdate, Calls, Change};
+use crate::resolve::Resolution;
 
 /// Most picks remembered.
 const MAX_PICKS: usize = 100_000;
@@ -133,13 +135,11 @@ impl Hub {
             .iter()
             .find(|c| c.id == call_id)
             .ok_or("no such live call")?;
-        let offered = match &call.resolution {
-            crate::resolve::Resolution::Candidates { candidates } => {
-                candidates.iter().any(|c| c.customer.id == customer_id)
-            }
-            crate::resolve::Resolution::Customer { customer } => customer.id == customer_id,
-            _ => false,
-        };
+        let offered = call
+            .resolution
+            .customers()
+            .iter()
+            .any(|c| c.id() == customer_id);
         if !offered {
             return Err("that customer was not offered for this call");
         }
@@ -163,6 +163,19 @@ impl Hub {
             .cloned()
     }
 
+    /// The call's resolution as `agent` should see it: candidates re-ranked so that the one this
+    /// agent picked last time for this caller number comes first.
+    pub fn resolution_for<'a>(&self, agent: &str, call: &'a Call) -> Cow<'a, Resolution> {
+        if let (Resolution::Candidates { .. }, Some(number)) =
+            (&call.resolution, call.caller_number.as_deref())
+            && let Some(picked) = self.picked(agent, number)
+            && let Some(ranked) = call.resolution.preferring(&picked)
+        {
+            return Cow::Owned(ranked);
+        }
+        Cow::Borrowed(&call.resolution)
+    }
+
     /// The calls live at `agent`'s extensions and not dismissed by it, as `snapshot` entries.
     pub fn snapshot(&self, agent: &Agent) -> Outbound {
         let extensions = &agent.extensions;
@@ -180,7 +193,8 @@ impl Hub {
                     .iter()
                     .filter(|l| extensions.contains(&l.extension))
                     .map(move |leg| {
-                        let mut pop = message::pop_json(call, &leg.extension);
+                        let resolution = self.resolution_for(&agent.id, call);
+                        let mut pop = message::pop_json(call, &resolution, &leg.extension);
                         pop.insert("call_id".into(), serde_json::Value::String(call.id.clone()));
                         serde_json::Value::Object(pop)
                     })
@@ -240,7 +254,7 @@ impl Hub {
                     .insert(extension.clone());
                 drop(open);
                 if newly {
-                    self.deliver(extension, &message::ringing(call, extension));
+                    self.deliver_ringing(call, extension);
                 }
             }
             Change::Answered { by } => {
@@ -273,6 +287,23 @@ impl Hub {
                     self.deliver(&ext, &msg);
                 }
             }
+        }
+    }
+
+    /// `ringing` to every connection of an extension: one shared message, except for agents
+    /// whose earlier pick re-ranks the candidates.
+    fn deliver_ringing(&self, call: &Call, extension: &str) {
+        let shared = message::ringing(call, &call.resolution, extension);
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = routes.get(extension) else {
+            return;
+        };
+        for sub in subs {
+            let msg = match self.resolution_for(&sub.agent.id, call) {
+                Cow::Owned(ranked) => message::ringing(call, &ranked, extension),
+                Cow::Borrowed(_) => shared.clone(),
+            };
+            offer(sub, msg);
         }
     }
 

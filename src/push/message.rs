@@ -75,20 +75,29 @@ pub fn caller_json(call: &Call) -> Value {
     })
 }
 
-/// `customer`, `candidates` or `unknown: true`, merged into a pop object.
-pub fn identity_members(call: &Call, into: &mut serde_json::Map<String, Value>) {
-    match &call.resolution {
+/// `customer` (with `approximate` and `reason` for a switchboard match), `candidates` or
+/// `unknown: true`, merged into a pop object.
+pub fn identity_members(resolution: &Resolution, into: &mut serde_json::Map<String, Value>) {
+    match resolution {
         Resolution::Customer { customer } => {
             into.insert(
                 "customer".into(),
-                serde_json::to_value(&**customer).unwrap_or(Value::Null),
+                serde_json::to_value(customer).unwrap_or(Value::Null),
             );
+        }
+        Resolution::Approximate { customer, reason } => {
+            into.insert(
+                "customer".into(),
+                serde_json::to_value(customer).unwrap_or(Value::Null),
+            );
+            into.insert("approximate".into(), Value::Bool(true));
+            into.insert("reason".into(), Value::String(reason.clone()));
         }
         Resolution::Candidates { candidates } => {
             let list: Vec<Value> = candidates
                 .iter()
                 .map(|c| {
-                    let mut v = serde_json::to_value(&*c.customer).unwrap_or(Value::Null);
+                    let mut v = serde_json::to_value(&c.customer).unwrap_or(Value::Null);
                     if let Value::Object(m) = &mut v {
                         m.insert("reason".into(), Value::String(c.reason.clone()));
                     }
@@ -104,7 +113,12 @@ pub fn identity_members(call: &Call, into: &mut serde_json::Map<String, Value>) 
 }
 
 /// The state of one call as one extension sees it, for `ringing` and `snapshot` entries.
-pub fn pop_json(call: &Call, extension: &str) -> serde_json::Map<String, Value> {
+/// `resolution` is the call's, possibly re-ranked for the agent who gets it.
+pub fn pop_json(
+    call: &Call,
+    resolution: &Resolution,
+    extension: &str,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("extension".into(), Value::String(extension.into()));
     m.insert("caller".into(), caller_json(call));
@@ -116,7 +130,7 @@ pub fn pop_json(call: &Call, extension: &str) -> serde_json::Map<String, Value> 
         "started".into(),
         Value::String(humantime::format_rfc3339_millis(call.started).to_string()),
     );
-    identity_members(call, &mut m);
+    identity_members(resolution, &mut m);
     let (state, by) = match (
         &call.state,
         call.legs
@@ -136,12 +150,12 @@ pub fn pop_json(call: &Call, extension: &str) -> serde_json::Map<String, Value> 
     m
 }
 
-/// `ringing` for one extension.
-pub fn ringing(call: &Call, extension: &str) -> Outbound {
+/// `ringing` for one extension, with the call's resolution as ranked for its agent.
+pub fn ringing(call: &Call, resolution: &Resolution, extension: &str) -> Outbound {
     Outbound::new(
         "ringing",
         Some(&call.id),
-        Value::Object(pop_json(call, extension)),
+        Value::Object(pop_json(call, resolution, extension)),
     )
 }
 

@@ -7,7 +7,8 @@
 //! (`COPY … FROM STDIN`) into staging tables and merged in ONE transaction: existing customers
 //! are updated and their numbers replaced. A file that cannot be read to the end, or a database
 //! error, rolls everything back: no partial import. The per-row notifications are silenced
-//! (`screenpop.bulk`) and one `'*'` tells running daemons to reload. E.164 is filled in here.
+//! (`screenpop.bulk`) and one `'*'` tells running daemons to reload. E.164 (or, for numbers that are not valid, the exact-digits key) is
+//! filled in here, and the tables are analysed afterwards.
 
 use std::collections::HashSet;
 use std::io::{BufRead, Read};
@@ -336,7 +337,7 @@ pub async fn import(
     tx.batch_execute(
         "SET LOCAL screenpop.bulk = 'on';
          CREATE TEMP TABLE stage_customers (LIKE customers INCLUDING DEFAULTS) ON COMMIT DROP;
-         CREATE TEMP TABLE stage_numbers (customer_id text, raw text, kind text, e164 text) ON COMMIT DROP;",
+         CREATE TEMP TABLE stage_numbers (customer_id text, raw text, kind text, e164 text, digits text) ON COMMIT DROP;",
     )
     .await
     .map_err(q("preparing the import"))?;
@@ -369,14 +370,14 @@ pub async fn import(
             &text_array(&row.tags),
         ]);
         for (kind, raw) in &row.numbers {
-            let e164 = match normaliser.key(raw) {
-                Key::E164(k) => k,
-                Key::Digits(_) => {
+            let (e164, digits) = match normaliser.key(raw) {
+                Key::E164(k) => (k, String::new()),
+                Key::Digits(d) => {
                     summary.numbers_not_e164 += 1;
-                    String::new()
+                    (String::new(), d)
                 }
             };
-            let _ = numbers.write_record([&row.id, raw, kind, &e164]);
+            let _ = numbers.write_record([&row.id, raw, kind, &e164, &digits]);
             summary.numbers += 1;
         }
         summary.customers += 1;
@@ -393,7 +394,9 @@ pub async fn import(
         .map_err(q("copying customers"))?;
 
     let sink = tx
-        .copy_in("COPY stage_numbers (customer_id, raw, kind, e164) FROM STDIN WITH (FORMAT csv)")
+        .copy_in(
+            "COPY stage_numbers (customer_id, raw, kind, e164, digits) FROM STDIN WITH (FORMAT csv)",
+        )
         .await
         .map_err(q("copying numbers"))?;
     futures_util::pin_mut!(sink);
@@ -411,13 +414,18 @@ pub async fn import(
          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, company = EXCLUDED.company,
              account_number = EXCLUDED.account_number, crm_url = EXCLUDED.crm_url, tags = EXCLUDED.tags, updated_at = now();
          DELETE FROM customer_numbers WHERE customer_id IN (SELECT id FROM stage_customers);
-         INSERT INTO customer_numbers (customer_id, raw, kind, e164)
-             SELECT customer_id, raw, kind, NULLIF(e164, '') FROM stage_numbers;
+         INSERT INTO customer_numbers (customer_id, raw, kind, e164, digits)
+             SELECT customer_id, raw, kind, NULLIF(e164, ''), NULLIF(digits, '') FROM stage_numbers;
          NOTIFY screenpop_customers, '*';",
     )
     .await
     .map_err(q("merging the import"))?;
     tx.commit().await.map_err(q("committing the import"))?;
+    // Fresh statistics for the planner, and for the daemons' load to size their index.
+    client
+        .batch_execute("ANALYZE customers; ANALYZE customer_numbers")
+        .await
+        .map_err(q("analysing the imported tables"))?;
     Ok(summary)
 }
 

@@ -1,19 +1,29 @@
 //! Caller resolution: from the number on the wire to a customer.
 //!
 //! - `normalise`: raw caller IDs to E.164 keys (`phonenumber`, libphonenumber metadata).
-//! - `directory`: the in-memory index from keys to customers, loaded from a CSV file (the demo
-//!   data, or a small site's export). PostgreSQL-backed loading arrives with the index issue.
+//! - `customer`: a customer, packed into one allocation.
+//! - `directory`: the index from keys to customers (ranking, company collapse, switchboard
+//!   fallback), loadable from the customers CSV.
+//! - `index`: the directory as lookups see it, behind its caches.
+//! - `postgres`: the directory loaded from PostgreSQL and kept fresh by LISTEN/NOTIFY.
+//! - `import`: bulk import of customers into PostgreSQL.
+//! - `lookup`: the `screenpop lookup` report.
 //!
 //! A lookup never waits on I/O: it is a hash-map probe.
 
+pub mod customer;
 pub mod directory;
 pub mod import;
+pub mod index;
+pub mod lookup;
 pub mod normalise;
 pub mod postgres;
 
 use std::sync::Arc;
 
-pub use directory::{Customer, Directory};
+pub use customer::{Customer, CustomerFields, NumberKind};
+pub use directory::Directory;
+pub use index::Index;
 pub use normalise::{Key, Normaliser};
 
 /// The outcome of resolving a caller.
@@ -24,10 +34,17 @@ pub enum Resolution {
     Withheld,
     /// No customer has this number.
     Unknown,
-    /// Exactly one customer.
+    /// Exactly one customer (or several contacts of one company: the company).
     Customer {
         /// The customer.
-        customer: Arc<Customer>,
+        customer: Customer,
+    },
+    /// The number is not on file, but it lies in a company's main-number block.
+    Approximate {
+        /// The company's record.
+        customer: Customer,
+        /// Why it is offered.
+        reason: String,
     },
     /// Several customers share the number; ranked, each with why.
     Candidates {
@@ -40,7 +57,7 @@ pub enum Resolution {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Candidate {
     /// The customer.
-    pub customer: Arc<Customer>,
+    pub customer: Customer,
     /// Why it is offered.
     pub reason: String,
 }
@@ -52,8 +69,41 @@ impl Resolution {
             Resolution::Withheld => "withheld",
             Resolution::Unknown => "unknown",
             Resolution::Customer { .. } => "customer",
+            Resolution::Approximate { .. } => "approximate",
             Resolution::Candidates { .. } => "candidates",
         }
+    }
+
+    /// The customers offered, best first.
+    pub fn customers(&self) -> Vec<&Customer> {
+        match self {
+            Resolution::Customer { customer } | Resolution::Approximate { customer, .. } => {
+                vec![customer]
+            }
+            Resolution::Candidates { candidates } => {
+                candidates.iter().map(|c| &c.customer).collect()
+            }
+            Resolution::Withheld | Resolution::Unknown => Vec::new(),
+        }
+    }
+
+    /// The same resolution with `customer_id` ranked first, if it is a candidate: the customer
+    /// this agent picked last time for this number.
+    pub fn preferring(&self, customer_id: &str) -> Option<Resolution> {
+        let Resolution::Candidates { candidates } = self else {
+            return None;
+        };
+        let at = candidates
+            .iter()
+            .position(|c| c.customer.id() == customer_id)?;
+        let mut ranked = candidates.clone();
+        let mut chosen = ranked.remove(at);
+        chosen.reason = format!(
+            "you picked this customer for this number last time; {}",
+            chosen.reason
+        );
+        ranked.insert(0, chosen);
+        Some(Resolution::Candidates { candidates: ranked })
     }
 }
 
@@ -64,24 +114,29 @@ pub async fn open(
 ) -> anyhow::Result<(Arc<dyn Resolver>, Option<Arc<postgres::PgDirectory>>)> {
     use anyhow::Context as _;
     let normaliser = Normaliser::new(config.numbers.default_region.0);
+    let digits = config.numbers.switchboard_digits;
     Ok(
         match (&config.directory.csv, &config.directory.database_url) {
             (_, Some(url)) => {
-                let directory = postgres::PgDirectory::load(url, normaliser).await?;
+                let directory = postgres::PgDirectory::load(url, normaliser, digits).await?;
                 (directory.clone(), Some(directory))
             }
             (Some(path), None) => {
                 let file = std::fs::File::open(path)
                     .with_context(|| format!("opening {}", path.display()))?;
-                let directory = Directory::from_csv(file, &path.display().to_string(), normaliser)?;
+                let directory =
+                    Directory::from_csv(file, &path.display().to_string(), normaliser, digits)?;
                 tracing::info!(
                     customers = directory.customers(),
                     numbers = directory.keys(),
                     "Customer directory loaded."
                 );
-                (Arc::new(directory), None)
+                (Arc::new(Index::new(directory)), None)
             }
-            (None, None) => (Arc::new(Directory::empty(normaliser)), None),
+            (None, None) => (
+                Arc::new(Index::new(Directory::new(normaliser, digits))),
+                None,
+            ),
         },
     )
 }
