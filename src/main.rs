@@ -97,6 +97,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the least-privilege Asterisk `manager.conf` stanza for screenpop's AMI user.
+    AmiSetup {
+        /// The manager user name.
+        #[arg(long, default_value = "screenpop")]
+        username: String,
+        /// The address screenpop connects from (manager.conf `permit`).
+        #[arg(long, default_value = "127.0.0.1")]
+        permit: String,
+        /// The secret (default: 48 random hex digits).
+        #[arg(long)]
+        secret: Option<String>,
+    },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
         /// The token.
@@ -241,6 +253,22 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::AmiSetup {
+            username,
+            permit,
+            secret,
+        } => {
+            use screenpop::telephony::ami::setup;
+            print!(
+                "{}",
+                setup::render(&setup::Stanza {
+                    username,
+                    secret: secret.unwrap_or_else(setup::random_secret),
+                    permit,
+                })
+            );
+            ExitCode::SUCCESS
+        }
         Command::HashToken { token } => {
             println!("{}", screenpop::config::TokenHash::of(&token).hex());
             ExitCode::SUCCESS
