@@ -254,6 +254,7 @@ async fn a_direct_call_rings_is_answered_and_ends() {
         }
     );
     quiet(&mut rx).await;
+    assert_eq!(server.seen.borrow().logins, 1, "one connection throughout");
     let http = daemon.bound.http.expect("http");
     assert_eq!(
         metric(

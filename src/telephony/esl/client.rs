@@ -199,6 +199,23 @@ async fn next_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// The next `command/reply`, skipping anything else (an event that raced the reply).
+async fn next_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+    framer: &mut Framer,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<Frame, EslError> {
+    loop {
+        let frame = next_frame(r, framer, deadline, what).await?;
+        match frame.content_type() {
+            "command/reply" => return Ok(frame),
+            "text/disconnect-notice" => return Err(EslError::Closed),
+            _ => {}
+        }
+    }
+}
+
 /// The reply to a command: `+OK …` or the error text.
 fn reply(frame: &Frame) -> Result<(), String> {
     let text = frame.get("Reply-Text").unwrap_or_default();
@@ -230,10 +247,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
         send(&mut wr, &format!("auth {password}")).await?;
         let answer =
-            next_frame(&mut rd, &mut framer, deadline, "waiting for the auth reply").await?;
+            next_reply(&mut rd, &mut framer, deadline, "waiting for the auth reply").await?;
         reply(&answer).map_err(EslError::Auth)?;
         send(&mut wr, &format!("event json {}", EVENTS.join(" "))).await?;
-        let answer = next_frame(
+        let answer = next_reply(
             &mut rd,
             &mut framer,
             deadline,
