@@ -337,6 +337,18 @@ fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
 }
 
 async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<()> {
+    let cti: Vec<String> = settings
+        .ami
+        .iter()
+        .map(|a| format!("  AMI  {} → {}", a.name, a.address))
+        .chain(
+            settings
+                .esl
+                .iter()
+                .map(|e| format!("  ESL  {} → {}", e.name, e.address)),
+        )
+        .collect();
+    let webhook = !settings.webhook.pbx.is_empty();
     let running = daemon::Daemon::start(settings).await?;
     let b = &running.bound;
     let list = |v: &[SocketAddr]| {
@@ -350,6 +362,12 @@ async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<(
     println!("  SIP  udp {}  tcp {}", list(&b.sip_udp), list(&b.sip_tcp));
     println!("  HEP  udp {}  tcp {}", list(&b.hep_udp), list(&b.hep_tcp));
     println!("  HTTP {http}  (health: /healthz, metrics: /metrics)");
+    for line in &cti {
+        println!("{line}");
+    }
+    if webhook {
+        println!("  webhook POST http://{http}/api/events");
+    }
     if demo.is_some() {
         println!();
         println!("Agent page: http://{http}/");
