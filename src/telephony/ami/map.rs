@@ -154,7 +154,8 @@ impl Mapper {
         let linkedid = field("Linkedid").unwrap_or(&uniqueid).to_owned();
         self.book.touch(&linkedid);
         let is_caller = uniqueid == linkedid;
-        if is_caller {
+        if is_caller && (self.calls.contains_key(&linkedid) || self.calls.len() < CHANNEL_CAPACITY)
+        {
             let info = self.calls.entry(linkedid.clone()).or_default();
             let c = cti::caller(field("CallerIDNum"), field("CallerIDName"));
             if c.number.is_some() || c.withheld {
