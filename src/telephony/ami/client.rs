@@ -391,3 +391,143 @@ impl Session<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    /// Reads one action (up to its blank line) from the client's side of the pipe.
+    async fn action(server: &mut DuplexStream) -> String {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !text.ends_with(b"\r\n\r\n") {
+            server.read_exact(&mut byte).await.expect("read");
+            text.push(byte[0]);
+        }
+        String::from_utf8(text).expect("utf-8")
+    }
+
+    fn action_id(action: &str) -> String {
+        action
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .expect("ActionID")
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn events_interleaved_with_responses_over_a_pipe() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut config = AmiConfig::new("p", "unused:1", "u", "s");
+        config.ping_interval = Duration::from_millis(10);
+        config.ping_timeout = Duration::from_secs(5);
+        let mut mapper = Mapper::new("p", Arc::new(|e: &str| e == "2001"));
+        let emitter = Emitter::new(tx);
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let cancel = CancellationToken::new();
+        let mut session = Session {
+            config: &config,
+            mapper: &mut mapper,
+            emitter: &emitter,
+            backoff: &mut backoff,
+        };
+        let script = async {
+            server
+                .write_all(b"Asterisk Call Manager/9.0.0\r\n")
+                .await
+                .expect("banner");
+            let login = action(&mut server).await;
+            assert!(login.starts_with("Action: Login\r\n"), "{login}");
+            assert!(login.contains("Username: u\r\nSecret: s\r\nEvents: system,call,agent\r\n"));
+            // An event before the login response, then the response.
+            server
+                .write_all(b"Event: FullyBooted\r\nPrivilege: system,all\r\n\r\nResponse: Success\r\nActionID: screenpop-login\r\nMessage: Authentication accepted\r\n\r\n")
+                .await
+                .expect("login");
+            let resync = action(&mut server).await;
+            assert!(
+                resync.starts_with("Action: CoreShowChannels\r\n"),
+                "{resync}"
+            );
+            let id = action_id(&resync);
+            // The list response, with a call's events interleaved between its items, and bare LF.
+            let reply = format!(
+                "Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\r\n\
+                 Event: Newchannel\nChannel: PJSIP/trunk-1\nChannelState: 4\nCallerIDNum: +14155550100\nUniqueid: 9.1\nLinkedid: 9.1\n\n\
+                 Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
+            );
+            server.write_all(reply.as_bytes()).await.expect("resync");
+            // A Ping arrives; answer it between two events of the call.
+            let ping = action(&mut server).await;
+            assert!(ping.starts_with("Action: Ping\r\n"), "{ping}");
+            let pong = format!(
+                "Event: Newchannel\r\nChannel: PJSIP/2001-2\r\nChannelState: 0\r\nUniqueid: 9.2\r\nLinkedid: 9.1\r\n\r\n\
+                 Response: Success\r\nActionID: {}\r\nPing: Pong\r\n\r\n\
+                 Event: Newstate\r\nChannel: PJSIP/2001-2\r\nChannelState: 5\r\nUniqueid: 9.2\r\nLinkedid: 9.1\r\n\r\n",
+                action_id(&ping)
+            );
+            server.write_all(pong.as_bytes()).await.expect("pong");
+            let event = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+                .await
+                .expect("an event within 3 s")
+                .expect("open");
+            cancel.cancel();
+            // Draining the pipe lets the client's Logoff through.
+            let mut logoff = false;
+            for _ in 0..100 {
+                if action(&mut server).await.contains("Action: Logoff") {
+                    logoff = true;
+                    break;
+                }
+            }
+            assert!(logoff, "a Logoff after the Pings");
+            event
+        };
+        let (result, event) = tokio::join!(session.serve(client, &cancel), script);
+        assert!(result.is_ok(), "{result:?}");
+        let CallEvent::Ringing {
+            key,
+            extension,
+            caller,
+            ..
+        } = event
+        else {
+            panic!("ringing, got {event:?}")
+        };
+        assert_eq!((key.as_str(), extension.as_str()), ("p:9.1", "2001"));
+        assert_eq!(caller.number.as_deref(), Some("+14155550100"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_and_a_wrong_banner_are_errors() {
+        let config = AmiConfig::new("p", "unused:1", "u", "wrong");
+        for (wire, want) in [
+            (
+                &b"Asterisk Call Manager/9.0.0\r\nResponse: Error\r\nActionID: screenpop-login\r\nMessage: Authentication failed\r\n\r\n"[..],
+                "login refused",
+            ),
+            (&b"SSH-2.0-OpenSSH_9.6\r\n"[..], "not an AMI banner"),
+        ] {
+            let (client, mut server) = tokio::io::duplex(4096);
+            server.write_all(wire).await.expect("write");
+            let (tx, _rx) = mpsc::channel(1);
+            let mut mapper = Mapper::new("p", Arc::new(|_: &str| true));
+            let emitter = Emitter::new(tx);
+            let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+            let mut session = Session {
+                config: &config,
+                mapper: &mut mapper,
+                emitter: &emitter,
+                backoff: &mut backoff,
+            };
+            let error = session
+                .serve(client, &CancellationToken::new())
+                .await
+                .expect_err("an error");
+            assert!(error.to_string().contains(want), "{error}");
+            assert!(!error.to_string().contains("wrong"), "the secret is never shown");
+        }
+    }
+}
