@@ -377,20 +377,20 @@ impl Mapper {
             .filter(|k| !listed.contains(*k))
             .cloned()
             .collect();
+        let alive: std::collections::HashSet<String> = self
+            .channels
+            .iter()
+            .filter(|(k, _)| listed.contains(*k))
+            .map(|(_, c)| c.linkedid.clone())
+            .collect();
         for uid in gone {
+            // A leg gone while its call lives on ends alone; a call with nothing listed ends
+            // as a whole in the book's finish_resync.
             if let Some(ch) = self.channels.get(&uid)
                 && ch.extension.is_some()
-                && self.book.knows(&ch.linkedid)
+                && alive.contains(&ch.linkedid)
             {
-                // The leg is gone while its call lives on (or not: finish_resync decides).
-                let linkedid = ch.linkedid.clone();
-                let alive = self
-                    .channels
-                    .iter()
-                    .any(|(k, c)| c.linkedid == linkedid && listed.contains(k));
-                if alive {
-                    out.extend(self.end_leg(&uid, EndReason::Cancelled));
-                }
+                out.extend(self.end_leg(&uid, EndReason::Cancelled));
             }
             self.channels.remove(&uid);
         }
@@ -497,6 +497,34 @@ mod tests {
             }]
         ));
         assert_eq!(m.calls(), 0);
+    }
+
+    #[test]
+    fn a_resync_ends_a_vanished_leg_of_a_live_call() {
+        let mut m = mapper();
+        for msg in messages(RING) {
+            m.apply(&msg);
+        }
+        let second = RING
+            .replace("2001-00000032", "2002-00000033")
+            .replace("1.32", "1.33");
+        for msg in messages(&second) {
+            m.apply(&msg);
+        }
+        m.begin_resync();
+        // The caller and 2001 are listed; 2002's channel is gone.
+        for msg in messages(RING)
+            .iter()
+            .filter(|m| m.get("Uniqueid") != Some("1.33"))
+        {
+            m.resync_channel(msg);
+        }
+        let out = m.finish_resync();
+        assert!(
+            matches!(out.as_slice(), [CallEvent::Ended { extension: Some(e), .. }] if e == "2002"),
+            "{out:?}"
+        );
+        assert_eq!(m.calls(), 1);
     }
 
     #[test]
