@@ -348,3 +348,122 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    async fn command(server: &mut DuplexStream) -> String {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !text.ends_with(b"\n\n") {
+            server.read_exact(&mut byte).await.expect("read");
+            text.push(byte[0]);
+        }
+        String::from_utf8(text)
+            .expect("utf-8")
+            .trim_end()
+            .to_owned()
+    }
+
+    fn event(json: &str) -> String {
+        format!(
+            "Content-Length: {}\nContent-Type: text/event-json\n\n{json}",
+            json.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn handshake_tolerates_a_racing_event_then_resyncs_and_maps() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (tx, mut rx) = mpsc::channel(16);
+        let config = EslConfig::new("fs", "unused:1", "pw");
+        let mut mapper = Mapper::new("fs", Arc::new(|e: &str| e == "2001"));
+        let emitter = Emitter::new(tx);
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let cancel = CancellationToken::new();
+        let script = async {
+            server
+                .write_all(b"Content-Type: auth/request\n\n")
+                .await
+                .expect("hello");
+            assert_eq!(command(&mut server).await, "auth pw");
+            server
+                .write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n")
+                .await
+                .expect("auth");
+            let subscribe = command(&mut server).await;
+            assert!(subscribe.starts_with("event json "), "{subscribe}");
+            assert!(
+                subscribe.contains(" CHANNEL_HANGUP_COMPLETE "),
+                "{subscribe}"
+            );
+            // A heartbeat races the reply.
+            let racing = event(r#"{"Event-Name":"HEARTBEAT"}"#)
+                + "Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n";
+            server.write_all(racing.as_bytes()).await.expect("reply");
+            assert_eq!(command(&mut server).await, "api show calls as json");
+            let rows = r#"{"row_count":1,"rows":[{"uuid":"a1","direction":"inbound","cid_num":"+14155550100","dest":"600","callstate":"ACTIVE","b_uuid":"b1","b_direction":"outbound","b_dest":"2001","b_callstate":"RINGING"}]}"#;
+            let reply = format!(
+                "Content-Type: api/response\nContent-Length: {}\n\n{rows}",
+                rows.len()
+            );
+            server.write_all(reply.as_bytes()).await.expect("rows");
+            let first = rx.recv().await.expect("ringing from the resync");
+            server
+                .write_all(event(r#"{"Event-Name":"CHANNEL_ANSWER","Call-Direction":"outbound","Unique-ID":"b1","Other-Leg-Unique-ID":"a1","Event-Date-Timestamp":"1731000104123456"}"#).as_bytes())
+                .await
+                .expect("answer");
+            let second = rx.recv().await.expect("answered");
+            cancel.cancel();
+            assert_eq!(command(&mut server).await, "exit");
+            (first, second)
+        };
+        let (result, (first, second)) = tokio::join!(
+            serve(
+                client,
+                &config,
+                &mut mapper,
+                &emitter,
+                &mut backoff,
+                &cancel
+            ),
+            script
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            matches!(&first, CallEvent::Ringing { key, extension, .. } if key == "fs:a1" && extension == "2001"),
+            "{first:?}"
+        );
+        assert!(
+            matches!(&second, CallEvent::Answered { by: Some(b), .. } if b == "2001"),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_password_is_an_auth_error_that_hides_it() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        server
+            .write_all(b"Content-Type: auth/request\n\nContent-Type: command/reply\nReply-Text: -ERR invalid\n\n")
+            .await
+            .expect("write");
+        let (tx, _rx) = mpsc::channel(1);
+        let config = EslConfig::new("fs", "unused:1", "hunter2");
+        let mut mapper = Mapper::new("fs", Arc::new(|_: &str| true));
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let error = serve(
+            client,
+            &config,
+            &mut mapper,
+            &Emitter::new(tx),
+            &mut backoff,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("refused");
+        assert!(matches!(error, EslError::Auth(_)), "{error}");
+        assert!(!error.to_string().contains("hunter2"));
+    }
+}
