@@ -70,6 +70,15 @@ pub struct Config {
     /// Agents (small sites; larger ones keep agents in PostgreSQL).
     #[serde(default)]
     pub agents: Vec<Agent>,
+    /// Asterisk Manager Interface connections, one `[[ami]]` per PBX.
+    #[serde(default)]
+    pub ami: Vec<Spanned<crate::telephony::ami::AmiConfig>>,
+    /// FreeSWITCH event-socket connections, one `[[esl]]` per switch.
+    #[serde(default)]
+    pub esl: Vec<Spanned<crate::telephony::esl::EslConfig>>,
+    /// `POST /api/events`: signed call events from a PBX (`[webhook]`, `[[webhook.pbx]]`).
+    #[serde(default)]
+    pub webhook: crate::web::webhook::WebhookConfig,
 }
 
 /// `[numbers]`
@@ -401,7 +410,7 @@ impl<'de> Deserialize<'de> for TokenHash {
 }
 
 /// Durations written as `"30s"`, `"2m"`, `"1h 30m"` (humantime).
-mod duration {
+pub(crate) mod duration {
     use serde::Deserialize;
     use std::time::Duration;
 
@@ -485,20 +494,138 @@ impl Config {
                 message: "tls_cert and tls_key go together: set both or neither".into(),
             });
         }
+        check_cti(&config, &at)?;
         let listens = config.sip.udp.len()
             + config.sip.tcp.len()
             + config.hep.udp.len()
-            + config.hep.tcp.len();
+            + config.hep.tcp.len()
+            + config.ami.len()
+            + config.esl.len()
+            + config.webhook.pbx.len();
         if listens == 0 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
                 line: 1,
                 key: "sip".into(),
-                message: "nothing to listen on: set sip.udp, sip.tcp, hep.udp or hep.tcp".into(),
+                message: "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[ami]], [[esl]] or [[webhook.pbx]]".into(),
             });
         }
         Ok(config)
     }
+}
+
+/// Checks the CTI inputs: names unique across `[[ami]]`, `[[esl]]` and `[[webhook.pbx]]`
+/// (they prefix call keys and label metrics), `host:port` addresses, exactly one of a secret and
+/// its environment variable, non-zero timers.
+fn check_cti(
+    config: &Config,
+    at: &dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut name = |n: &str, span: std::ops::Range<usize>, key: String| {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(at(
+                span,
+                &key,
+                "use 1 to 64 letters, digits, `.`, `_` or `-`".into(),
+            ));
+        }
+        if !names.insert(n.to_owned()) {
+            return Err(at(
+                span,
+                &key,
+                format!("`{n}` is used twice: names are unique across ami, esl and webhook.pbx"),
+            ));
+        }
+        Ok(())
+    };
+    let address = |a: &str, span: std::ops::Range<usize>, key: String| {
+        let valid = a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(at(span, &key, format!("`{a}` is not host:port")))
+        }
+    };
+    let one_secret = |given: bool, env: bool, span: std::ops::Range<usize>, key: String| {
+        if given == env {
+            Err(at(
+                span,
+                &key,
+                "set exactly one of the secret and its `_env` variable".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    let nonzero = |d: Duration, span: std::ops::Range<usize>, key: String| {
+        if d.is_zero() {
+            Err(at(span, &key, "must be more than zero".into()))
+        } else {
+            Ok(())
+        }
+    };
+    for (i, ami) in config.ami.iter().enumerate() {
+        let (c, span) = (ami.get_ref(), ami.span());
+        name(&c.name, span.clone(), format!("ami[{i}].name"))?;
+        address(&c.address, span.clone(), format!("ami[{i}].address"))?;
+        one_secret(
+            c.secret.is_some(),
+            c.secret_env.is_some(),
+            span.clone(),
+            format!("ami[{i}].secret"),
+        )?;
+        nonzero(
+            c.ping_interval,
+            span.clone(),
+            format!("ami[{i}].ping_interval"),
+        )?;
+        nonzero(
+            c.ping_timeout,
+            span.clone(),
+            format!("ami[{i}].ping_timeout"),
+        )?;
+        if c.username.is_empty() {
+            return Err(at(
+                span,
+                &format!("ami[{i}].username"),
+                "must not be empty".into(),
+            ));
+        }
+    }
+    for (i, esl) in config.esl.iter().enumerate() {
+        let (c, span) = (esl.get_ref(), esl.span());
+        name(&c.name, span.clone(), format!("esl[{i}].name"))?;
+        address(&c.address, span.clone(), format!("esl[{i}].address"))?;
+        one_secret(
+            c.password.is_some(),
+            c.password_env.is_some(),
+            span.clone(),
+            format!("esl[{i}].password"),
+        )?;
+        nonzero(
+            c.liveness_timeout,
+            span,
+            format!("esl[{i}].liveness_timeout"),
+        )?;
+    }
+    for (i, pbx) in config.webhook.pbx.iter().enumerate() {
+        let (c, span) = (pbx.get_ref(), pbx.span());
+        name(&c.name, span.clone(), format!("webhook.pbx[{i}].name"))?;
+        one_secret(
+            c.secret.is_some(),
+            c.secret_env.is_some(),
+            span,
+            format!("webhook.pbx[{i}].secret"),
+        )?;
+    }
+    Ok(())
 }
 
 fn invalid(text: &str, file: &Path, mut error: toml::de::Error) -> ConfigError {
@@ -571,6 +698,38 @@ mod tests {
         assert_eq!((line, key.as_str()), (8, "agents[1].id"));
         let (_, key, _) = err("[numbers]\ndefault_region = \"XX\"\n");
         assert_eq!(key, "numbers.default_region");
+    }
+
+    #[test]
+    fn cti_sections() {
+        let good = "[[ami]]\nname = \"pbx1\"\naddress = \"10.0.0.5:5038\"\nusername = \"screenpop\"\nsecret_env = \"AMI_SECRET\"\nping_interval = \"5s\"\n\n\
+            [[esl]]\nname = \"fs1\"\naddress = \"fs.example:8021\"\npassword = \"ClueCon2\"\n\n\
+            [webhook]\nmax_skew = \"2m\"\n[[webhook.pbx]]\nname = \"3cx\"\nsecret = \"k\"\n";
+        let config = Config::parse(good, Path::new("site.toml")).expect("valid");
+        assert_eq!(
+            config.ami[0].get_ref().ping_interval,
+            Duration::from_secs(5)
+        );
+        assert_eq!(config.ami[0].get_ref().events, "system,call,agent");
+        assert!(
+            !format!("{:?}", config.esl[0]).contains("ClueCon2"),
+            "secrets never shown"
+        );
+        let (line, key, _) =
+            err("[[ami]]\nname = \"a\"\naddress = \"nohost\"\nusername = \"u\"\nsecret = \"s\"\n");
+        assert_eq!((line, key.as_str()), (1, "ami[0].address"));
+        let (_, key, _) = err(
+            "[[ami]]\nname = \"a\"\naddress = \"h:1\"\nusername = \"u\"\nsecret = \"s\"\nsecret_env = \"X\"\n",
+        );
+        assert_eq!(key, "ami[0].secret");
+        let (line, key, msg) = err(
+            "[[ami]]\nname = \"a\"\naddress = \"h:1\"\nusername = \"u\"\nsecret = \"s\"\n\n[[esl]]\nname = \"a\"\naddress = \"h:2\"\npassword = \"p\"\n",
+        );
+        assert_eq!((line, key.as_str()), (7, "esl[0].name"), "{msg}");
+        let (line, key, _) = err("[[esl]]\nname = \"f\"\naddress = \"h:2\"\npasword = \"p\"\n");
+        assert_eq!((line, key.as_str()), (4, "esl.pasword"));
+        let (_, key, _) = err("[[webhook.pbx]]\nname = \"w\"\n");
+        assert_eq!(key, "webhook.pbx[0].secret");
     }
 
     #[test]

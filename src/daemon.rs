@@ -65,6 +65,12 @@ pub struct Settings {
     pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
     /// The agents table's sync: its database URL and the LISTEN connection opened at load.
     pub agents_sync: Option<(String, crate::db::listen::Listening)>,
+    /// Asterisk AMI clients to run (secrets resolved).
+    pub ami: Vec<crate::telephony::ami::AmiConfig>,
+    /// FreeSWITCH event-socket clients to run (passwords resolved).
+    pub esl: Vec<crate::telephony::esl::EslConfig>,
+    /// The PBX webhook (secrets resolved); off without PBXs.
+    pub webhook: crate::web::webhook::WebhookConfig,
 }
 
 /// WebSocket push settings.
@@ -158,9 +164,9 @@ impl Daemon {
         let observer = Arc::new(Observer::new(
             hep::observe::ObserverConfig {
                 password: settings.hep_password.clone(),
-                known_extension: known,
+                known_extension: known.clone(),
             },
-            events_tx,
+            events_tx.clone(),
         ));
         let mut bound = Bound::default();
 
@@ -217,7 +223,7 @@ impl Daemon {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.push.max_connections)),
             max_message_bytes: settings.push.max_message_bytes,
         });
-        let app = crate::web::router(crate::web::AppState {
+        let mut app = crate::web::router(crate::web::AppState {
             calls: calls.clone(),
             agents,
             metrics,
@@ -225,6 +231,43 @@ impl Daemon {
             push,
             shutdown: cancel.child_token(),
         });
+        let webhook = &settings.webhook;
+        if !webhook.pbx.is_empty() {
+            let pbxs = webhook
+                .pbx
+                .iter()
+                .filter_map(|p| {
+                    let p = p.get_ref();
+                    Some((p.name.clone(), p.secret.clone()?))
+                })
+                .collect();
+            app = app.merge(crate::web::webhook::router(
+                crate::web::webhook::Webhook::new(
+                    pbxs,
+                    webhook.max_skew,
+                    webhook.replay_capacity,
+                    known.clone(),
+                    events_tx.clone(),
+                ),
+            ));
+        }
+        for ami in &settings.ami {
+            tasks.spawn(crate::telephony::ami::run(
+                ami.clone(),
+                known.clone(),
+                events_tx.clone(),
+                cancel.child_token(),
+            ));
+        }
+        for esl in &settings.esl {
+            tasks.spawn(crate::telephony::esl::run(
+                esl.clone(),
+                known.clone(),
+                events_tx.clone(),
+                cancel.child_token(),
+            ));
+        }
+        drop(events_tx);
         let tls = match &settings.tls {
             Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
             None => None,
@@ -419,7 +462,41 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
         None => None,
     };
+    let from_env = |what: String, var: &str| {
+        crate::telephony::cti::secret_from_env(var)
+            .map(crate::telephony::cti::Secret::new)
+            .with_context(|| format!("{what}: environment variable `{var}` is not set or empty"))
+    };
+    let mut ami = Vec::new();
+    for c in &config.ami {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.secret_env.clone() {
+            c.secret = Some(from_env(format!("ami `{}` secret_env", c.name), &var)?);
+        }
+        ami.push(c);
+    }
+    let mut esl = Vec::new();
+    for c in &config.esl {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.password_env.clone() {
+            c.password = Some(from_env(format!("esl `{}` password_env", c.name), &var)?);
+        }
+        esl.push(c);
+    }
+    let mut webhook = config.webhook.clone();
+    for p in &mut webhook.pbx {
+        let p = p.get_mut();
+        if let Some(var) = p.secret_env.clone() {
+            p.secret = Some(from_env(
+                format!("webhook pbx `{}` secret_env", p.name),
+                &var,
+            )?);
+        }
+    }
     Ok(Settings {
+        ami,
+        esl,
+        webhook,
         sip_udp: config.sip.udp.clone(),
         sip_tcp: config.sip.tcp.clone(),
         sip_allow: Allow::new(config.sip.allow.iter().copied()),

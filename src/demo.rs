@@ -89,5 +89,8 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         tls: None,
         directory_sync: None,
         agents_sync: None,
+        ami: Vec::new(),
+        esl: Vec::new(),
+        webhook: Default::default(),
     })
 }

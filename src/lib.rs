@@ -3,12 +3,13 @@
 //!
 //! # Layout
 //! In the order data flows:
-//! - [`telephony`]: SIP fork-target and HEPv3 listeners turning PBX traffic into call events.
+//! - [`telephony`]: SIP fork-target and HEPv3 listeners, Asterisk AMI and FreeSWITCH ESL clients,
+//!   turning PBX traffic into call events.
 //! - [`calls`]: the call table (ringing → answered → ended, legs per extension).
 //! - [`resolve`]: caller number → E.164 → customer, from memory.
 //! - [`agents`]: who may see which extensions.
 //! - [`push`]: WebSocket delivery of pops to agents.
-//! - [`web`]: the HTTP listener (agent page, API, health, metrics).
+//! - [`web`]: the HTTP listener (agent page, API, health, metrics, the signed PBX webhook).
 //! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
 //!   embedded default.
 //! - [`db`]: PostgreSQL connections and the schema migrations.

@@ -97,6 +97,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the least-privilege Asterisk `manager.conf` stanza for screenpop's AMI user.
+    AmiSetup {
+        /// The manager user name.
+        #[arg(long, default_value = "screenpop")]
+        username: String,
+        /// The address screenpop connects from (manager.conf `permit`).
+        #[arg(long, default_value = "127.0.0.1")]
+        permit: String,
+        /// The secret (default: 48 random hex digits).
+        #[arg(long)]
+        secret: Option<String>,
+    },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
         /// The token.
@@ -201,6 +213,22 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::AmiSetup {
+            username,
+            permit,
+            secret,
+        } => {
+            use screenpop::telephony::ami::setup;
+            print!(
+                "{}",
+                setup::render(&setup::Stanza {
+                    username,
+                    secret: secret.unwrap_or_else(setup::random_secret),
+                    permit,
+                })
+            );
+            ExitCode::SUCCESS
+        }
         Command::HashToken { token } => {
             println!("{}", screenpop::config::TokenHash::of(&token).hex());
             ExitCode::SUCCESS
@@ -269,6 +297,18 @@ fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
 }
 
 async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<()> {
+    let cti: Vec<String> = settings
+        .ami
+        .iter()
+        .map(|a| format!("  AMI  {} → {}", a.name, a.address))
+        .chain(
+            settings
+                .esl
+                .iter()
+                .map(|e| format!("  ESL  {} → {}", e.name, e.address)),
+        )
+        .collect();
+    let webhook = !settings.webhook.pbx.is_empty();
     let running = daemon::Daemon::start(settings).await?;
     let b = &running.bound;
     let list = |v: &[SocketAddr]| {
@@ -282,6 +322,12 @@ async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<(
     println!("  SIP  udp {}  tcp {}", list(&b.sip_udp), list(&b.sip_tcp));
     println!("  HEP  udp {}  tcp {}", list(&b.hep_udp), list(&b.hep_tcp));
     println!("  HTTP {http}  (health: /healthz, metrics: /metrics)");
+    for line in &cti {
+        println!("{line}");
+    }
+    if webhook {
+        println!("  webhook POST http://{http}/api/events");
+    }
     if demo.is_some() {
         println!();
         println!("Agent page: http://{http}/");

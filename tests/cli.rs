@@ -334,3 +334,32 @@ fn lookup_explains_a_match_candidates_and_a_miss() {
     );
     assert_eq!(json["resolution"]["match"], "unknown");
 }
+
+#[test]
+fn ami_setup_prints_a_least_privilege_stanza_with_a_fresh_secret() {
+    let run = || {
+        let out = Command::new(BIN)
+            .args(["ami-setup", "--permit", "10.0.0.9"])
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (one, two) = (run(), run());
+    for needed in [
+        "[screenpop]\n",
+        "permit = 10.0.0.9/255.255.255.255\n",
+        "read = system,call,agent\n",
+        "write = reporting\n",
+        "eventfilter = Event: (",
+    ] {
+        assert!(one.contains(needed), "{needed} in {one}");
+    }
+    let secret = |s: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("secret = "))
+            .map(str::to_owned)
+    };
+    assert_eq!(secret(&one).map(|s| s.len()), Some(48));
+    assert_ne!(secret(&one), secret(&two), "a fresh secret each time");
+}

@@ -1,8 +1,10 @@
-//! The internal call events every intake produces: SIP fork, HEP mirror, and later CTI inputs.
+//! The internal call events every intake produces: SIP fork, HEP mirror, and the CTI event
+//! streams (Asterisk AMI, FreeSWITCH ESL, the HTTP webhook).
 //!
 //! An intake reports what it saw about one *leg* (one extension being rung) of one call; the
 //! tracker folds legs into calls. Keys are scoped by intake (`sip:`, `hep:`) so two intakes
-//! watching the same PBX never merge calls by accident.
+//! watching the same PBX never merge calls by accident; CTI keys are also prefixed with the
+//! PBX's configured name (`pbx1:1731000.81`).
 
 use crate::telephony::sip::identity::Caller;
 
@@ -14,6 +16,12 @@ pub enum Intake {
     Sip,
     /// HEPv3 copies of SIP.
     Hep,
+    /// The Asterisk Manager Interface event stream.
+    Ami,
+    /// The FreeSWITCH event socket.
+    Esl,
+    /// `POST /api/events` from a PBX's own dialplan or a cloud PBX.
+    Webhook,
 }
 
 impl Intake {
@@ -22,6 +30,9 @@ impl Intake {
         match self {
             Intake::Sip => "sip",
             Intake::Hep => "hep",
+            Intake::Ami => "ami",
+            Intake::Esl => "esl",
+            Intake::Webhook => "webhook",
         }
     }
 }
@@ -63,7 +74,7 @@ impl EndReason {
 pub enum CallEvent {
     /// An extension started ringing.
     Ringing {
-        /// Intake-scoped call key (the SIP Call-ID for SIP and HEP).
+        /// Intake-scoped call key (the SIP Call-ID for SIP and HEP; PBX name and call id for CTI).
         key: String,
         /// Which intake.
         intake: Intake,

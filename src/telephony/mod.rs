@@ -2,12 +2,19 @@
 //!
 //! - `sip`: screenpop as a SIP parallel-fork target (UDP, TCP).
 //! - `hep`: HEPv3 copies of SIP from capture agents (UDP, TCP).
+//! - `ami`: the Asterisk Manager Interface event stream (a TCP client).
+//! - `esl`: the FreeSWITCH event socket (a TCP client).
+//! - `cti`: what the event-stream intakes share (idempotent call book, backoff, metrics);
+//!   the third of them, the HTTP webhook, lives in `web::webhook`.
 //! - `allow`: source-address allow-lists shared by the listeners.
 //! - `accept`: the TCP accept loop shared by the listeners (allow-list, connection cap).
 //! - `uac`: a minimal SIP client, for `screenpop call` and the tests.
 
 pub mod accept;
 pub mod allow;
+pub mod ami;
+pub mod cti;
+pub mod esl;
 pub mod hep;
 pub mod sip;
 pub mod uac;

@@ -1,4 +1,5 @@
-//! The HTTP listener: the agent page, the agents' API, `/healthz` and `/metrics`.
+//! The HTTP listener: the agent page, the agents' API, `/healthz` and `/metrics`; the PBX
+//! webhook `POST /api/events` (`webhook`) is merged in by the daemon when configured.
 //!
 //! Every route that reveals call data authenticates the agent (`Authorization: Bearer TOKEN`)
 //! and shows only calls ringing at the agent's own extensions. `/healthz` and `/metrics` carry
@@ -7,6 +8,7 @@
 use std::sync::Arc;
 
 pub mod tls;
+pub mod webhook;
 
 use axum::Router;
 use axum::extract::State;

@@ -1,0 +1,469 @@
+//! The inbound event-socket connection loop: connect, `auth`, `event json …`,
+//! `api show calls as json` resync, events; any traffic (HEARTBEAT every 20 s by default) proves
+//! the connection alive, silence past `liveness_timeout` drops it; reconnect with exponential
+//! backoff and resync again [PROTOCOLS.md §4 "Handshake", "Resync"].
+//!
+//! ```text
+//!  connect ─▶ auth/request ─▶ auth ─▶ event json … ─▶ api show calls as json ─▶ events … ─┐
+//!     ▲                                                                                   │
+//!     └──────────── backoff ◀── EOF, -ERR, disconnect-notice, silence past the deadline ──┘
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::frame::{Frame, Framer, Item};
+use super::map::{EVENTS, Event, Mapper};
+use crate::calls::CallEvent;
+use crate::telephony::ami::client::{default_reconnect_max, default_reconnect_min};
+use crate::telephony::cti::{self, Backoff, Emitter, Secret};
+
+/// The `input` label of the CTI metrics.
+pub const INPUT: &str = "esl";
+/// How long the handshake may take.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write may take.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[[esl]]`: one FreeSWITCH server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EslConfig {
+    /// A short unique name for this switch (`fs1`): the `peer` metrics label and call-key prefix.
+    pub name: String,
+    /// `host:port` of mod_event_socket (default port 8021).
+    pub address: String,
+    /// The event-socket password (`event_socket.conf.xml`). Prefer `password_env`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The environment variable holding the password, read at start-up.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// No traffic at all for this long → reconnect (HEARTBEAT comes every 20 s by default).
+    #[serde(default = "default_liveness", with = "crate::config::duration")]
+    pub liveness_timeout: Duration,
+    /// TCP connect timeout.
+    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    pub connect_timeout: Duration,
+    /// First reconnect delay; it doubles up to `reconnect_max`.
+    #[serde(default = "default_reconnect_min", with = "crate::config::duration")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    #[serde(default = "default_reconnect_max", with = "crate::config::duration")]
+    pub reconnect_max: Duration,
+}
+
+fn default_liveness() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl EslConfig {
+    /// Settings for a switch at `address` with everything else defaulted.
+    pub fn new(name: &str, address: &str, password: &str) -> Self {
+        EslConfig {
+            name: name.into(),
+            address: address.into(),
+            password: Some(Secret::new(password)),
+            password_env: None,
+            liveness_timeout: default_liveness(),
+            connect_timeout: default_connect_timeout(),
+            reconnect_min: default_reconnect_min(),
+            reconnect_max: default_reconnect_max(),
+        }
+    }
+}
+
+/// Why an event-socket connection ended. Says whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum EslError {
+    /// The network.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// The network or the switch: nothing came in time.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// The switch closed the connection (or announced it would).
+    #[error("the switch closed the connection")]
+    Closed,
+    /// Not an event socket (wrong port?).
+    #[error("not an event socket: expected auth/request, got {0:?}")]
+    Handshake(String),
+    /// The operator's config: wrong password (or an ACL refusing us).
+    #[error("auth refused ({0}); check the password and apply-inbound-acl")]
+    Auth(String),
+    /// The switch refused the event subscription.
+    #[error("event subscription refused: {0}")]
+    Subscribe(String),
+    /// Nothing at all arrived within the liveness timeout.
+    #[error("silent for {0:?}")]
+    Silent(Duration),
+}
+
+/// Runs one switch's client until `cancel`.
+pub async fn run(
+    config: EslConfig,
+    known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    events: mpsc::Sender<CallEvent>,
+    cancel: CancellationToken,
+) {
+    let span = tracing::info_span!("esl", pbx = %config.name);
+    async move {
+        let mut mapper = Mapper::new(&config.name, known);
+        let emitter = Emitter::new(events);
+        let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+        let mut first = true;
+        loop {
+            if !first {
+                cti::count_reconnect(INPUT);
+            }
+            first = false;
+            let connect = tokio::time::timeout(
+                config.connect_timeout,
+                tokio::net::TcpStream::connect(config.address.as_str()),
+            );
+            let result = tokio::select! {
+                () = cancel.cancelled() => return,
+                connected = connect => match connected {
+                    Err(_) => Err(EslError::Timeout("connecting")),
+                    Ok(Err(error)) => Err(EslError::Io(error)),
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        serve(stream, &config, &mut mapper, &emitter, &mut backoff, &cancel).await
+                    }
+                },
+            };
+            cti::set_connected(INPUT, &config.name, false);
+            match result {
+                Ok(()) => return,
+                Err(error @ EslError::Auth(_)) => {
+                    tracing::error!(%error, address = %config.address, "Event socket auth failed.")
+                }
+                Err(error) => tracing::warn!(
+                    %error, address = %config.address, "Event socket connection lost; reconnecting."
+                ),
+            }
+            if !cti::pause(backoff.next_delay(), &cancel).await {
+                return;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, command: &str) -> Result<(), EslError> {
+    // A line break in a command would inject another; configuration values never need one.
+    let clean: String = command
+        .chars()
+        .filter(|c| *c != '\r' && *c != '\n')
+        .collect();
+    let text = format!("{clean}\n\n");
+    tokio::time::timeout(WRITE_TIMEOUT, w.write_all(text.as_bytes()))
+        .await
+        .map_err(|_| EslError::Timeout("writing"))??;
+    Ok(())
+}
+
+async fn next_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    framer: &mut Framer,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<Frame, EslError> {
+    loop {
+        match framer.next_item() {
+            Some(Item::Frame(frame)) => return Ok(frame),
+            Some(Item::Garbage) => {
+                cti::count_garbage(INPUT);
+                continue;
+            }
+            None => {}
+        }
+        framer.buffer().reserve(8192);
+        let n = tokio::time::timeout_at(deadline, r.read_buf(framer.buffer()))
+            .await
+            .map_err(|_| EslError::Timeout(what))??;
+        if n == 0 {
+            return Err(EslError::Closed);
+        }
+    }
+}
+
+/// The next `command/reply`, skipping anything else (an event that raced the reply).
+async fn next_reply<R: AsyncRead + Unpin>(
+    r: &mut R,
+    framer: &mut Framer,
+    deadline: Instant,
+    what: &'static str,
+) -> Result<Frame, EslError> {
+    loop {
+        let frame = next_frame(r, framer, deadline, what).await?;
+        match frame.content_type() {
+            "command/reply" => return Ok(frame),
+            "text/disconnect-notice" => return Err(EslError::Closed),
+            _ => {}
+        }
+    }
+}
+
+/// The reply to a command: `+OK …` or the error text.
+fn reply(frame: &Frame) -> Result<(), String> {
+    let text = frame.get("Reply-Text").unwrap_or_default();
+    if text.starts_with("+OK") {
+        Ok(())
+    } else {
+        Err(text.chars().take(120).collect())
+    }
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    config: &EslConfig,
+    mapper: &mut Mapper,
+    emitter: &Emitter,
+    backoff: &mut Backoff,
+    cancel: &CancellationToken,
+) -> Result<(), EslError> {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut framer = Framer::new();
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    let handshake = async {
+        let hello = next_frame(&mut rd, &mut framer, deadline, "waiting for auth/request").await?;
+        if hello.content_type() != "auth/request" {
+            return Err(EslError::Handshake(
+                hello.content_type().chars().take(60).collect(),
+            ));
+        }
+        let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
+        send(&mut wr, &format!("auth {password}")).await?;
+        let answer =
+            next_reply(&mut rd, &mut framer, deadline, "waiting for the auth reply").await?;
+        reply(&answer).map_err(EslError::Auth)?;
+        send(&mut wr, &format!("event json {}", EVENTS.join(" "))).await?;
+        let answer = next_reply(
+            &mut rd,
+            &mut framer,
+            deadline,
+            "waiting for the event reply",
+        )
+        .await?;
+        reply(&answer).map_err(EslError::Subscribe)?;
+        Ok(())
+    };
+    tokio::select! {
+        () = cancel.cancelled() => return Ok(()),
+        done = handshake => done?,
+    }
+    cti::set_connected(INPUT, &config.name, true);
+    backoff.reset();
+    tracing::info!(address = %config.address, "Event socket connected.");
+    send(&mut wr, "api show calls as json").await?;
+    let mut resync_pending = true;
+
+    let mut silent_until = Instant::now() + config.liveness_timeout;
+    loop {
+        while let Some(item) = framer.next_item() {
+            let frame = match item {
+                Item::Frame(frame) => frame,
+                Item::Garbage => {
+                    cti::count_garbage(INPUT);
+                    continue;
+                }
+            };
+            match frame.content_type() {
+                "text/event-json" => {
+                    let Some(event) = Event::parse(&frame.body) else {
+                        cti::count_garbage(INPUT);
+                        continue;
+                    };
+                    let name = event.get("Event-Name").unwrap_or_default();
+                    let Some(kind) = EVENTS.iter().find(|e| **e == name) else {
+                        cti::count_event(INPUT, "other");
+                        continue;
+                    };
+                    cti::count_event(INPUT, kind);
+                    // Event-Date-Timestamp is in microseconds.
+                    if let Some(us) = event
+                        .get("Event-Date-Timestamp")
+                        .and_then(|t| t.parse::<f64>().ok())
+                    {
+                        cti::record_lag(INPUT, us / 1e6);
+                    }
+                    emitter.emit(mapper.apply(&event));
+                }
+                "api/response" if resync_pending => {
+                    resync_pending = false;
+                    match mapper.resync(&frame.body) {
+                        Ok(out) => {
+                            cti::count_resync(INPUT);
+                            tracing::info!(
+                                calls = mapper.calls(),
+                                ended = out.len(),
+                                "Event socket resync complete."
+                            );
+                            emitter.emit(out);
+                        }
+                        Err(error) => {
+                            cti::count_garbage(INPUT);
+                            tracing::warn!(%error, "`show calls as json` unreadable: no resync.");
+                        }
+                    }
+                }
+                "text/disconnect-notice" => return Err(EslError::Closed),
+                "command/reply" => {
+                    if let Err(text) = reply(&frame) {
+                        tracing::warn!(reply = %text, "Event socket command refused.");
+                    }
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => {
+                let _ = send(&mut wr, "exit").await;
+                return Ok(());
+            }
+            read = async {
+                framer.buffer().reserve(8192);
+                rd.read_buf(framer.buffer()).await
+            } => {
+                if read? == 0 {
+                    return Err(EslError::Closed);
+                }
+                silent_until = Instant::now() + config.liveness_timeout;
+            }
+            () = tokio::time::sleep_until(silent_until) => {
+                return Err(EslError::Silent(config.liveness_timeout));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    async fn command(server: &mut DuplexStream) -> String {
+        let mut text = Vec::new();
+        let mut byte = [0u8; 1];
+        while !text.ends_with(b"\n\n") {
+            server.read_exact(&mut byte).await.expect("read");
+            text.push(byte[0]);
+        }
+        String::from_utf8(text)
+            .expect("utf-8")
+            .trim_end()
+            .to_owned()
+    }
+
+    fn event(json: &str) -> String {
+        format!(
+            "Content-Length: {}\nContent-Type: text/event-json\n\n{json}",
+            json.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn handshake_tolerates_a_racing_event_then_resyncs_and_maps() {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let (tx, mut rx) = mpsc::channel(16);
+        let config = EslConfig::new("fs", "unused:1", "pw");
+        let mut mapper = Mapper::new("fs", Arc::new(|e: &str| e == "2001"));
+        let emitter = Emitter::new(tx);
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let cancel = CancellationToken::new();
+        let script = async {
+            server
+                .write_all(b"Content-Type: auth/request\n\n")
+                .await
+                .expect("hello");
+            assert_eq!(command(&mut server).await, "auth pw");
+            server
+                .write_all(b"Content-Type: command/reply\nReply-Text: +OK accepted\n\n")
+                .await
+                .expect("auth");
+            let subscribe = command(&mut server).await;
+            assert!(subscribe.starts_with("event json "), "{subscribe}");
+            assert!(
+                subscribe.contains(" CHANNEL_HANGUP_COMPLETE "),
+                "{subscribe}"
+            );
+            // A heartbeat races the reply.
+            let racing = event(r#"{"Event-Name":"HEARTBEAT"}"#)
+                + "Content-Type: command/reply\nReply-Text: +OK event listener enabled json\n\n";
+            server.write_all(racing.as_bytes()).await.expect("reply");
+            assert_eq!(command(&mut server).await, "api show calls as json");
+            let rows = r#"{"row_count":1,"rows":[{"uuid":"a1","direction":"inbound","cid_num":"+14155550100","dest":"600","callstate":"ACTIVE","b_uuid":"b1","b_direction":"outbound","b_dest":"2001","b_callstate":"RINGING"}]}"#;
+            let reply = format!(
+                "Content-Type: api/response\nContent-Length: {}\n\n{rows}",
+                rows.len()
+            );
+            server.write_all(reply.as_bytes()).await.expect("rows");
+            let first = rx.recv().await.expect("ringing from the resync");
+            server
+                .write_all(event(r#"{"Event-Name":"CHANNEL_ANSWER","Call-Direction":"outbound","Unique-ID":"b1","Other-Leg-Unique-ID":"a1","Event-Date-Timestamp":"1731000104123456"}"#).as_bytes())
+                .await
+                .expect("answer");
+            let second = rx.recv().await.expect("answered");
+            cancel.cancel();
+            assert_eq!(command(&mut server).await, "exit");
+            (first, second)
+        };
+        let (result, (first, second)) = tokio::join!(
+            serve(
+                client,
+                &config,
+                &mut mapper,
+                &emitter,
+                &mut backoff,
+                &cancel
+            ),
+            script
+        );
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            matches!(&first, CallEvent::Ringing { key, extension, .. } if key == "fs:a1" && extension == "2001"),
+            "{first:?}"
+        );
+        assert!(
+            matches!(&second, CallEvent::Answered { by: Some(b), .. } if b == "2001"),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_password_is_an_auth_error_that_hides_it() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        server
+            .write_all(b"Content-Type: auth/request\n\nContent-Type: command/reply\nReply-Text: -ERR invalid\n\n")
+            .await
+            .expect("write");
+        let (tx, _rx) = mpsc::channel(1);
+        let config = EslConfig::new("fs", "unused:1", "hunter2");
+        let mut mapper = Mapper::new("fs", Arc::new(|_: &str| true));
+        let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+        let error = serve(
+            client,
+            &config,
+            &mut mapper,
+            &Emitter::new(tx),
+            &mut backoff,
+            &CancellationToken::new(),
+        )
+        .await
+        .expect_err("refused");
+        assert!(matches!(error, EslError::Auth(_)), "{error}");
+        assert!(!error.to_string().contains("hunter2"));
+    }
+}

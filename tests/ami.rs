@@ -1,0 +1,526 @@
+//! Asterisk AMI intake end to end: the real daemon connects to a fake manager interface on
+//! 127.0.0.1:0 that checks the login and the actions, answers Ping and CoreShowChannels, and
+//! replays the transcripts in `tests/fixtures/ami/` (reconstructions, see its README).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use screenpop::agents::{Agent, Agents};
+use screenpop::calls::{CallState, CallUpdate, Change, EndReason, Intake};
+use screenpop::config::TokenHash;
+use screenpop::telephony::ami::AmiConfig;
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+const USER: &str = "screenpop";
+const SECRET: &str = "s3cret";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/ami/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// LF → CRLF, as Asterisk writes.
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    for &b in bytes {
+        if b == b'\n' {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+enum Cmd {
+    Send(Vec<u8>),
+    Drop,
+    Silence,
+}
+
+/// What the fake server saw, for assertions.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    logins: usize,
+    resyncs: usize,
+    pings: usize,
+    /// Protocol violations: anything but Login first, a bad login, an unknown action.
+    violations: Vec<String>,
+}
+
+struct FakeAmi {
+    addr: std::net::SocketAddr,
+    cmds: mpsc::Sender<Cmd>,
+    seen: watch::Receiver<Seen>,
+    channels: Arc<Mutex<Vec<u8>>>,
+}
+
+impl FakeAmi {
+    async fn start() -> FakeAmi {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cmds, mut rx) = mpsc::channel::<Cmd>(16);
+        let (seen_tx, seen) = watch::channel(Seen::default());
+        let channels = Arc::new(Mutex::new(Vec::new()));
+        let listed = channels.clone();
+        tokio::spawn(async move {
+            // One connection at a time, as the client makes them.
+            while let Ok((stream, _)) = listener.accept().await {
+                let (rd, mut wr) = stream.into_split();
+                let mut rd = BufReader::new(rd);
+                wr.write_all(b"Asterisk Call Manager/9.0.0\r\n")
+                    .await
+                    .expect("banner");
+                let mut logged_in = false;
+                let mut silent = false;
+                let mut action: Vec<(String, String)> = Vec::new();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    tokio::select! {
+                        cmd = rx.recv() => match cmd {
+                            Some(Cmd::Send(bytes)) => { let _ = wr.write_all(&bytes).await; }
+                            Some(Cmd::Drop) | None => break,
+                            Some(Cmd::Silence) => silent = true,
+                        },
+                        read = rd.read_line(&mut line) => {
+                            if read.unwrap_or(0) == 0 {
+                                break;
+                            }
+                            let l = line.trim_end_matches(['\r', '\n']);
+                            if !l.is_empty() {
+                                if let Some((k, v)) = l.split_once(": ") {
+                                    action.push((k.to_owned(), v.to_owned()));
+                                }
+                                continue;
+                            }
+                            let get = |k: &str| action.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
+                            let id = get("ActionID").to_owned();
+                            let name = get("Action").to_owned();
+                            let mut reply = String::new();
+                            match name.as_str() {
+                                "Login" => {
+                                    let ok = get("Username") == USER && get("Secret") == SECRET
+                                        && get("Events").split(',').any(|c| c == "call");
+                                    seen_tx.send_modify(|s| {
+                                        s.logins += 1;
+                                        if !ok { s.violations.push(format!("bad login {action:?}")); }
+                                    });
+                                    if ok {
+                                        logged_in = true;
+                                        reply = format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\nEvent: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n");
+                                    } else {
+                                        reply = format!("Response: Error\r\nActionID: {id}\r\nMessage: Authentication failed\r\n\r\n");
+                                    }
+                                }
+                                _ if !logged_in => {
+                                    seen_tx.send_modify(|s| s.violations.push(format!("{name} before Login")));
+                                    reply = format!("Response: Error\r\nActionID: {id}\r\nMessage: Permission denied\r\n\r\n");
+                                }
+                                "Ping" => {
+                                    seen_tx.send_modify(|s| s.pings += 1);
+                                    if !silent {
+                                        reply = format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1731000000.000000\r\n\r\n");
+                                    }
+                                }
+                                "CoreShowChannels" => {
+                                    let items = listed.lock().expect("lock").clone();
+                                    let items = String::from_utf8_lossy(&crlf(&items)).replace("{ACTIONID}", &id);
+                                    let n = items.matches("Event: CoreShowChannel\r\n").count();
+                                    reply = format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n{items}Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {n}\r\n\r\n");
+                                    seen_tx.send_modify(|s| s.resyncs += 1);
+                                }
+                                "Logoff" => {
+                                    reply = format!("Response: Goodbye\r\nActionID: {id}\r\nMessage: Thanks for all the fish.\r\n\r\n");
+                                }
+                                other => {
+                                    seen_tx.send_modify(|s| s.violations.push(format!("unexpected action {other}")));
+                                    reply = format!("Response: Error\r\nActionID: {id}\r\nMessage: Invalid/unknown command\r\n\r\n");
+                                }
+                            }
+                            action.clear();
+                            if !reply.is_empty() && wr.write_all(reply.as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        FakeAmi {
+            addr,
+            cmds,
+            seen,
+            channels,
+        }
+    }
+
+    fn config(&self) -> AmiConfig {
+        let mut c = AmiConfig::new("pbx1", &self.addr.to_string(), USER, SECRET);
+        c.reconnect_min = Duration::from_millis(50);
+        c.reconnect_max = Duration::from_millis(200);
+        c
+    }
+
+    async fn send(&self, bytes: Vec<u8>) {
+        self.cmds.send(Cmd::Send(bytes)).await.expect("server");
+    }
+
+    /// Waits (at most 5 s) until the server has seen what `done` wants.
+    async fn wait(&mut self, done: impl Fn(&Seen) -> bool) -> Seen {
+        let seen = tokio::time::timeout(Duration::from_secs(5), self.seen.wait_for(done))
+            .await
+            .expect("the fake AMI server saw it within 5 s")
+            .expect("server alive");
+        seen.clone()
+    }
+
+    fn assert_clean(&self) {
+        let seen = self.seen.borrow();
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    }
+}
+
+/// Starts the daemon against the fake server and waits for its first resync.
+async fn connected(
+    server: &mut FakeAmi,
+    tweak: impl FnOnce(&mut AmiConfig),
+) -> screenpop::daemon::Daemon {
+    let mut config = server.config();
+    tweak(&mut config);
+    let daemon = start_with(|s| s.ami = vec![config]).await;
+    server.wait(|s| s.resyncs >= 1).await;
+    daemon
+}
+
+fn acme(update: &CallUpdate) -> bool {
+    serde_json::to_string(&*update.call)
+        .expect("json")
+        .contains("Acme Corporation")
+}
+
+async fn changes(
+    rx: &mut tokio::sync::broadcast::Receiver<CallUpdate>,
+    n: usize,
+) -> Vec<CallUpdate> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(next_update(rx, |_| true).await);
+    }
+    out
+}
+
+async fn quiet(rx: &mut tokio::sync::broadcast::Receiver<CallUpdate>) {
+    let more = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+    assert!(more.is_err(), "no further update: {more:?}");
+}
+
+#[tokio::test]
+async fn a_direct_call_rings_is_answered_and_ends() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |_| {}).await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("direct_call.ami"))).await;
+    let got = changes(&mut rx, 3).await;
+    let ringing = &got[0];
+    assert_eq!(
+        ringing.change,
+        Change::Ringing {
+            extension: "1001".into()
+        }
+    );
+    assert_eq!(ringing.call.intake, Intake::Ami);
+    assert_eq!(ringing.call.caller_number.as_deref(), Some("+14155550100"));
+    assert_eq!(
+        ringing.call.caller_display.as_deref(),
+        Some("Acme Front Desk")
+    );
+    assert_eq!(ringing.call.dialled.as_deref(), Some("18005550199"));
+    assert!(acme(ringing), "the caller resolves to Acme Corporation");
+    assert_eq!(
+        got[1].change,
+        Change::Answered {
+            by: Some("1001".into())
+        }
+    );
+    assert_eq!(
+        got[2].change,
+        Change::Ended {
+            reason: EndReason::Completed
+        }
+    );
+    quiet(&mut rx).await;
+    assert_eq!(server.seen.borrow().logins, 1, "one connection throughout");
+    let http = daemon.bound.http.expect("http");
+    assert_eq!(
+        metric(
+            http,
+            "screenpop_cti_connected",
+            "input=\"ami\",peer=\"pbx1\""
+        )
+        .await,
+        1.0
+    );
+    assert!(metric(http, "screenpop_cti_events_total", "kind=\"Newstate\"").await >= 2.0);
+    assert!(metric(http, "screenpop_cti_resyncs_total", "input=\"ami\"").await >= 1.0);
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_queue_call_rung_to_three_agents_pops_each_and_the_losers_end_answered_elsewhere() {
+    let mut server = FakeAmi::start().await;
+    let mut config = server.config();
+    config.name = "pbx-queue".into();
+    let daemon = start_with(|s| {
+        let agents = [("alice", "1001"), ("bob", "1002"), ("carol", "1003")].map(|(id, ext)| {
+            (
+                TokenHash::of(&format!("{id}-token")),
+                Agent {
+                    id: id.into(),
+                    name: id.into(),
+                    extensions: vec![ext.into()],
+                },
+            )
+        });
+        s.agents = Arc::new(Agents::new(agents));
+        s.ami = vec![config];
+    })
+    .await;
+    server.wait(|s| s.resyncs >= 1).await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("queue_call.ami"))).await;
+    let got = changes(&mut rx, 7).await;
+    let kinds: Vec<Change> = got.iter().map(|u| u.change.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Change::Ringing {
+                extension: "1001".into()
+            },
+            Change::Ringing {
+                extension: "1002".into()
+            },
+            Change::Ringing {
+                extension: "1003".into()
+            },
+            Change::Answered {
+                by: Some("1002".into())
+            },
+            Change::LegEnded {
+                extension: "1001".into(),
+                reason: EndReason::AnsweredElsewhere
+            },
+            Change::LegEnded {
+                extension: "1003".into(),
+                reason: EndReason::AnsweredElsewhere
+            },
+            Change::Ended {
+                reason: EndReason::Completed
+            },
+        ]
+    );
+    assert!(got.iter().all(|u| u.call.id == got[0].call.id), "one call");
+    assert!(acme(&got[0]));
+    quiet(&mut rx).await;
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn an_abandoned_call_ends_cancelled() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| c.name = "pbx-abandon".into()).await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("abandoned.ami"))).await;
+    let got = changes(&mut rx, 2).await;
+    assert_eq!(
+        got[0].change,
+        Change::Ringing {
+            extension: "1001".into()
+        }
+    );
+    assert_eq!(
+        got[1].change,
+        Change::Ended {
+            reason: EndReason::Cancelled
+        }
+    );
+    quiet(&mut rx).await;
+    assert!(daemon.calls.live(None).is_empty());
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+/// A blind transfer: 1001's call ends (completed) when it hangs up after transferring, and 1002
+/// gets a fresh pop for the same caller, answered and ended in turn.
+#[tokio::test]
+async fn a_blind_transfer_pops_the_second_agent_with_the_same_caller() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| c.name = "pbx-xfer".into()).await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("blind_transfer.ami"))).await;
+    let got = changes(&mut rx, 6).await;
+    let kinds: Vec<Change> = got.iter().map(|u| u.change.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Change::Ringing {
+                extension: "1001".into()
+            },
+            Change::Answered {
+                by: Some("1001".into())
+            },
+            Change::Ended {
+                reason: EndReason::Completed
+            },
+            Change::Ringing {
+                extension: "1002".into()
+            },
+            Change::Answered {
+                by: Some("1002".into())
+            },
+            Change::Ended {
+                reason: EndReason::Completed
+            },
+        ]
+    );
+    assert_ne!(
+        got[0].call.id, got[3].call.id,
+        "the transferred call is a new pop"
+    );
+    assert!(acme(&got[3]), "bob sees the original caller");
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_reconnect_mid_ring_resyncs_recovering_the_ringing_call_and_ending_the_vanished_one() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| c.name = "pbx-reconnect".into()).await;
+    let http = daemon.bound.http.expect("http");
+    let reconnects = metric(http, "screenpop_cti_reconnects_total", "input=\"ami\"").await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("reconnect_before.ami"))).await;
+    let before = changes(&mut rx, 2).await;
+    assert!(
+        before
+            .iter()
+            .all(|u| matches!(u.change, Change::Ringing { .. }))
+    );
+    let vanished = before
+        .iter()
+        .find(|u| {
+            u.change
+                == Change::Ringing {
+                    extension: "1002".into(),
+                }
+        })
+        .expect("1002 rang")
+        .call
+        .id
+        .clone();
+    // While the connection is down, the 1002 call ends and a new one rings at 1002.
+    *server.channels.lock().expect("lock") = fixture("reconnect_channels.ami");
+    server.cmds.send(Cmd::Drop).await.expect("server");
+    server.wait(|s| s.logins >= 2 && s.resyncs >= 2).await;
+    let after = changes(&mut rx, 2).await;
+    let ended = after
+        .iter()
+        .find(|u| matches!(u.change, Change::Ended { .. }))
+        .expect("the vanished call ended");
+    assert_eq!(ended.call.id, vanished);
+    assert_eq!(
+        ended.change,
+        Change::Ended {
+            reason: EndReason::Cancelled
+        }
+    );
+    let recovered = after
+        .iter()
+        .find(|u| matches!(u.change, Change::Ringing { .. }))
+        .expect("the call that rang meanwhile popped");
+    assert_eq!(
+        recovered.change,
+        Change::Ringing {
+            extension: "1002".into()
+        }
+    );
+    assert!(acme(recovered));
+    quiet(&mut rx).await;
+    let live = daemon.calls.live(None);
+    assert_eq!(
+        live.len(),
+        2,
+        "the 1001 call rings on, the new one too: {live:?}"
+    );
+    assert!(live.iter().all(|c| c.state == CallState::Ringing));
+    assert!(
+        metric(http, "screenpop_cti_reconnects_total", "input=\"ami\"").await >= reconnects + 1.0
+    );
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_noticed_by_the_keepalive_and_replaced() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| {
+        c.name = "pbx-silent".into();
+        c.ping_interval = Duration::from_millis(100);
+        c.ping_timeout = Duration::from_millis(200);
+    })
+    .await;
+    server.wait(|s| s.pings >= 2).await;
+    // The socket stays open, but the server stops answering: a half-open connection.
+    server.cmds.send(Cmd::Silence).await.expect("server");
+    let seen = server.wait(|s| s.logins >= 2 && s.resyncs >= 2).await;
+    assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+    let http = daemon.bound.http.expect("http");
+    assert!(metric(http, "screenpop_cti_reconnects_total", "input=\"ami\"").await >= 1.0);
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn garbage_lines_are_skipped_and_counted_and_the_stream_goes_on() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| c.name = "pbx-garbage".into()).await;
+    let http = daemon.bound.http.expect("http");
+    let garbage = metric(http, "screenpop_cti_garbage_total", "input=\"ami\"").await;
+    let mut rx = daemon.calls.subscribe();
+    // Sent as stored: bare LF line ends.
+    server.send(fixture("garbage.ami")).await;
+    let got = changes(&mut rx, 2).await;
+    assert_eq!(
+        got[0].change,
+        Change::Ringing {
+            extension: "1002".into()
+        }
+    );
+    assert_eq!(
+        got[1].change,
+        Change::Ended {
+            reason: EndReason::Cancelled
+        }
+    );
+    // Then a whole call with CRLF on the same connection: it still works.
+    server.send(crlf(&fixture("direct_call.ami"))).await;
+    let got = changes(&mut rx, 3).await;
+    assert_eq!(
+        got[2].change,
+        Change::Ended {
+            reason: EndReason::Completed
+        }
+    );
+    let after = metric(http, "screenpop_cti_garbage_total", "input=\"ami\"").await;
+    assert!(
+        after >= garbage + 6.0,
+        "six defects counted: {garbage} -> {after}"
+    );
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
