@@ -1,5 +1,5 @@
 -- screenpop schema, version 2: stored match keys for numbers that are not valid numbers, keys
--- that cannot go stale, and the agents' candidate picks.
+-- that cannot go stale, the agents' candidate picks, and the answering extension in the call log.
 -- Applied by `screenpop migrate --database-url URL` in one transaction.
 
 -- The exact-digits match key of a number libphonenumber calls invalid (short codes, internal
@@ -31,3 +31,8 @@ CREATE TABLE customer_picks (
     picked_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (agent_id, caller_key)
 );
+
+-- call_log.answered_by is the answering agent (when an agent has the extension);
+-- answered_extension is the extension itself.
+ALTER TABLE call_log ADD COLUMN answered_extension text;
+CREATE INDEX call_log_customer ON call_log (customer_id);

@@ -64,6 +64,9 @@ pub struct Config {
     /// Where customers come from.
     #[serde(default)]
     pub directory: DirectoryConfig,
+    /// The call log in PostgreSQL.
+    #[serde(default)]
+    pub call_log: CallLogConfig,
     /// WebSocket push to the agents' pages.
     #[serde(default)]
     pub push: Push,
@@ -250,7 +253,7 @@ fn default_http() -> SocketAddr {
 #[serde(deny_unknown_fields)]
 pub struct Calls {
     /// Most calls tracked at once (the oldest is expired when full).
-    #[serde(default = "default_max_calls")]
+    #[serde(default = "default_max_calls", deserialize_with = "positive")]
     pub max_calls: usize,
     /// How long an answered call whose end is never seen stays live (SIP fork mode never sees
     /// the BYE).
@@ -287,6 +290,47 @@ pub struct DirectoryConfig {
     pub database_url: Option<String>,
 }
 
+/// `[call_log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogConfig {
+    /// Where the call log (and the agents' picks) are written; defaults to
+    /// `[directory] database_url`. Neither set: no call log in PostgreSQL.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Most calls waiting to be written while PostgreSQL is slow or away; beyond it new calls
+    /// are dropped from the log and counted.
+    #[serde(default = "default_log_buffer", deserialize_with = "positive")]
+    pub buffer: usize,
+    /// Most rows per write.
+    #[serde(default = "default_log_batch", deserialize_with = "positive")]
+    pub batch: usize,
+    /// How often pending rows are written.
+    #[serde(default = "default_log_interval", with = "duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for CallLogConfig {
+    fn default() -> Self {
+        CallLogConfig {
+            database_url: None,
+            buffer: default_log_buffer(),
+            batch: default_log_batch(),
+            flush_interval: default_log_interval(),
+        }
+    }
+}
+
+fn default_log_buffer() -> usize {
+    100_000
+}
+fn default_log_batch() -> usize {
+    500
+}
+fn default_log_interval() -> Duration {
+    Duration::from_millis(200)
+}
+
 /// `[push]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -308,7 +352,7 @@ pub struct Push {
     #[serde(default = "default_idle", with = "duration")]
     pub idle_timeout: Duration,
     /// Messages queued per connection before it is closed as too slow.
-    #[serde(default = "default_queue")]
+    #[serde(default = "default_queue", deserialize_with = "positive")]
     pub queue: usize,
     /// Largest client message accepted, bytes.
     #[serde(default = "default_ws_message")]
@@ -414,11 +458,27 @@ pub(crate) mod duration {
     use serde::Deserialize;
     use std::time::Duration;
 
+    /// Parses a duration; zero is refused (every duration here is a timeout or an interval).
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))
+        let parsed = humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))?;
+        if parsed.is_zero() {
+            return Err(serde::de::Error::custom(format!(
+                "`{s}` is zero; give a duration such as \"200ms\" or \"5s\""
+            )));
+        }
+        Ok(parsed)
     }
+}
+
+/// A count that must be at least 1 (a queue or buffer of zero would hold nothing).
+fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 {
+        return Err(serde::de::Error::custom("must be at least 1"));
+    }
+    Ok(n)
 }
 
 impl Config {
@@ -698,6 +758,18 @@ mod tests {
         assert_eq!((line, key.as_str()), (8, "agents[1].id"));
         let (_, key, _) = err("[numbers]\ndefault_region = \"XX\"\n");
         assert_eq!(key, "numbers.default_region");
+        let (line, key, msg) =
+            err("[sip]\nudp = [\"0.0.0.0:5060\"]\n[call_log]\nflush_interval = \"0s\"\n");
+        assert_eq!(
+            (line, key.as_str()),
+            (4, "call_log.flush_interval"),
+            "{msg}"
+        );
+        let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\n[call_log]\nbuffer = 0\n");
+        assert_eq!((line, key.as_str()), (4, "call_log.buffer"), "{msg}");
+        assert!(msg.contains("at least 1"), "{msg}");
+        let (_, key, _) = err("[numbers]\nswitchboard_digits = 9\n");
+        assert_eq!(key, "numbers.switchboard_digits");
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Settings {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The PostgreSQL-backed index to keep in sync (LISTEN/NOTIFY), when the directory is there.
     pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
+    /// The call log in PostgreSQL, if any.
+    pub call_log: Option<crate::calls::log::CallLogSettings>,
+    /// Remembered candidate picks `(agent, caller key, customer)`, most recent first.
+    pub picks: Vec<(String, String, String)>,
     /// The agents table's sync: its database URL and the LISTEN connection opened at load.
     pub agents_sync: Option<(String, crate::db::listen::Listening)>,
     /// Asterisk AMI clients to run (secrets resolved).
@@ -118,6 +122,8 @@ pub struct Daemon {
     pub bound: Bound,
     /// The call table (for tests and embedding).
     pub calls: Arc<Calls>,
+    /// The call log writer, when there is a database (for tests and embedding).
+    pub call_log: Option<Arc<crate::calls::log::CallLog>>,
     /// The SIP endpoint (for tests and embedding).
     pub endpoint: Arc<Endpoint>,
     /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
@@ -215,7 +221,16 @@ impl Daemon {
             .await
             .with_context(|| format!("binding HTTP {}", settings.http))?;
         bound.http = Some(http.local_addr()?);
-        let hub = crate::push::Hub::new(calls.clone());
+        let call_log = settings
+            .call_log
+            .clone()
+            .map(|s| crate::calls::log::CallLog::new(s, settings.agents.clone()));
+        if let Some(log) = &call_log {
+            tasks.spawn(log.clone().consume(calls.subscribe(), cancel.child_token()));
+            tasks.spawn(log.clone().write(cancel.child_token()));
+        }
+        let hub = crate::push::Hub::new(calls.clone(), call_log.clone());
+        hub.load_picks(std::mem::take(&mut settings.picks));
         tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));
         let push = Arc::new(crate::web::PushSettings {
             session: settings.push.session.clone(),
@@ -319,6 +334,7 @@ impl Daemon {
         Ok(Daemon {
             bound,
             calls,
+            call_log,
             endpoint,
             tls,
             cancel,
@@ -462,6 +478,24 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
         None => None,
     };
+    let call_log = config
+        .call_log
+        .database_url
+        .as_ref()
+        .or(config.directory.database_url.as_ref())
+        .map(|url| crate::calls::log::CallLogSettings {
+            database_url: url.clone(),
+            buffer: config.call_log.buffer,
+            batch: config.call_log.batch,
+            flush_interval: config.call_log.flush_interval,
+        });
+    let picks = match &call_log {
+        Some(log) => {
+            let client = crate::db::connect(&log.database_url).await?;
+            crate::calls::log::load_picks(&client, 100_000).await?
+        }
+        None => Vec::new(),
+    };
     let from_env = |what: String, var: &str| {
         crate::telephony::cti::secret_from_env(var)
             .map(crate::telephony::cti::Secret::new)
@@ -497,6 +531,8 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         ami,
         esl,
         webhook,
+        call_log,
+        picks,
         sip_udp: config.sip.udp.clone(),
         sip_tcp: config.sip.tcp.clone(),
         sip_allow: Allow::new(config.sip.allow.iter().copied()),

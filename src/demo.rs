@@ -88,6 +88,8 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         push: crate::daemon::PushConfig::default(),
         tls: None,
         directory_sync: None,
+        call_log: None,
+        picks: Vec::new(),
         agents_sync: None,
         ami: Vec::new(),
         esl: Vec::new(),

@@ -9,3 +9,19 @@ pub mod rfc3339 {
         s.collect_str(&humantime::format_rfc3339_millis(*t))
     }
 }
+
+/// Serde helpers for `Option<SystemTime>` as RFC 3339 (or null).
+pub mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    /// Serialises as `2026-11-23T10:54:17.123Z`, or null.
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -35,6 +35,8 @@ pub struct Agents {
 struct Table {
     by_token: HashMap<TokenHash, Arc<Agent>>,
     extensions: HashSet<String>,
+    /// The first agent listed for each extension.
+    by_extension: HashMap<String, Arc<Agent>>,
 }
 
 impl Table {
@@ -43,10 +45,17 @@ impl Table {
         for (hash, agent) in agents {
             table.extensions.extend(agent.extensions.iter().cloned());
             // The first entry for a token wins: config agents come first.
-            table
+            let agent = table
                 .by_token
                 .entry(*hash)
-                .or_insert_with(|| Arc::new(agent.clone()));
+                .or_insert_with(|| Arc::new(agent.clone()))
+                .clone();
+            for ext in &agent.extensions {
+                table
+                    .by_extension
+                    .entry(ext.clone())
+                    .or_insert_with(|| agent.clone());
+            }
         }
         table
     }
@@ -83,6 +92,16 @@ impl Agents {
             .unwrap_or_else(|p| p.into_inner())
             .extensions
             .contains(extension)
+    }
+
+    /// The agent an extension belongs to (the first listed, if several share it).
+    pub fn by_extension(&self, extension: &str) -> Option<Arc<Agent>> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_extension
+            .get(extension)
+            .cloned()
     }
 
     /// How many agents there are.

@@ -3,8 +3,10 @@
 //!
 //! - `event`: what intakes report (`CallEvent`).
 //! - `tracker`: the bounded call table and its state machine (`Calls`, `CallUpdate`).
+//! - `log`: the call log in PostgreSQL, written in batches from a bounded buffer.
 
 pub mod event;
+pub mod log;
 pub mod tracker;
 
 pub use event::{CallEvent, EndReason, Intake};

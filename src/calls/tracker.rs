@@ -94,6 +94,10 @@ pub struct Call {
     pub caller_number: Option<String>,
     /// The caller's display name, if any.
     pub caller_display: Option<String>,
+    /// The caller's number normalised (E.164, or its digits), when known: what per-caller
+    /// state is keyed by.
+    #[serde(skip)]
+    pub caller_key: Option<String>,
     /// The caller withheld their identity.
     pub withheld: bool,
     /// The originally dialled number, if known.
@@ -103,6 +107,12 @@ pub struct Call {
     /// When the call was first seen.
     #[serde(with = "crate::time::rfc3339")]
     pub started: SystemTime,
+    /// When it was answered, if it was.
+    #[serde(
+        with = "crate::time::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub answered_at: Option<SystemTime>,
     /// The call's state.
     #[serde(flatten)]
     pub state: CallState,
@@ -349,6 +359,7 @@ impl Calls {
                         return;
                     }
                     call.state = CallState::Answered { by: by.clone() };
+                    call.answered_at = Some(SystemTime::now());
                     table.answered += 1;
                     entry.deadline = now + self.config.answered_ttl;
                     let mut losers = Vec::new();
@@ -441,12 +452,18 @@ impl Calls {
     }
 
     fn new_call(&self, intake: Intake, caller: &Caller, dialled: Option<String>) -> Call {
-        let resolution = if caller.withheld {
-            Resolution::Withheld
+        let (resolution, caller_key) = if caller.withheld {
+            (Resolution::Withheld, None)
         } else {
             match caller.number.as_deref() {
-                Some(number) => self.resolver.resolve(number),
-                None => Resolution::Unknown,
+                Some(number) => (
+                    self.resolver.resolve(number),
+                    self.resolver
+                        .key(number)
+                        .map(|k| k.as_str().to_owned())
+                        .filter(|k| !k.is_empty()),
+                ),
+                None => (Resolution::Unknown, None),
             }
         };
         metrics::counter!("screenpop_resolutions_total", "result" => resolution.label())
@@ -455,11 +472,13 @@ impl Calls {
             id: format!("{:016x}", rand::random::<u64>()),
             intake,
             caller_number: caller.number.clone(),
+            caller_key,
             caller_display: caller.display.clone(),
             withheld: caller.withheld,
             dialled,
             resolution,
             started: SystemTime::now(),
+            answered_at: None,
             state: CallState::Ringing,
             legs: Vec::new(),
         }

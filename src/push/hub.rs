@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Outbound};
 use crate::agents::Agent;
+use crate::calls::log::CallLog;
 use crate::calls::{Call, CallUpdate, Calls, Change};
 use crate::resolve::Resolution;
 
@@ -42,8 +43,10 @@ pub struct Hub {
     open: Mutex<HashMap<String, HashSet<String>>>,
     /// Per live call, the agents who dismissed its pop (left out of their snapshots).
     dismissed: Mutex<HashMap<String, HashSet<String>>>,
-    /// The candidate each agent last picked for a caller number: (agent, number) → customer.
+    /// The candidate each agent last picked for a caller: (agent, caller key) → customer.
     picks: Mutex<HashMap<(String, String), String>>,
+    /// Where picks are persisted (and picked calls' customers recorded), with a database.
+    log: Option<Arc<CallLog>>,
     calls: Arc<Calls>,
     next_id: AtomicU64,
 }
@@ -63,13 +66,14 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// A hub over the call table.
-    pub fn new(calls: Arc<Calls>) -> Arc<Hub> {
+    /// A hub over the call table; picks are also written to `log` when there is one.
+    pub fn new(calls: Arc<Calls>, log: Option<Arc<CallLog>>) -> Arc<Hub> {
         Arc::new(Hub {
             routes: RwLock::default(),
             open: Mutex::default(),
             dismissed: Mutex::default(),
             picks: Mutex::default(),
+            log,
             calls,
             next_id: AtomicU64::new(1),
         })
@@ -143,32 +147,46 @@ impl Hub {
         if !offered {
             return Err("that customer was not offered for this call");
         }
-        let number = call.caller_number.clone().unwrap_or_default();
-        let mut picks = self.picks.lock().unwrap_or_else(|p| p.into_inner());
-        if picks.len() >= MAX_PICKS {
-            // Bounded: forget the oldest generation wholesale rather than grow.
-            picks.clear();
+        let Some(key) = caller_key(call) else {
+            return Ok(()); // Nothing to remember it by (no number).
+        };
+        {
+            let mut picks = self.picks.lock().unwrap_or_else(|p| p.into_inner());
+            if picks.len() >= MAX_PICKS {
+                // Bounded: forget the oldest generation wholesale rather than grow.
+                picks.clear();
+            }
+            picks.insert((agent.to_owned(), key.clone()), customer_id.to_owned());
         }
-        picks.insert((agent.to_owned(), number), customer_id.to_owned());
+        if let Some(log) = &self.log {
+            log.pick(agent, &key, customer_id, call_id);
+        }
         metrics::counter!("screenpop_push_picks_total").increment(1);
         Ok(())
     }
 
-    /// The customer `agent` last picked for this caller number, if any.
-    pub fn picked(&self, agent: &str, number: &str) -> Option<String> {
+    /// Loads remembered picks `(agent, caller key, customer)`, most recent first.
+    pub fn load_picks(&self, loaded: Vec<(String, String, String)>) {
+        let mut picks = self.picks.lock().unwrap_or_else(|p| p.into_inner());
+        for (agent, key, customer) in loaded.into_iter().take(MAX_PICKS) {
+            picks.entry((agent, key)).or_insert(customer);
+        }
+    }
+
+    /// The customer `agent` last picked for callers with this key, if any.
+    pub fn picked(&self, agent: &str, caller_key: &str) -> Option<String> {
         self.picks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(agent.to_owned(), number.to_owned()))
+            .get(&(agent.to_owned(), caller_key.to_owned()))
             .cloned()
     }
 
     /// The call's resolution as `agent` should see it: candidates re-ranked so that the one this
     /// agent picked last time for this caller number comes first.
     pub fn resolution_for<'a>(&self, agent: &str, call: &'a Call) -> Cow<'a, Resolution> {
-        if let (Resolution::Candidates { .. }, Some(number)) =
-            (&call.resolution, call.caller_number.as_deref())
-            && let Some(picked) = self.picked(agent, number)
+        if let (Resolution::Candidates { .. }, Some(key)) = (&call.resolution, caller_key(call))
+            && let Some(picked) = self.picked(agent, &key)
             && let Some(ranked) = call.resolution.preferring(&picked)
         {
             return Cow::Owned(ranked);
@@ -315,6 +333,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// What picks are remembered by: the caller's normalised number, else the number as presented.
+fn caller_key(call: &Call) -> Option<String> {
+    call.caller_key
+        .clone()
+        .or_else(|| call.caller_number.clone())
+        .filter(|k| !k.is_empty())
 }
 
 fn offer(sub: &Subscriber, msg: Outbound) {

@@ -216,11 +216,18 @@ async fn live(
                             customer_id,
                         }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
-                            Outbound::new(
-                                "picked",
-                                Some(&call_id),
-                                serde_json::json!({ "customer_id": customer_id }),
-                            )
+                            match hub.pick(&agent_id, &call_id, &customer_id) {
+                                Ok(()) => Outbound::new(
+                                    "picked",
+                                    Some(&call_id),
+                                    serde_json::json!({ "customer_id": customer_id }),
+                                ),
+                                Err(why) => Outbound::new(
+                                    "error",
+                                    Some(&call_id),
+                                    serde_json::json!({ "message": why }),
+                                ),
+                            }
                         }
                         Ok(ClientMessage::Auth { token }) => match agents.authenticate(&token) {
                             Some(new) if new.id == agent_id => {

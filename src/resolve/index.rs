@@ -94,6 +94,10 @@ impl Index {
 }
 
 impl Resolver for Index {
+    fn key(&self, raw: &str) -> Option<Key> {
+        Some(self.keys.key(raw))
+    }
+
     fn resolve(&self, raw: &str) -> Resolution {
         // Keys in the index were validated when they went in, so a hit on a cheaply guessed
         // E.164 form needs no parse.

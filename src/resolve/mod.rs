@@ -145,4 +145,10 @@ pub async fn open(
 pub trait Resolver: Send + Sync + 'static {
     /// Resolves a raw caller number (as it came off the wire).
     fn resolve(&self, raw: &str) -> Resolution;
+
+    /// The normalised key of a raw number (E.164, or its digits), when this resolver
+    /// normalises: what per-caller state (an agent's pick) is keyed by.
+    fn key(&self, _raw: &str) -> Option<Key> {
+        None
+    }
 }

@@ -46,6 +46,10 @@ impl Resolver for PgDirectory {
     fn resolve(&self, raw: &str) -> Resolution {
         self.index.resolve(raw)
     }
+
+    fn key(&self, raw: &str) -> Option<Key> {
+        Some(self.index.key(raw))
+    }
 }
 
 impl PgDirectory {

@@ -1,0 +1,473 @@
+//! The call log in PostgreSQL: one row per call (`call_log`), and the agents' candidate picks
+//! (`customer_picks`), written asynchronously and in batches, never in a pop's way.
+//!
+//! Call updates are folded into a bounded buffer of pending rows, one per call (later updates
+//! of a call replace its row; they carry the whole call). A writer takes up to `batch` rows
+//! every `flush_interval` (or as soon as a batch is full) and upserts them in one transaction.
+//! When PostgreSQL is unreachable the rows stay in the buffer, the writer reconnects with
+//! backoff, and they are written when it is back. A new call that finds the buffer full is
+//! counted as dropped (`screenpop_call_log_rows_total{result="dropped"}`), never silently
+//! lost. On shutdown the writer makes one last attempt, bounded by [`FINAL_FLUSH`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, broadcast};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use super::tracker::{CallState, CallUpdate, Change};
+use crate::agents::Agents;
+use crate::db::DbError;
+use crate::resolve::Resolution;
+
+/// How long shutdown waits for the last rows to be written.
+pub const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct CallLogSettings {
+    /// The database.
+    pub database_url: String,
+    /// Most calls waiting to be written (beyond: new calls are dropped and counted).
+    pub buffer: usize,
+    /// Most rows per transaction.
+    pub batch: usize,
+    /// How often pending rows are written.
+    pub flush_interval: Duration,
+}
+
+/// One `call_log` row as it will be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Row {
+    caller_number: Option<String>,
+    withheld: bool,
+    customer_id: Option<String>,
+    ringing_extensions: Vec<String>,
+    answered_by: Option<String>,
+    answered_extension: Option<String>,
+    started_at: SystemTime,
+    answered_at: Option<SystemTime>,
+    ended_at: Option<SystemTime>,
+    outcome: Option<&'static str>,
+}
+
+impl Row {
+    /// Keeps what an older row knew and this one does not (a row put back after a failed
+    /// write, under a newer one).
+    fn inherit(&mut self, older: &Row) {
+        if self.customer_id.is_none() {
+            self.customer_id.clone_from(&older.customer_id);
+        }
+        if self.answered_at.is_none() {
+            self.answered_at = older.answered_at;
+        }
+        if self.ended_at.is_none() {
+            self.ended_at = older.ended_at;
+        }
+    }
+}
+
+/// A pick to remember: `(agent, caller key)` → customer, and the call it was made on.
+#[derive(Debug, Clone)]
+struct Pick {
+    customer_id: String,
+    call_id: String,
+    at: SystemTime,
+}
+
+#[derive(Default)]
+struct Pending {
+    calls: HashMap<String, Row>,
+    picks: HashMap<(String, String), Pick>,
+}
+
+/// The call log: buffer and counters, shared by the update consumer and the writer.
+pub struct CallLog {
+    settings: CallLogSettings,
+    agents: Arc<Agents>,
+    pending: Mutex<Pending>,
+    wake: Notify,
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for CallLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallLog")
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallLog {
+    /// A call log writing to `settings.database_url`; `agents` names who answered.
+    pub fn new(settings: CallLogSettings, agents: Arc<Agents>) -> Arc<CallLog> {
+        Arc::new(CallLog {
+            settings,
+            agents,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rows written so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Calls dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.lock().calls.len()
+    }
+
+    /// Folds one call update into the buffer.
+    pub fn record(&self, update: &CallUpdate) {
+        let call = &update.call;
+        let now = SystemTime::now();
+        let answered_extension = match &call.state {
+            CallState::Answered { by: Some(by) } => Some(by.clone()),
+            _ => None,
+        }
+        .or_else(|| {
+            call.legs
+                .iter()
+                .find(|l| {
+                    matches!(
+                        l.state,
+                        super::LegState::Answered
+                            | super::LegState::Ended(super::EndReason::Completed)
+                    )
+                })
+                .map(|l| l.extension.clone())
+        });
+        let answered_at = call.answered_at;
+        let (ended_at, outcome) = match &update.change {
+            Change::Ended { reason } => (Some(now), Some(reason.label())),
+            _ => (None, None),
+        };
+        let row = Row {
+            caller_number: call.caller_number.clone(),
+            withheld: call.withheld,
+            customer_id: match &call.resolution {
+                Resolution::Customer { customer } | Resolution::Approximate { customer, .. } => {
+                    Some(customer.id().to_owned())
+                }
+                _ => None,
+            },
+            ringing_extensions: call.legs.iter().map(|l| l.extension.clone()).collect(),
+            answered_by: answered_extension
+                .as_deref()
+                .and_then(|ext| self.agents.by_extension(ext))
+                .map(|a| a.id.clone()),
+            answered_extension,
+            started_at: call.started,
+            answered_at,
+            ended_at,
+            outcome,
+        };
+        let mut pending = self.lock();
+        let full = pending.calls.len() >= self.settings.buffer;
+        match pending.calls.get_mut(&call.id) {
+            Some(older) => {
+                let older = std::mem::replace(older, row);
+                if let Some(newer) = pending.calls.get_mut(&call.id) {
+                    newer.inherit(&older);
+                }
+            }
+            None if full => {
+                drop(pending);
+                // Counted once per call: its later updates find it missing too, but only a
+                // new call (Ringing) is counted.
+                if matches!(update.change, Change::Ringing { .. }) {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("screenpop_call_log_rows_total", "result" => "dropped")
+                        .increment(1);
+                }
+                return;
+            }
+            None => {
+                pending.calls.insert(call.id.clone(), row);
+            }
+        }
+        let size = pending.calls.len();
+        drop(pending);
+        metrics::gauge!("screenpop_call_log_pending").set(size as f64);
+        if size >= self.settings.batch {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Remembers that `agent` picked `customer_id` for callers with this key, on `call_id`.
+    pub fn pick(&self, agent: &str, caller_key: &str, customer_id: &str, call_id: &str) {
+        let mut pending = self.lock();
+        if pending.picks.len() >= self.settings.buffer {
+            return;
+        }
+        pending.picks.insert(
+            (agent.to_owned(), caller_key.to_owned()),
+            Pick {
+                customer_id: customer_id.to_owned(),
+                call_id: call_id.to_owned(),
+                at: SystemTime::now(),
+            },
+        );
+    }
+
+    /// Feeds call updates into the buffer until cancelled.
+    pub async fn consume(
+        self: Arc<Self>,
+        mut updates: broadcast::Receiver<CallUpdate>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let update = tokio::select! {
+                () = cancel.cancelled() => return,
+                u = updates.recv() => u,
+            };
+            match update {
+                Ok(update) => self.record(&update),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Each update carries the whole call, so a call's later update repairs
+                    // its row; only calls whose last update was missed are incomplete.
+                    metrics::counter!("screenpop_drops_total", "reason" => "call_log_lagged")
+                        .increment(missed);
+                    tracing::warn!(missed, "Call log fell behind the call table.");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Writes pending rows until cancelled, then makes one last bounded attempt.
+    pub async fn write(self: Arc<Self>, cancel: CancellationToken) {
+        let mut client: Option<Client> = None;
+        let mut backoff = Duration::from_millis(100);
+        let mut tick = tokio::time::interval(self.settings.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = tick.tick() => {}
+                () = self.wake.notified() => {}
+            }
+            match self.flush(&mut client).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    client = None;
+                    metrics::counter!("screenpop_call_log_write_errors_total").increment(1);
+                    tracing::warn!(%error, pending = self.pending(), retry_in = ?backoff, "Call log not written; rows kept for later.");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if self.pending() > 0 {
+            let last = tokio::time::timeout(FINAL_FLUSH, self.flush(&mut client)).await;
+            if !matches!(last, Ok(Ok(()))) {
+                tracing::warn!(
+                    pending = self.pending(),
+                    "Call log rows not written at shutdown."
+                );
+            }
+        }
+    }
+
+    /// Writes everything pending, batch by batch; stops at the first failure (the failed
+    /// batch goes back into the buffer).
+    async fn flush(&self, client: &mut Option<Client>) -> Result<(), DbError> {
+        loop {
+            let (calls, picks) = {
+                let mut pending = self.lock();
+                if pending.calls.is_empty() && pending.picks.is_empty() {
+                    return Ok(());
+                }
+                let keys: Vec<String> = pending
+                    .calls
+                    .keys()
+                    .take(self.settings.batch)
+                    .cloned()
+                    .collect();
+                let calls: Vec<(String, Row)> = keys
+                    .into_iter()
+                    .filter_map(|k| pending.calls.remove_entry(&k))
+                    .collect();
+                let picks: Vec<((String, String), Pick)> = pending.picks.drain().collect();
+                (calls, picks)
+            };
+            if client.as_ref().is_none_or(Client::is_closed) {
+                *client = Some(
+                    connect(&self.settings.database_url)
+                        .await
+                        .inspect_err(|_| self.put_back(calls.clone(), picks.clone()))?,
+                );
+            }
+            let Some(db) = client.as_mut() else {
+                self.put_back(calls, picks);
+                return Err(DbError::Lost);
+            };
+            if let Err(error) = write_batch(db, &calls, &picks).await {
+                self.put_back(calls, picks);
+                return Err(error);
+            }
+            self.written
+                .fetch_add(calls.len() as u64, Ordering::Relaxed);
+            metrics::counter!("screenpop_call_log_rows_total", "result" => "written")
+                .increment(calls.len() as u64);
+            metrics::gauge!("screenpop_call_log_pending").set(self.pending() as f64);
+        }
+    }
+
+    fn put_back(&self, calls: Vec<(String, Row)>, picks: Vec<((String, String), Pick)>) {
+        let mut pending = self.lock();
+        for (id, old) in calls {
+            match pending.calls.get_mut(&id) {
+                Some(newer) => newer.inherit(&old),
+                None => {
+                    pending.calls.insert(id, old);
+                }
+            }
+        }
+        for (key, pick) in picks {
+            pending.picks.entry(key).or_insert(pick);
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, DbError> {
+    let (client, connection) = crate::db::listen::config(url)?
+        .connect_timeout(Duration::from_secs(3))
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(DbError::Connect)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+const UPSERT_CALLS: &str = "
+INSERT INTO call_log (call_id, caller_number, withheld, customer_id, ringing_extensions,
+                      answered_by, answered_extension, started_at, answered_at, ended_at, outcome)
+SELECT r.call_id, r.caller_number, r.withheld, r.customer_id, string_to_array(r.exts, E'\\x1f'),
+       r.answered_by, r.answered_extension, r.started_at, r.answered_at, r.ended_at, r.outcome
+FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[])
+     AS r(call_id, caller_number, withheld, customer_id, exts, answered_by, answered_extension,
+          started_at, answered_at, ended_at, outcome)
+ON CONFLICT (call_id) DO UPDATE SET
+    caller_number = EXCLUDED.caller_number,
+    withheld = EXCLUDED.withheld,
+    customer_id = COALESCE(EXCLUDED.customer_id, call_log.customer_id),
+    ringing_extensions = EXCLUDED.ringing_extensions,
+    answered_by = COALESCE(EXCLUDED.answered_by, call_log.answered_by),
+    answered_extension = COALESCE(EXCLUDED.answered_extension, call_log.answered_extension),
+    answered_at = COALESCE(call_log.answered_at, EXCLUDED.answered_at),
+    ended_at = COALESCE(call_log.ended_at, EXCLUDED.ended_at),
+    outcome = COALESCE(EXCLUDED.outcome, call_log.outcome)";
+
+const UPSERT_PICKS: &str = "
+INSERT INTO customer_picks (agent_id, caller_key, customer_id, picked_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+ON CONFLICT (agent_id, caller_key) DO UPDATE SET
+    customer_id = EXCLUDED.customer_id, picked_at = EXCLUDED.picked_at";
+
+const PICKED_CALLS: &str = "
+UPDATE call_log c SET customer_id = p.customer_id
+FROM unnest($1::text[], $2::text[]) AS p(call_id, customer_id) WHERE c.call_id = p.call_id";
+
+/// One transaction: the calls, then the picks and what they say about their calls.
+async fn write_batch(
+    client: &mut Client,
+    calls: &[(String, Row)],
+    picks: &[((String, String), Pick)],
+) -> Result<(), DbError> {
+    let q = DbError::query;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(q("starting a call-log batch"))?;
+    if !calls.is_empty() {
+        let col = |f: &dyn Fn(&Row) -> Option<String>| -> Vec<Option<String>> {
+            calls.iter().map(|(_, r)| f(r)).collect()
+        };
+        let ids: Vec<&str> = calls.iter().map(|(id, _)| id.as_str()).collect();
+        let withheld: Vec<bool> = calls.iter().map(|(_, r)| r.withheld).collect();
+        let exts: Vec<String> = calls
+            .iter()
+            .map(|(_, r)| r.ringing_extensions.join("\u{1f}"))
+            .collect();
+        let started: Vec<SystemTime> = calls.iter().map(|(_, r)| r.started_at).collect();
+        let answered_at: Vec<Option<SystemTime>> =
+            calls.iter().map(|(_, r)| r.answered_at).collect();
+        let ended_at: Vec<Option<SystemTime>> = calls.iter().map(|(_, r)| r.ended_at).collect();
+        tx.execute(
+            UPSERT_CALLS,
+            &[
+                &ids,
+                &col(&|r| r.caller_number.clone()),
+                &withheld,
+                &col(&|r| r.customer_id.clone()),
+                &exts,
+                &col(&|r| r.answered_by.clone()),
+                &col(&|r| r.answered_extension.clone()),
+                &started,
+                &answered_at,
+                &ended_at,
+                &col(&|r| r.outcome.map(str::to_owned)),
+            ],
+        )
+        .await
+        .map_err(q("writing the call log"))?;
+    }
+    if !picks.is_empty() {
+        let agents: Vec<&str> = picks.iter().map(|((a, _), _)| a.as_str()).collect();
+        let keys: Vec<&str> = picks.iter().map(|((_, k), _)| k.as_str()).collect();
+        let customers: Vec<&str> = picks.iter().map(|(_, p)| p.customer_id.as_str()).collect();
+        let at: Vec<SystemTime> = picks.iter().map(|(_, p)| p.at).collect();
+        let call_ids: Vec<&str> = picks.iter().map(|(_, p)| p.call_id.as_str()).collect();
+        tx.execute(UPSERT_PICKS, &[&agents, &keys, &customers, &at])
+            .await
+            .map_err(q("writing picks"))?;
+        tx.execute(PICKED_CALLS, &[&call_ids, &customers])
+            .await
+            .map_err(q("writing picks"))?;
+    }
+    tx.commit().await.map_err(q("committing a call-log batch"))
+}
+
+/// The most recent picks, for the push hub to rank candidates by at start-up.
+pub async fn load_picks(
+    client: &Client,
+    limit: i64,
+) -> Result<Vec<(String, String, String)>, DbError> {
+    let rows = client
+        .query(
+            "SELECT agent_id, caller_key, customer_id FROM customer_picks
+             ORDER BY picked_at DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(DbError::query("loading picks"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
