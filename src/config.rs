@@ -472,6 +472,18 @@ pub(crate) mod duration {
     }
 }
 
+/// Optional durations (`"30s"`), zero refused like [`duration`].
+pub(crate) mod duration_opt {
+    use std::time::Duration;
+
+    /// Parses an optional duration.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// A count that must be at least 1 (a queue or buffer of zero would hold nothing).
 fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;

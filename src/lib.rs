@@ -17,6 +17,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod db;
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod pii;
 pub mod push;
 pub mod resolve;
+pub mod sources;
 pub mod telephony;
 pub mod time;
 pub mod web;
