@@ -77,7 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let mut reader = csv::Reader::from_reader(screenpop::demo::CUSTOMERS_CSV.as_bytes());
     for row in reader.records().flatten() {
         let numbers = row.get(6).unwrap_or_default();
-        if let Some(raw) = numbers.split('|').next().and_then(|e| e.split_once(':')).map(|(_, r)| r)
+        if let Some(raw) = numbers
+            .split('|')
+            .next()
+            .and_then(|e| e.split_once(':'))
+            .map(|(_, r)| r)
             && let screenpop::resolve::Key::E164(e164) = n.key(raw)
         {
             *seen.entry(e164).or_insert(0) += 1;
@@ -92,12 +96,36 @@ async fn main() -> anyhow::Result<()> {
     let calls = a.calls.min(callers.len());
     use screenpop::demo::db::*;
     let sources = [
-        source_toml("balance", "Balance", &dbs.accounting, BALANCE_SQL, "one", "[]"),
-        source_toml("purchases", "Recent purchases", &dbs.sales, PURCHASES_SQL, "many", "[]"),
-        source_toml("credit", "Credit terms", &dbs.credit, CREDIT_SQL, "one", "[]"),
+        source_toml(
+            "balance",
+            "Balance",
+            &dbs.accounting,
+            BALANCE_SQL,
+            "one",
+            "[]",
+        ),
+        source_toml(
+            "purchases",
+            "Recent purchases",
+            &dbs.sales,
+            PURCHASES_SQL,
+            "many",
+            "[]",
+        ),
+        source_toml(
+            "credit",
+            "Credit terms",
+            &dbs.credit,
+            CREDIT_SQL,
+            "one",
+            "[]",
+        ),
     ]
     .join("\n")
-    .replace("timeout = \"800ms\"", "timeout = \"800ms\"\ncache_ttl = \"10m\"");
+    .replace(
+        "timeout = \"800ms\"",
+        "timeout = \"800ms\"\ncache_ttl = \"10m\"",
+    );
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [directory]\ndatabase_url = \"{}\"\n[call_log]\ndatabase_url = \"{}\"\n[push]\nqueue = 8192\n\
@@ -107,11 +135,15 @@ async fn main() -> anyhow::Result<()> {
         TokenHash::of("bench").hex()
     );
     let config = screenpop::config::Config::parse(&toml, std::path::Path::new("bench.toml"))?;
-    let daemon = screenpop::daemon::Daemon::start(screenpop::daemon::settings_from(&config).await?).await?;
+    let daemon =
+        screenpop::daemon::Daemon::start(screenpop::daemon::settings_from(&config).await?).await?;
     let http = daemon.bound.http.expect("http");
     let sip = daemon.bound.sip_udp[0];
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws")).await?;
-    ws.send(Message::text(json!({"type":"auth","token":"bench"}).to_string())).await?;
+    ws.send(Message::text(
+        json!({"type":"auth","token":"bench"}).to_string(),
+    ))
+    .await?;
     for _ in 0..2 {
         ws.next().await; // ready, snapshot
     }
@@ -141,19 +173,25 @@ async fn main() -> anyhow::Result<()> {
                 next_send += interval;
                 continue;
             }
-            let wait = next_send.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
-            let frame = match tokio::time::timeout(wait.max(Duration::from_micros(100)), ws.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => t,
-                Ok(Some(Ok(_))) => continue,
-                Ok(_) => anyhow::bail!("websocket closed"),
-                Err(_) => continue,
-            };
+            let wait = next_send
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            let frame =
+                match tokio::time::timeout(wait.max(Duration::from_micros(100)), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => t,
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(_) => anyhow::bail!("websocket closed"),
+                    Err(_) => continue,
+                };
             let now = Instant::now();
             let v: Value = serde_json::from_str(&frame)?;
             let call_id = v["call_id"].as_str().unwrap_or_default().to_owned();
             match v["type"].as_str() {
                 Some("ringing") => {
-                    let number = v["caller"]["number"].as_str().unwrap_or_default().to_owned();
+                    let number = v["caller"]["number"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                     if let Some(t) = sent.get(&number) {
                         ringing.record((now - *t).as_micros() as u64)?;
                     }
@@ -182,7 +220,9 @@ async fn main() -> anyhow::Result<()> {
         let admin = screenpop::db::connect(&format!("{server}/postgres")).await?;
         for suffix in ["", "_accounting", "_sales", "_credit"] {
             admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {prefix}{suffix} WITH (FORCE)"))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {prefix}{suffix} WITH (FORCE)"
+                ))
                 .await?;
         }
     }
