@@ -135,7 +135,7 @@ async fn every_call_is_logged_and_none_is_lost_while_postgres_is_away() {
     daemon.calls.apply(ended("first", EndReason::Completed));
     let first = next_ringing(&mut updates).await.call.id.clone();
     let client = db.client().await;
-    eventually(Duration::from_secs(5), "first call logged", || async {
+    eventually(Duration::from_secs(15), "first call logged", || async {
         client
             .query_opt(
                 "SELECT 1 FROM call_log WHERE call_id = $1 AND outcome IS NOT NULL",
@@ -185,7 +185,7 @@ async fn every_call_is_logged_and_none_is_lost_while_postgres_is_away() {
         daemon.calls.apply(ended(&key, EndReason::Cancelled));
     }
     // The rows wait (the writer is failing meanwhile), none are written, none dropped.
-    eventually(Duration::from_secs(5), "20 rows pending", || async {
+    eventually(Duration::from_secs(15), "20 rows pending", || async {
         log.pending() == 20
     })
     .await;
@@ -329,7 +329,7 @@ async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
     expect(&mut alice, "picked").await;
     daemon1.calls.apply(ended("shared-1", EndReason::Cancelled));
     let client = db.client().await;
-    eventually(Duration::from_secs(5), "pick and picked customer logged", || async {
+    eventually(Duration::from_secs(15), "pick and picked customer logged", || async {
         let pick = client
             .query_opt(
                 "SELECT customer_id FROM customer_picks WHERE agent_id = 'alice' AND caller_key = '+13125550142'",

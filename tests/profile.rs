@@ -191,9 +191,14 @@ async fn a_pick_among_candidates_composes_the_picked_customer_for_that_agent() {
 /// A daemon on the demo databases with these `[[sources]]` (and agents alice with the credit
 /// role, bob without).
 async fn pg_daemon(index: &str, sources: &str) -> Daemon {
+    pg_daemon_with(index, "", sources).await
+}
+
+/// [`pg_daemon`] with more `[compose]` keys.
+async fn pg_daemon_with(index: &str, compose: &str, sources: &str) -> Daemon {
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [directory]\ndatabase_url = \"{index}\"\n[compose]\ndeadline = \"3s\"\n\
+         [directory]\ndatabase_url = \"{index}\"\n[compose]\ndeadline = \"3s\"\n{compose}\n\
          [[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\nroles = [\"credit\"]\ntoken_sha256 = \"{}\"\n\
          [[agents]]\nid = \"bob\"\nextensions = [\"1002\"]\ntoken_sha256 = \"{}\"\n{sources}",
         TokenHash::of("alice-t").hex(),
@@ -262,9 +267,10 @@ async fn drop_dbs(prefix: &str) {
 #[tokio::test]
 async fn three_separate_databases_a_slow_one_and_a_hostile_account() {
     let (dbs, prefix) = demo_dbs().await;
-    // A fourth source that sleeps past its timeout.
+    // A fourth source that sleeps past its timeout. (No timing is asserted beyond the logic:
+    // the others come first, and the pop is complete long before the sleep would end.)
     let slow = format!(
-        "[[sources]]\nname = \"slow\"\ntype = \"postgres\"\ndatabase_url = \"{}\"\ntimeout = \"300ms\"\nquery = \"SELECT pg_sleep(2) IS NULL AS slept, $account AS account\"\n",
+        "[[sources]]\nname = \"slow\"\ntype = \"postgres\"\ndatabase_url = \"{}\"\ntimeout = \"1s\"\nquery = \"SELECT pg_sleep(8) IS NULL AS slept, $account AS account\"\n",
         dbs.credit
     );
     let daemon = pg_daemon(&dbs.index, &format!("{}\n{slow}", demo_sources(&dbs))).await;
@@ -274,20 +280,19 @@ async fn three_separate_databases_a_slow_one_and_a_hostile_account() {
     daemon.calls.apply(ringing("pg-1", "1001", "+14155550100"));
     let (pop, sections, complete, _) = pop(&mut alice).await;
     assert_eq!(pop["customer"]["name"], "Acme Corporation");
-    // The three answer on time; the slow one is reported last, as a timeout.
+    // The three answer; the slow one is reported last, as a timeout.
     let order: Vec<&str> = sections.iter().filter_map(|s| s["name"].as_str()).collect();
     assert_eq!(order.len(), 4);
     assert_eq!(order[3], "slow", "{order:?}");
     for name in ["balance", "purchases", "credit"] {
         let s = by_name(&sections, name);
         assert_eq!(s["status"], "ok", "{s}");
-        assert!(s["elapsed_ms"].as_f64().is_some_and(|ms| ms < 300.0), "{s}");
     }
     assert_eq!(by_name(&sections, "slow")["status"], "timeout");
     assert_eq!(complete["missing"], json!(["slow"]));
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "never waited for pg_sleep(2)"
+        started.elapsed() < Duration::from_secs(8),
+        "never waited for pg_sleep(8)"
     );
     let want = data::account("ACME-001");
     let balance = by_name(&sections, "balance");
@@ -351,7 +356,7 @@ async fn three_separate_databases_a_slow_one_and_a_hostile_account() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(10),
             "new customer not indexed"
         );
         until(&mut alice, "complete").await;
@@ -375,7 +380,7 @@ async fn a_dead_database_errors_then_is_skipped_then_recovers() {
         .credit
         .replace("127.0.0.1:5432", &proxy.addr.to_string());
     let source = format!(
-        "[[sources]]\nname = \"credit\"\ntype = \"postgres\"\ndatabase_url = \"{credit_via_proxy}\"\ntimeout = \"500ms\"\nconnect_timeout = \"300ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"700ms\"\nquery = '''{}'''\n",
+        "[[sources]]\nname = \"credit\"\ntype = \"postgres\"\ndatabase_url = \"{credit_via_proxy}\"\ntimeout = \"3s\"\nconnect_timeout = \"2s\"\nbreaker_failures = 2\nbreaker_cooldown = \"700ms\"\nquery = '''{}'''\n",
         screenpop::demo::db::CREDIT_SQL
     );
     let daemon = pg_daemon(&dbs.index, &source).await;
@@ -495,9 +500,7 @@ async fn an_http_source_is_cached_with_its_age_and_concurrent_calls_share_one_re
     let mut completes = 0;
     let mut sections = Vec::new();
     while completes < 5 {
-        let (v, _) = ws::next_raw(&mut alice, Duration::from_secs(5))
-            .await
-            .expect("message");
+        let (v, _) = ws::next_raw(&mut alice, ws::WAIT).await.expect("message");
         match v["type"].as_str() {
             Some("section") => sections.push(v),
             Some("complete") => completes += 1,
@@ -522,6 +525,47 @@ async fn an_http_source_is_cached_with_its_age_and_concurrent_calls_share_one_re
         loyalty["age"].as_f64().is_some_and(|a| a >= 0.0),
         "{loyalty}"
     );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(daemon.stop().await);
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn a_burst_beyond_the_composition_cap_gets_skipped_sections_and_its_pops_at_once() {
+    let (api, hits) = loyalty_api().await;
+    let db = support::pg::TestDb::new().await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO customers (id, name, account_number) VALUES ('acme', 'Acme', 'ACME-001');
+             INSERT INTO customer_numbers (customer_id, raw) VALUES ('acme', '(415) 555-0100');",
+        )
+        .await
+        .expect("seed");
+    let sources = format!(
+        "[[sources]]\nname = \"loyalty\"\ntype = \"http\"\nurl = \"http://{api}/v1/members/{{account}}\"\nbearer = \"s3cret\"\ntimeout = \"1s\"\n"
+    );
+    let daemon = pg_daemon_with(&db.url, "max_in_flight = 1", &sources).await;
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _) = sign_in(http, "alice-t").await;
+    daemon
+        .calls
+        .apply(ringing("burst-a", "1001", "+14155550100"));
+    daemon
+        .calls
+        .apply(ringing("burst-b", "1001", "+14155550100"));
+    let mut statuses = Vec::new();
+    let mut completes = 0;
+    while completes < 2 {
+        let (v, _) = ws::next_raw(&mut alice, ws::WAIT).await.expect("message");
+        match v["type"].as_str() {
+            Some("section") => statuses.push(v["status"].as_str().unwrap_or_default().to_owned()),
+            Some("complete") => completes += 1,
+            _ => {}
+        }
+    }
+    statuses.sort();
+    assert_eq!(statuses, ["ok", "skipped"], "one fetched, one over the cap");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert!(daemon.stop().await);
     db.drop_now().await;

@@ -390,6 +390,8 @@ async fn a_client_that_never_reads_is_closed_for_backpressure_and_others_are_una
     let daemon = start_with(|s| {
         s.push.session.queue = 8;
         s.tracker.max_calls = 100_000;
+        // Push backpressure alone: no profile sections in this flood.
+        s.composer = None;
     })
     .await;
     let http = daemon.bound.http.expect("http");

@@ -38,14 +38,23 @@ pub struct ComposeConfig {
     /// Every section not in by then is reported `timeout`, and `complete` is sent.
     #[serde(default = "default_deadline", with = "crate::config::duration")]
     pub deadline: Duration,
+    /// Most compositions running at once (a call burst beyond it gets its sections as
+    /// `skipped`, and the pops still go out at once).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for ComposeConfig {
     fn default() -> Self {
         ComposeConfig {
             deadline: default_deadline(),
+            max_in_flight: default_in_flight(),
         }
     }
+}
+
+fn default_in_flight() -> usize {
+    2048
 }
 
 fn default_deadline() -> Duration {
@@ -206,6 +215,7 @@ struct Slot {
 pub struct Composer {
     slots: Vec<Arc<Slot>>,
     deadline: Duration,
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Composer {
@@ -218,12 +228,48 @@ impl std::fmt::Debug for Composer {
 }
 
 impl Composer {
-    /// A composer with no sources yet.
+    /// A composer with no sources yet, running at most [`default_in_flight`] compositions at
+    /// once (see [`Composer::max_in_flight`]).
     pub fn new(deadline: Duration) -> Composer {
         Composer {
             slots: Vec::new(),
             deadline,
+            in_flight: Arc::new(Semaphore::new(default_in_flight())),
         }
+    }
+
+    /// At most `n` compositions at once.
+    pub fn max_in_flight(mut self, n: usize) -> Composer {
+        self.in_flight = Arc::new(Semaphore::new(n.max(1)));
+        self
+    }
+
+    /// A place for one composition, or `None` when `max_in_flight` are running: then
+    /// [`Composer::overloaded`] says so to the agent instead.
+    pub fn try_begin(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+
+    /// Every section `skipped` (too many compositions at once), and the summary.
+    pub fn overloaded(&self) -> (Vec<Part>, Summary) {
+        metrics::counter!("screenpop_compose_overloaded_total").increment(1);
+        let parts: Vec<Part> = self
+            .slots
+            .iter()
+            .map(|slot| {
+                slot.part(
+                    Status::Skipped,
+                    Some("too many calls at once; not fetched".into()),
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+        let summary = Summary {
+            sources: self.names(),
+            missing: self.names(),
+            elapsed: Duration::ZERO,
+        };
+        (parts, summary)
     }
 
     /// Builds every configured source (`base`: the config file's folder); the error names the
@@ -233,7 +279,7 @@ impl Composer {
         sources: &[SourceConfig],
         base: &Path,
     ) -> Result<Composer, String> {
-        let mut composer = Composer::new(config.deadline);
+        let mut composer = Composer::new(config.deadline).max_in_flight(config.max_in_flight);
         for source in sources {
             let adapter = source
                 .adapter

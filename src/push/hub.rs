@@ -405,6 +405,9 @@ impl Hub {
         let Some(generation) = self.profiles.begin(call_id, &audience, customer.id()) else {
             return;
         };
+        // Over the cap, a burst gets its sections as `skipped` (delivered from a task: the
+        // caller may hold the `open` lock).
+        let permit = composer.try_begin();
         let who = Who {
             customer: customer.clone(),
             numbers: self.calls.resolver().numbers(customer.id()),
@@ -414,6 +417,24 @@ impl Hub {
         let cancel = self.cancel.clone();
         tokio::spawn(async move {
             let customer_id = who.customer.id().to_owned();
+            let Some(_permit) = permit else {
+                let (parts, summary) = composer.overloaded();
+                for part in parts {
+                    if hub
+                        .profiles
+                        .add_part(&call_id, &audience, generation, part.clone())
+                    {
+                        hub.deliver_part(&call_id, &audience, &customer_id, &part);
+                    }
+                }
+                if hub
+                    .profiles
+                    .finish(&call_id, &audience, generation, summary.clone())
+                {
+                    hub.deliver_complete(&call_id, &audience, &customer_id, &summary);
+                }
+                return;
+            };
             let compose = composer.compose(&who, |part| {
                 if hub
                     .profiles

@@ -58,12 +58,15 @@ pub async fn next_raw(ws: &mut Ws, wait: Duration) -> Option<(Value, String)> {
     }
 }
 
-/// The next message of a type, skipping others; fails after 5 s.
+/// How long a test waits for a message before failing (generous: CI machines are busy).
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The next message of a type, skipping others; fails after [`WAIT`].
 pub async fn expect(ws: &mut Ws, kind: &str) -> Value {
     loop {
-        let (v, _) = next_raw(ws, Duration::from_secs(5))
+        let (v, _) = next_raw(ws, WAIT)
             .await
-            .unwrap_or_else(|| panic!("no `{kind}` within 5 s"));
+            .unwrap_or_else(|| panic!("no `{kind}` within {WAIT:?}"));
         if v["type"] == kind {
             return v;
         }
@@ -74,9 +77,9 @@ pub async fn expect(ws: &mut Ws, kind: &str) -> Value {
 pub async fn until(ws: &mut Ws, until: &str) -> Vec<(Value, String)> {
     let mut got = Vec::new();
     loop {
-        let (v, raw) = next_raw(ws, Duration::from_secs(5))
+        let (v, raw) = next_raw(ws, WAIT)
             .await
-            .unwrap_or_else(|| panic!("no `{until}` within 5 s; got {got:?}"));
+            .unwrap_or_else(|| panic!("no `{until}` within {WAIT:?}; got {got:?}"));
         let done = v["type"] == until;
         got.push((v, raw));
         if done {
