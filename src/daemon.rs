@@ -75,6 +75,8 @@ pub struct Settings {
     pub esl: Vec<crate::telephony::esl::EslConfig>,
     /// The PBX webhook (secrets resolved); off without PBXs.
     pub webhook: crate::web::webhook::WebhookConfig,
+    /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
+    pub journal: usize,
 }
 
 /// WebSocket push settings.
@@ -124,6 +126,8 @@ pub struct Daemon {
     pub calls: Arc<Calls>,
     /// The call log writer, when there is a database (for tests and embedding).
     pub call_log: Option<Arc<crate::calls::log::CallLog>>,
+    /// The in-memory call journal (for tests and embedding).
+    pub journal: Arc<crate::calls::journal::Journal>,
     /// The SIP endpoint (for tests and embedding).
     pub endpoint: Arc<Endpoint>,
     /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
@@ -229,7 +233,14 @@ impl Daemon {
             tasks.spawn(log.clone().consume(calls.subscribe(), cancel.child_token()));
             tasks.spawn(log.clone().write(cancel.child_token()));
         }
-        let hub = crate::push::Hub::new(calls.clone(), call_log.clone());
+        let journal =
+            crate::calls::journal::Journal::new(settings.journal, settings.agents.clone());
+        tasks.spawn(
+            journal
+                .clone()
+                .consume(calls.subscribe(), cancel.child_token()),
+        );
+        let hub = crate::push::Hub::new(calls.clone(), call_log.clone(), Some(journal.clone()));
         hub.load_picks(std::mem::take(&mut settings.picks));
         tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));
         let push = Arc::new(crate::web::PushSettings {
@@ -244,6 +255,8 @@ impl Daemon {
             metrics,
             hub,
             push,
+            journal: journal.clone(),
+            call_log: call_log.clone(),
             shutdown: cancel.child_token(),
         });
         let webhook = &settings.webhook;
@@ -335,6 +348,7 @@ impl Daemon {
             bound,
             calls,
             call_log,
+            journal,
             endpoint,
             tls,
             cancel,
@@ -557,6 +571,11 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
                 heartbeat: config.push.heartbeat,
                 idle_timeout: config.push.idle_timeout,
                 queue: config.push.queue,
+                page: Arc::new(crate::push::message::PageSettings {
+                    crm_url: config.page.crm_url.clone(),
+                    dispositions: config.page.dispositions.clone(),
+                    ring_sound: config.page.ring_sound,
+                }),
             },
             allowed_origins: config.push.allowed_origins.clone(),
             max_connections: config.push.max_connections,
@@ -569,5 +588,6 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             .zip(config.http.tls_key.clone()),
         directory_sync,
         agents_sync,
+        journal: config.page.journal,
     })
 }

@@ -25,6 +25,10 @@ pub const AGENTS: &[(&str, &str, &str, &str)] = &[
     ("bob", "Bob Agent", "1002", "bob-demo-token"),
 ];
 
+/// The demo's "Open in CRM" link template (`[page] crm_url`); `crm.example` is reserved and
+/// resolves nowhere.
+pub const CRM_URL: &str = "https://crm.example/customers/{id}";
+
 /// Where the demo listens unless told otherwise.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoAddrs {
@@ -85,7 +89,16 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         },
         resolver: Arc::new(Index::new(directory)),
         agents: Arc::new(agents),
-        push: crate::daemon::PushConfig::default(),
+        push: crate::daemon::PushConfig {
+            session: crate::push::SessionConfig {
+                page: Arc::new(crate::push::message::PageSettings {
+                    crm_url: Some(CRM_URL.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         tls: None,
         directory_sync: None,
         call_log: None,
@@ -94,5 +107,6 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         ami: Vec::new(),
         esl: Vec::new(),
         webhook: Default::default(),
+        journal: 10_000,
     })
 }

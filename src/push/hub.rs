@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Outbound};
 use crate::agents::Agent;
+use crate::calls::journal::Journal;
 use crate::calls::log::CallLog;
 use crate::calls::{Call, CallUpdate, Calls, Change};
 use crate::resolve::Resolution;
@@ -47,6 +48,8 @@ pub struct Hub {
     picks: Mutex<HashMap<(String, String), String>>,
     /// Where picks are persisted (and picked calls' customers recorded), with a database.
     log: Option<Arc<CallLog>>,
+    /// Where picked calls' customers are shown in the agents' recent calls.
+    journal: Option<Arc<Journal>>,
     calls: Arc<Calls>,
     next_id: AtomicU64,
 }
@@ -66,14 +69,20 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// A hub over the call table; picks are also written to `log` when there is one.
-    pub fn new(calls: Arc<Calls>, log: Option<Arc<CallLog>>) -> Arc<Hub> {
+    /// A hub over the call table; picks are also written to `log` and `journal` when there
+    /// are.
+    pub fn new(
+        calls: Arc<Calls>,
+        log: Option<Arc<CallLog>>,
+        journal: Option<Arc<Journal>>,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             routes: RwLock::default(),
             open: Mutex::default(),
             dismissed: Mutex::default(),
             picks: Mutex::default(),
             log,
+            journal,
             calls,
             next_id: AtomicU64::new(1),
         })
@@ -139,13 +148,14 @@ impl Hub {
             .iter()
             .find(|c| c.id == call_id)
             .ok_or("no such live call")?;
-        let offered = call
-            .resolution
-            .customers()
-            .iter()
-            .any(|c| c.id() == customer_id);
-        if !offered {
+        let offered = call.resolution.customers();
+        let Some(customer) = offered.iter().find(|c| c.id() == customer_id) else {
             return Err("that customer was not offered for this call");
+        };
+        if let Some(journal) = &self.journal
+            && let Ok(value) = serde_json::to_value(customer)
+        {
+            journal.pick(call_id, value);
         }
         let Some(key) = caller_key(call) else {
             return Ok(()); // Nothing to remember it by (no number).
