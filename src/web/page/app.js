@@ -105,7 +105,9 @@
   };
   const since = (iso) => {
     const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
-    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+    const mm = String(Math.floor(s / 60) % 60).padStart(2, "0");
+    const ss = String(s % 60).padStart(2, "0");
+    return s >= 3600 ? Math.floor(s / 3600) + ":" + mm + ":" + ss : Math.floor(s / 60) + ":" + ss;
   };
   const ageText = (seconds) => seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
   const REASONS = {
