@@ -304,6 +304,25 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             Some("Alice Agent · ext 1001")
         );
 
+        // As if the tab were in the background: the page should notify and ring. The
+        // notification and the oscillators are recorded by stand-ins (headless Chromium shows
+        // no notifications and plays no sound), the rest is the page's own code.
+        alice
+            .js("Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+                 window.__notifications = [];
+                 window.Notification = class {
+                   static get permission() { return 'granted'; }
+                   constructor(title, options) { window.__notifications.push([title, options.body, options.tag]); }
+                   addEventListener() {}
+                   close() {}
+                 };
+                 window.__oscillators = 0;
+                 const create = AudioContext.prototype.createOscillator;
+                 AudioContext.prototype.createOscillator = function () {
+                   window.__oscillators += 1;
+                   return create.call(this);
+                 };")
+            .await;
         let rang = Instant::now();
         let call = SipCall::invite(sip, "1001", "+14155550100", "Acme Front Desk").await;
         alice
@@ -347,6 +366,24 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             card["announced"],
             "Incoming call from Acme Corporation, +1 415 555 0100"
         );
+        let alerted = alice
+            .js("return { notifications: window.__notifications, oscillators: window.__oscillators }")
+            .await;
+        assert_eq!(
+            alerted["notifications"][0][0], "Incoming call: Acme Corporation",
+            "{alerted}"
+        );
+        assert_eq!(
+            alerted["notifications"][0][1],
+            "+1 415 555 0100 · Acme Front Desk"
+        );
+        assert_eq!(
+            alerted["oscillators"], 2,
+            "one ring burst of 440 + 480 Hz, synthesised: {alerted}"
+        );
+        alice
+            .js("delete document.hidden; document.dispatchEvent(new Event('visibilitychange'));")
+            .await;
         // Bob's page got nothing, though it is connected and live.
         let bobs = bob
             .js(
