@@ -240,6 +240,31 @@ impl Daemon {
                 .clone()
                 .consume(calls.subscribe(), cancel.child_token()),
         );
+        if let Some(log) = &settings.call_log {
+            // Recent calls from before this start, for the page's journal; in the background
+            // (a slow database never delays start-up) and best effort.
+            let (journal, url) = (journal.clone(), log.database_url.clone());
+            let limit = i64::try_from(settings.journal).unwrap_or(i64::MAX);
+            let cancel = cancel.child_token();
+            tasks.spawn(async move {
+                let loaded = async {
+                    let client = crate::db::connect(&url).await?;
+                    crate::calls::log::load_journal(&client, limit).await
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    loaded = tokio::time::timeout(Duration::from_secs(10), loaded) => match loaded {
+                        Ok(Ok(entries)) => journal.preload(entries),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "Recent calls not loaded into the journal.")
+                        }
+                        Err(_) => {
+                            tracing::warn!("Recent calls not loaded into the journal: timed out.")
+                        }
+                    },
+                }
+            });
+        }
         let hub = crate::push::Hub::new(calls.clone(), call_log.clone(), Some(journal.clone()));
         hub.load_picks(std::mem::take(&mut settings.picks));
         tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));

@@ -467,5 +467,48 @@ async fn an_agents_note_and_disposition_land_on_the_call_log_row() {
     })
     .await;
     daemon.stop().await;
+
+    // After a restart the page's recent calls come back from call_log, and can be noted.
+    let daemon = self::daemon(&db.url, "").await;
+    let http = daemon.bound.http.expect("http");
+    let mine = || async {
+        let (_, _, body) =
+            support::http_request(http, "GET", "/api/calls?mine=1", Some("alice-t"), None).await;
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    eventually(Duration::from_secs(5), "history loaded", || async {
+        mine().await["calls"][0]["call_id"] == id.as_str()
+    })
+    .await;
+    let recent = mine().await;
+    let call = &recent["calls"][0];
+    assert_eq!(call["note"], "Sale confirmed", "{call}");
+    assert_eq!(call["outcome"], "cancelled");
+    assert_eq!(call["customer"]["name"], "Acme Corporation");
+    assert_eq!(call["state"], "ended");
+    let (_, _, body) =
+        support::http_request(http, "GET", "/api/calls?mine=1", Some("bob-t"), None).await;
+    assert!(!body.contains(&id), "not bob's call: {body}");
+    let (status, _, _) = support::http_request(
+        http,
+        "POST",
+        &format!("/api/calls/{id}/notes"),
+        Some("alice-t"),
+        Some(&json!({"note": "after the restart", "disposition": "Resolved"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(5), "edit after restart", || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM call_log WHERE call_id = $1 AND notes = 'after the restart'",
+                &[&id],
+            )
+            .await
+            .expect("q")
+            .is_some()
+    })
+    .await;
+    daemon.stop().await;
     db.drop_now().await;
 }

@@ -209,6 +209,22 @@ impl Journal {
         }
     }
 
+    /// Adds calls from before this daemon started (oldest first), behind the ones it has
+    /// seen itself, as far as the capacity allows.
+    pub fn preload(&self, older: Vec<Entry>) {
+        let mut inner = self.lock();
+        for entry in older.into_iter().rev() {
+            if inner.entries.len() >= self.capacity {
+                break;
+            }
+            if inner.entries.contains_key(&entry.call_id) {
+                continue;
+            }
+            inner.order.push_front(entry.call_id.clone());
+            inner.entries.insert(entry.call_id.clone(), entry);
+        }
+    }
+
     /// Records that an agent picked `customer` (one of the candidates) for a call.
     pub fn pick(&self, call_id: &str, customer: serde_json::Value) {
         if let Some(entry) = self.lock().entries.get_mut(call_id)
@@ -395,6 +411,27 @@ mod tests {
             journal.recent(&alice, 1)[0].disposition.as_deref(),
             Some("Callback")
         );
+    }
+
+    #[test]
+    fn history_goes_behind_what_was_seen_and_within_capacity() {
+        let (calls, journal, mut rx) = setup(3);
+        calls.apply(ring("live", "1001"));
+        drain(&journal, &mut rx);
+        let live = journal.recent(&agent("alice", "1001"), 1)[0].clone();
+        let old = |id: &str| Entry {
+            call_id: id.into(),
+            state: "ended",
+            outcome: Some("completed"),
+            ..live.clone()
+        };
+        journal.preload(vec![old("a"), old("b"), old("c"), old(&live.call_id)]);
+        let ids: Vec<String> = journal
+            .recent(&agent("alice", "1001"), 10)
+            .into_iter()
+            .map(|e| e.call_id)
+            .collect();
+        assert_eq!(ids, [live.call_id.clone(), "c".into(), "b".into()]);
     }
 
     #[test]

@@ -554,3 +554,85 @@ pub async fn load_picks(
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
 }
+
+/// The most recent `limit` calls in `call_log`, oldest first, as journal entries: what the
+/// agent page's "recent calls" shows after a restart. The customer is as logged (matched or
+/// picked) with its name and company when it is still in `customers`; candidates that were
+/// never picked are not logged, so such calls read `unknown`. A call without an end (the
+/// daemon stopped first) reads ended, `expired`.
+pub async fn load_journal(
+    client: &Client,
+    limit: i64,
+) -> Result<Vec<super::journal::Entry>, DbError> {
+    let rows = client
+        .query(
+            "SELECT l.call_id, l.caller_number, l.withheld, l.customer_id, c.name, c.company,
+                    c.account_number, l.ringing_extensions, l.answered_by, l.answered_extension,
+                    l.started_at, l.answered_at, l.ended_at, l.outcome, l.notes,
+                    l.disposition, l.noted_by, l.noted_at
+             FROM (SELECT * FROM call_log ORDER BY started_at DESC LIMIT $1) l
+             LEFT JOIN customers c ON c.id = l.customer_id
+             ORDER BY l.started_at",
+            &[&limit],
+        )
+        .await
+        .map_err(DbError::query("loading recent calls"))?;
+    let outcome = |o: Option<String>| -> &'static str {
+        use super::EndReason::*;
+        [
+            Cancelled,
+            Completed,
+            AnsweredElsewhere,
+            Timeout,
+            Rejected,
+            Expired,
+        ]
+        .into_iter()
+        .map(|r| r.label())
+        .find(|l| o.as_deref() == Some(*l))
+        .unwrap_or("expired")
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let customer_id: Option<String> = r.get(3);
+            let withheld: bool = r.get(2);
+            let customer = customer_id.map(|id| {
+                let mut c = serde_json::json!({ "id": id, "name": r.get::<_, Option<String>>(4).unwrap_or_else(|| id.clone()) });
+                for (i, key) in [(5, "company"), (6, "account")] {
+                    if let Some(v) = r.get::<_, Option<String>>(i).filter(|v| !v.is_empty()) {
+                        c[key] = serde_json::Value::String(v);
+                    }
+                }
+                c
+            });
+            super::journal::Entry {
+                call_id: r.get(0),
+                caller_number: r.get(1),
+                caller_display: None,
+                withheld,
+                matched: if customer.is_some() {
+                    "customer"
+                } else if withheld {
+                    "withheld"
+                } else {
+                    "unknown"
+                },
+                customer,
+                candidates: 0,
+                extensions: r.get(7),
+                state: "ended",
+                answered_extension: r.get(9),
+                answered_by: r.get(8),
+                started: r.get(10),
+                answered_at: r.get(11),
+                ended_at: r.get(12),
+                outcome: Some(outcome(r.get(13))),
+                note: r.get(14),
+                disposition: r.get(15),
+                noted_by: r.get(16),
+                noted_at: r.get(17),
+            }
+        })
+        .collect())
+}
