@@ -504,6 +504,59 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             .js("return document.querySelectorAll('article.card').length")
             .await;
         assert_eq!(bobs_cards, 0);
+
+        // The call is still in "Recent calls": its note is edited there, by keyboard.
+        alice
+            .js("document.querySelector('#recent-list details summary').focus()")
+            .await;
+        let enter = fantoccini::key::Key::Enter.to_string();
+        alice
+            .client
+            .active_element()
+            .await
+            .expect("summary focused")
+            .send_keys(&enter)
+            .await
+            .expect("open");
+        let text = alice
+            .client
+            .find(fantoccini::Locator::Css("#recent-list details[open] textarea"))
+            .await
+            .expect("the note in the list");
+        text.clear().await.expect("clear");
+        text.send_keys("Called back: resolved").await.expect("type");
+        alice
+            .client
+            .find(fantoccini::Locator::Css("#recent-list details[open] select"))
+            .await
+            .expect("select")
+            .select_by_value("Resolved")
+            .await
+            .expect("choose");
+        alice
+            .js("document.querySelector('#recent-list details[open] button[type=submit]').focus()")
+            .await;
+        alice
+            .client
+            .active_element()
+            .await
+            .expect("save focused")
+            .send_keys(&enter)
+            .await
+            .expect("save");
+        alice
+            .until(
+                SHORT,
+                "the edited note listed",
+                "document.querySelector('#recent-list [data-role=note]')?.textContent === 'Called back: resolved'
+                 && document.querySelector('#recent-list [data-role=disposition]')?.textContent === 'Resolved'",
+            )
+            .await;
+        let outline = alice
+            .js("const b = document.querySelector('#recent-refresh'); b.focus();
+                 return getComputedStyle(b).outlineStyle")
+            .await;
+        assert_eq!(outline, "solid", "keyboard focus is visible");
     })
     .await;
     daemon.stop().await;

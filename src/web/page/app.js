@@ -351,8 +351,9 @@
         notes: null,
       };
       dom.root.append(dom.head, title, dom.body, dom.sections, dom.after);
+      // Esc dismisses the card from the card or one of its buttons (not from the notes box).
       dom.root.addEventListener("keydown", (e) => {
-        if (e.key === "Escape" && e.target === dom.root) dismiss(card);
+        if (e.key === "Escape" && (e.target === dom.root || e.target.matches("button, a"))) dismiss(card);
       });
       card.dom = dom;
       $("calls").insertBefore(dom.root, $("idle").nextSibling);
@@ -586,6 +587,7 @@
       el("div", { class: "notes-row" },
         el("label", { for: "disp-" + n, text: "Disposition" }), select,
         el("button", { type: "submit", class: "primary small", text: "Save" }), status));
+    form.addEventListener("input", () => { form.dataset.dirty = "1"; });
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       status.textContent = "Saving…";
@@ -596,6 +598,7 @@
           body: JSON.stringify({ note: text.value, disposition: select.value || null }),
         });
         if (r.ok) {
+          delete form.dataset.dirty;
           status.textContent = "Saved " + clock(new Date().toISOString());
           refreshRecent();
         } else if (r.status === 404) {
@@ -618,6 +621,12 @@
 
   async function refreshRecent() {
     if (!state.token) return;
+    if ($("recent-list").querySelector("form[data-dirty]")) {
+      // A note is being written in the list: refresh after, not under the agent's hands.
+      clearTimeout(state.recentTimer);
+      state.recentTimer = setTimeout(refreshRecent, 2000);
+      return;
+    }
     let body;
     try {
       const r = await fetch("/api/calls?mine=1&limit=25", { headers: { Authorization: "Bearer " + state.token } });
@@ -627,6 +636,10 @@
       return;
     }
     const list = $("recent-list");
+    if (list.querySelector("form[data-dirty]")) {
+      refreshRecentSoon();
+      return;
+    }
     const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.callId));
     const items = (body.calls || []).map((call) => {
       const who = call.customer ? call.customer.name
