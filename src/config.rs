@@ -67,6 +67,15 @@ pub struct Config {
     /// The call log in PostgreSQL.
     #[serde(default)]
     pub call_log: CallLogConfig,
+    /// Profile composition.
+    #[serde(default)]
+    pub compose: crate::compose::ComposeConfig,
+    /// The data sources of the profile sections, asked in parallel for every popped customer.
+    #[serde(default)]
+    pub sources: Vec<Spanned<crate::compose::SourceConfig>>,
+    /// The config file's folder: relative paths in sources are relative to it.
+    #[serde(skip)]
+    pub base: PathBuf,
     /// WebSocket push to the agents' pages.
     #[serde(default)]
     pub push: Push,
@@ -482,6 +491,9 @@ pub struct Agent {
     pub name: Option<String>,
     /// The extensions whose calls this agent sees.
     pub extensions: Vec<String>,
+    /// Roles that open restricted profile sections (a source's `roles`), e.g. `["credit"]`.
+    #[serde(default)]
+    pub roles: Vec<String>,
     /// SHA-256 of the agent's token, hex (`screenpop hash-token` prints it).
     pub token_sha256: TokenHash,
 }
@@ -551,6 +563,18 @@ pub(crate) mod duration {
     }
 }
 
+/// Optional durations (`"30s"`), zero refused like [`duration`].
+pub(crate) mod duration_opt {
+    use std::time::Duration;
+
+    /// Parses an optional duration.
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// A count that must be at least 1 (a queue or buffer of zero would hold nothing).
 fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let n = usize::deserialize(d)?;
@@ -569,6 +593,7 @@ impl Config {
         })?;
         let mut config = Config::parse(&text, path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        config.base = dir.to_owned();
         for file in [
             &mut config.directory.csv,
             &mut config.http.tls_cert,

@@ -63,6 +63,8 @@ pub struct Settings {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The PostgreSQL-backed index to keep in sync (LISTEN/NOTIFY), when the directory is there.
     pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
+    /// Profile composition from the configured data sources, if any.
+    pub composer: Option<Arc<crate::compose::Composer>>,
     /// The call log in PostgreSQL, if any.
     pub call_log: Option<crate::calls::log::CallLogSettings>,
     /// Remembered candidate picks `(agent, caller key, customer)`, most recent first.
@@ -265,7 +267,13 @@ impl Daemon {
                 }
             });
         }
-        let hub = crate::push::Hub::new(calls.clone(), call_log.clone(), Some(journal.clone()));
+        let hub = crate::push::Hub::new(
+            calls.clone(),
+            call_log.clone(),
+            Some(journal.clone()),
+            settings.composer.clone(),
+            cancel.child_token(),
+        );
         hub.load_picks(std::mem::take(&mut settings.picks));
         tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));
         let push = Arc::new(crate::web::PushSettings {
@@ -509,6 +517,7 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
                 name: a.name.clone().unwrap_or_else(|| id.clone()),
                 id,
                 extensions: a.extensions.clone(),
+                roles: a.roles.clone(),
             },
         )
     }));
@@ -566,10 +575,21 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             )?);
         }
     }
+    let composer = if config.sources.is_empty() {
+        None
+    } else {
+        let sources: Vec<crate::compose::SourceConfig> =
+            config.sources.iter().map(|s| s.get_ref().clone()).collect();
+        Some(Arc::new(
+            crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
+                .map_err(anyhow::Error::msg)?,
+        ))
+    };
     Ok(Settings {
         ami,
         esl,
         webhook,
+        composer,
         call_log,
         picks,
         sip_udp: config.sip.udp.clone(),

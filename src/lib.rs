@@ -18,6 +18,7 @@
 
 pub mod agents;
 pub mod calls;
+pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod db;
@@ -25,6 +26,7 @@ pub mod demo;
 pub mod pii;
 pub mod push;
 pub mod resolve;
+pub mod sources;
 pub mod telephony;
 pub mod time;
 pub mod web;

@@ -109,6 +109,19 @@ enum Command {
         #[arg(long)]
         secret: Option<String>,
     },
+    /// Create the demo on PostgreSQL: the customer index and the accounting, sales and credit
+    /// databases the example config's sources read (replacing any of the same names).
+    DemoDb {
+        /// The server, without a database name.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+        server: String,
+        /// Database name prefix: PREFIX, PREFIX_accounting, PREFIX_sales, PREFIX_credit.
+        #[arg(long, default_value = "screenpop_demo")]
+        prefix: String,
+        /// Customers (the 1,202 bundled ones, plus generated ones beyond).
+        #[arg(long, default_value_t = 1202)]
+        customers: usize,
+    },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
         /// The token.
@@ -229,6 +242,23 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::DemoDb {
+            server,
+            prefix,
+            customers,
+        } => runtime(async move {
+            let dbs = demo::db::create(&server, &prefix, customers).await?;
+            println!(
+                "created the demo databases for {} customers:",
+                dbs.customers
+            );
+            println!("  customer index  {}", dbs.index);
+            println!("  accounting      {}", dbs.accounting);
+            println!("  sales           {}", dbs.sales);
+            println!("  credit          {}", dbs.credit);
+            println!("Run it with: screenpop run --config config/screenpop.example.toml");
+            Ok(())
+        }),
         Command::HashToken { token } => {
             println!("{}", screenpop::config::TokenHash::of(&token).hex());
             ExitCode::SUCCESS
@@ -331,7 +361,7 @@ async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<(
     if demo.is_some() {
         println!();
         println!("Agent page: http://{http}/");
-        for (id, _, ext, token) in demo::AGENTS {
+        for (id, _, ext, token, _) in demo::AGENTS {
             println!("  agent {id:<6} extension {ext}  token {token}");
         }
         let exe = std::env::current_exe()

@@ -284,6 +284,7 @@ async fn a_queue_call_rung_to_three_agents_pops_each_and_the_losers_end_answered
                     id: id.into(),
                     name: id.into(),
                     extensions: vec![ext.into()],
+                    roles: Vec::new(),
                 },
             )
         });

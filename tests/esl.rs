@@ -272,6 +272,7 @@ async fn a_ring_group_of_three_pops_each_and_the_losers_end_answered_elsewhere()
                     id: id.into(),
                     name: id.into(),
                     extensions: vec![ext.into()],
+                    roles: Vec::new(),
                 },
             )
         });

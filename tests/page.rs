@@ -474,6 +474,7 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             id: "alice".into(),
             name: "Alice Agent".into(),
             extensions: vec!["1001".into()],
+            roles: vec!["credit".into()],
         };
         let journaled = journal.recent(&alice_agent, 1);
         assert_eq!(journaled[0].disposition.as_deref(), Some("Callback"));

@@ -130,6 +130,7 @@ fn three_agents() -> Agents {
                     id: id.into(),
                     name: id.into(),
                     extensions: vec![ext.into()],
+                    roles: Vec::new(),
                 },
             )
         }),

@@ -21,6 +21,9 @@ pub struct Agent {
     pub name: String,
     /// The extensions whose calls the agent sees.
     pub extensions: Vec<String>,
+    /// Roles (groups) that open restricted profile sections, e.g. `credit`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Every agent, by token hash and by extension: the fixed ones (from the config) and, when

@@ -19,7 +19,7 @@ pub const CHANNEL: &str = "screenpop_agents";
 pub async fn load(client: &Client) -> Result<Vec<(TokenHash, Agent)>, DbError> {
     let rows = client
         .query(
-            "SELECT id, display_name, token_sha256, extensions FROM agents",
+            "SELECT id, display_name, token_sha256, extensions, roles FROM agents",
             &[],
         )
         .await
@@ -38,6 +38,7 @@ pub async fn load(client: &Client) -> Result<Vec<(TokenHash, Agent)>, DbError> {
                 id: row.get(0),
                 name: row.get(1),
                 extensions: row.get(3),
+                roles: row.get(4),
             },
         ));
     }

@@ -324,6 +324,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             extensions: vec![ext.into()],
+            roles: Vec::new(),
         }
     }
 

@@ -233,6 +233,11 @@ impl Calls {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The directory calls are resolved against.
+    pub fn resolver(&self) -> &Arc<dyn Resolver> {
+        &self.resolver
+    }
+
     /// Subscribes to every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
         self.updates.subscribe()

@@ -8,6 +8,13 @@
 //!
 //! Per call the hub remembers which extensions hold an open pop (they got `ringing` and no
 //! `ended` yet), so that `answered` and `ended` reach exactly them, once.
+//!
+//! Profiles: right after a call's first `ringing` goes out, the hub starts the composer for the
+//! call's customer (never waiting for it: the pop is already on its way) and pushes each
+//! `section` as it arrives, then `complete`, to the call's open pops; a source restricted to
+//! some roles goes to other agents as `forbidden`, without data. A pick among candidates starts
+//! a composition for the picked customer, for the picking agent only. The sections are kept
+//! per live call (`profiles`) for snapshots and for extensions rung later.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -18,11 +25,15 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Outbound};
+use super::profiles::{Audience, Profiles};
 use crate::agents::Agent;
 use crate::calls::journal::Journal;
 use crate::calls::log::CallLog;
 use crate::calls::{Call, CallUpdate, Calls, Change};
+use crate::compose::{Composer, Part, Summary};
+use crate::resolve::Customer;
 use crate::resolve::Resolution;
+use crate::sources::Who;
 
 /// Most picks remembered.
 const MAX_PICKS: usize = 100_000;
@@ -50,6 +61,12 @@ pub struct Hub {
     log: Option<Arc<CallLog>>,
     /// Where picked calls' customers are shown in the agents' recent calls.
     journal: Option<Arc<Journal>>,
+    /// Profile composition, when sources are configured.
+    composer: Option<Arc<Composer>>,
+    /// The sections composed per live call.
+    profiles: Profiles,
+    /// Ends running compositions at shutdown.
+    cancel: CancellationToken,
     calls: Arc<Calls>,
     next_id: AtomicU64,
 }
@@ -70,11 +87,14 @@ impl Drop for Registration {
 
 impl Hub {
     /// A hub over the call table; picks are also written to `log` and `journal` when there
-    /// are.
+    /// are, and profiles are composed by `composer` when there is one. `cancel` ends
+    /// compositions.
     pub fn new(
         calls: Arc<Calls>,
         log: Option<Arc<CallLog>>,
         journal: Option<Arc<Journal>>,
+        composer: Option<Arc<Composer>>,
+        cancel: CancellationToken,
     ) -> Arc<Hub> {
         Arc::new(Hub {
             routes: RwLock::default(),
@@ -83,6 +103,9 @@ impl Hub {
             picks: Mutex::default(),
             log,
             journal,
+            composer: composer.filter(|c| !c.is_empty()),
+            profiles: Profiles::default(),
+            cancel,
             calls,
             next_id: AtomicU64::new(1),
         })
@@ -142,7 +165,12 @@ impl Hub {
 
     /// Records that `agent` chose `customer_id` for a live call's caller. The customer must be
     /// one the call offered (a candidate, or its match).
-    pub fn pick(&self, agent: &str, call_id: &str, customer_id: &str) -> Result<(), &'static str> {
+    pub fn pick(
+        self: &Arc<Self>,
+        agent: &str,
+        call_id: &str,
+        customer_id: &str,
+    ) -> Result<(), &'static str> {
         let calls = self.calls.live(None);
         let call = calls
             .iter()
@@ -156,6 +184,11 @@ impl Hub {
             && let Ok(value) = serde_json::to_value(customer)
         {
             journal.pick(call_id, value);
+        }
+        if let Resolution::Candidates { candidates } = &call.resolution
+            && let Some(chosen) = candidates.iter().find(|c| c.customer.id() == customer_id)
+        {
+            self.start_profile(call_id, Audience::Agent(agent.to_owned()), &chosen.customer);
         }
         let Some(key) = caller_key(call) else {
             return Ok(()); // Nothing to remember it by (no number).
@@ -224,6 +257,26 @@ impl Hub {
                         let resolution = self.resolution_for(&agent.id, call);
                         let mut pop = message::pop_json(call, &resolution, &leg.extension);
                         pop.insert("call_id".into(), serde_json::Value::String(call.id.clone()));
+                        let profile = self.profiles.for_agent(&call.id, &agent.id);
+                        let sections: Vec<serde_json::Value> = profile
+                            .iter()
+                            .flat_map(|p| {
+                                p.parts.iter().map(|part| {
+                                    let part = visible(part, agent);
+                                    serde_json::Value::Object(message::section_body(
+                                        &p.customer_id,
+                                        &part,
+                                    ))
+                                })
+                            })
+                            .collect();
+                        pop.insert("sections".into(), serde_json::Value::Array(sections));
+                        pop.insert(
+                            "complete".into(),
+                            serde_json::Value::Bool(
+                                profile.as_ref().is_some_and(|p| p.summary.is_some()),
+                            ),
+                        );
                         serde_json::Value::Object(pop)
                     })
             })
@@ -271,7 +324,7 @@ impl Hub {
     }
 
     /// Sends one update to the connections it concerns.
-    pub fn route(&self, update: &CallUpdate) {
+    pub fn route(self: &Arc<Self>, update: &CallUpdate) {
         let call = &update.call;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         match &update.change {
@@ -280,10 +333,23 @@ impl Hub {
                     .entry(call.id.clone())
                     .or_default()
                     .insert(extension.clone());
-                drop(open);
-                if newly {
-                    self.deliver_ringing(call, extension);
+                if !newly {
+                    return;
                 }
+                // Under the `open` lock, so that no section of this call reaches the extension
+                // before its `ringing`.
+                self.deliver_ringing(call, extension);
+                match self.profiles.shared(&call.id) {
+                    Some(profile) => self.replay(&call.id, extension, &profile),
+                    None => {
+                        if let Resolution::Customer { customer }
+                        | Resolution::Approximate { customer, .. } = &call.resolution
+                        {
+                            self.start_profile(&call.id, Audience::All, customer);
+                        }
+                    }
+                }
+                drop(open);
             }
             Change::Answered { by } => {
                 let exts: Vec<String> = open
@@ -310,6 +376,7 @@ impl Hub {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&call.id);
+                self.profiles.end(&call.id);
                 let msg = message::ended(call, *reason);
                 for ext in exts {
                     self.deliver(&ext, &msg);
@@ -335,6 +402,130 @@ impl Hub {
         }
     }
 
+    /// Starts composing `customer`'s profile for a call, unless there is no composer or the
+    /// call already has everyone's profile. Never waits: the composition runs on its own task,
+    /// bounded by the composer's deadline and ended by shutdown.
+    fn start_profile(self: &Arc<Self>, call_id: &str, audience: Audience, customer: &Customer) {
+        let Some(composer) = self.composer.clone() else {
+            return;
+        };
+        let Some(generation) = self.profiles.begin(call_id, &audience, customer.id()) else {
+            return;
+        };
+        let who = Who {
+            customer: customer.clone(),
+            numbers: self.calls.resolver().numbers(customer.id()),
+        };
+        let hub = self.clone();
+        let call_id = call_id.to_owned();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            let customer_id = who.customer.id().to_owned();
+            let compose = composer.compose(&who, |part| {
+                if hub
+                    .profiles
+                    .add_part(&call_id, &audience, generation, part.clone())
+                {
+                    hub.deliver_part(&call_id, &audience, &customer_id, &part);
+                }
+            });
+            let summary = tokio::select! {
+                () = cancel.cancelled() => return,
+                summary = compose => summary,
+            };
+            if hub
+                .profiles
+                .finish(&call_id, &audience, generation, summary.clone())
+            {
+                hub.deliver_complete(&call_id, &audience, &customer_id, &summary);
+            }
+        });
+    }
+
+    /// The connections a profile message goes to: the call's open pops, in the audience, each
+    /// connection once.
+    fn audience(&self, call_id: &str, audience: &Audience) -> Vec<Subscriber> {
+        let exts: Vec<String> = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(call_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        exts.iter()
+            .filter_map(|ext| routes.get(ext))
+            .flatten()
+            .filter(|sub| audience.includes(&sub.agent.id) && seen.insert(sub.id))
+            .cloned()
+            .collect()
+    }
+
+    fn deliver_part(&self, call_id: &str, audience: &Audience, customer_id: &str, part: &Part) {
+        let allowed = message::section(call_id, customer_id, part);
+        let mut forbidden = None;
+        for sub in self.audience(call_id, audience) {
+            let msg = if part.allowed(&sub.agent.roles) {
+                allowed.clone()
+            } else {
+                forbidden
+                    .get_or_insert_with(|| {
+                        message::section(call_id, customer_id, &part.forbidden())
+                    })
+                    .clone()
+            };
+            offer(&sub, msg);
+        }
+    }
+
+    fn deliver_complete(
+        &self,
+        call_id: &str,
+        audience: &Audience,
+        customer_id: &str,
+        summary: &Summary,
+    ) {
+        let Some(profile) = self.profiles_for(call_id, audience) else {
+            return;
+        };
+        for sub in self.audience(call_id, audience) {
+            let missing = missing_for(&profile.parts, summary, &sub.agent);
+            offer(
+                &sub,
+                message::complete(call_id, customer_id, summary, &missing),
+            );
+        }
+    }
+
+    fn profiles_for(&self, call_id: &str, audience: &Audience) -> Option<super::profiles::Profile> {
+        match audience {
+            Audience::All => self.profiles.shared(call_id),
+            Audience::Agent(agent) => self.profiles.for_agent(call_id, agent),
+        }
+    }
+
+    /// Everyone's profile so far, to an extension rung after it started.
+    fn replay(&self, call_id: &str, extension: &str, profile: &super::profiles::Profile) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let Some(subs) = routes.get(extension) else {
+            return;
+        };
+        for sub in subs {
+            for part in &profile.parts {
+                let part = visible(part, &sub.agent);
+                offer(sub, message::section(call_id, &profile.customer_id, &part));
+            }
+            if let Some(summary) = &profile.summary {
+                let missing = missing_for(&profile.parts, summary, &sub.agent);
+                offer(
+                    sub,
+                    message::complete(call_id, &profile.customer_id, summary, &missing),
+                );
+            }
+        }
+    }
+
     fn deliver(&self, extension: &str, msg: &Outbound) {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         if let Some(subs) = routes.get(extension) {
@@ -343,6 +534,26 @@ impl Hub {
             }
         }
     }
+}
+
+/// A part as `agent` may see it.
+fn visible<'a>(part: &'a Part, agent: &Agent) -> Cow<'a, Part> {
+    if part.allowed(&agent.roles) {
+        Cow::Borrowed(part)
+    } else {
+        Cow::Owned(part.forbidden())
+    }
+}
+
+/// The sections `agent` lacks: those not `ok`, and those its roles may not see.
+fn missing_for(parts: &[Part], summary: &Summary, agent: &Agent) -> Vec<Arc<str>> {
+    let mut missing = summary.missing.clone();
+    for part in parts {
+        if !part.allowed(&agent.roles) && !missing.contains(&part.name) {
+            missing.push(part.name.clone());
+        }
+    }
+    missing
 }
 
 /// What picks are remembered by: the caller's normalised number, else the number as presented.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::calls::{Call, CallState, EndReason, LegState};
+use crate::compose::{Part, Summary};
 use crate::resolve::Resolution;
 
 /// A server message without its `seq`: `{"type":KIND,"seq":N,` + `rest`.
@@ -167,6 +168,66 @@ pub fn answered(call: &Call, by: Option<&str>) -> Outbound {
 /// `ended` with its reason.
 pub fn ended(call: &Call, reason: EndReason) -> Outbound {
     Outbound::new("ended", Some(&call.id), json!({ "reason": reason }))
+}
+
+/// The body of a `section` message (also a snapshot entry's `sections` item).
+pub fn section_body(customer_id: &str, part: &Part) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("customer_id".into(), Value::String(customer_id.into()));
+    m.insert("name".into(), Value::String(part.name.to_string()));
+    m.insert("title".into(), Value::String(part.title.to_string()));
+    m.insert(
+        "status".into(),
+        serde_json::to_value(part.status).unwrap_or(Value::Null),
+    );
+    m.insert(
+        "data".into(),
+        part.data.as_deref().cloned().unwrap_or(Value::Null),
+    );
+    if let Some(error) = &part.error {
+        m.insert("error".into(), Value::String(error.clone()));
+    }
+    if let Some(age) = part.age {
+        m.insert("age".into(), json!(round3(age.as_secs_f64())));
+    }
+    m.insert(
+        "elapsed_ms".into(),
+        json!(round3(part.elapsed.as_secs_f64() * 1000.0)),
+    );
+    m
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// `section`: one source's answer for the call's customer.
+pub fn section(call_id: &str, customer_id: &str, part: &Part) -> Outbound {
+    Outbound::new(
+        "section",
+        Some(call_id),
+        Value::Object(section_body(customer_id, part)),
+    )
+}
+
+/// `complete`: every source has answered (or the deadline passed); `missing` are those not
+/// `ok` for this agent.
+pub fn complete(
+    call_id: &str,
+    customer_id: &str,
+    summary: &Summary,
+    missing: &[std::sync::Arc<str>],
+) -> Outbound {
+    Outbound::new(
+        "complete",
+        Some(call_id),
+        json!({
+            "customer_id": customer_id,
+            "sections": summary.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "missing": missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "elapsed_ms": round3(summary.elapsed.as_secs_f64() * 1000.0),
+        }),
+    )
 }
 
 /// What a client may send.

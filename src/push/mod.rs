@@ -2,12 +2,14 @@
 //!
 //! - `message`: the protocol's messages (docs/protocol.md; schema/push-protocol.schema.json).
 //! - `hub`: routing call updates to connections by extension, with bounded queues.
+//! - `profiles`: the sections composed per live call, for snapshots and late legs.
 //! - `session`: one connection: auth, ready + snapshot, reader and writer, heartbeat.
 //!
 //! The HTTP side (`GET /ws`, Origin check, connection cap, buffer sizes) is in `web`.
 
 pub mod hub;
 pub mod message;
+pub mod profiles;
 pub mod session;
 
 pub use hub::Hub;

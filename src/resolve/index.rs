@@ -98,6 +98,14 @@ impl Resolver for Index {
         Some(self.keys.key(raw))
     }
 
+    fn numbers(&self, customer_id: &str) -> Vec<String> {
+        self.read()
+            .numbers_of(customer_id)
+            .into_iter()
+            .map(|(key, _)| key.as_str().to_owned())
+            .collect()
+    }
+
     fn resolve(&self, raw: &str) -> Resolution {
         // Keys in the index were validated when they went in, so a hit on a cheaply guessed
         // E.164 form needs no parse.

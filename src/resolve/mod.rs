@@ -151,4 +151,10 @@ pub trait Resolver: Send + Sync + 'static {
     fn key(&self, _raw: &str) -> Option<Key> {
         None
     }
+
+    /// A customer's numbers (E.164 for valid numbers, else their digits), for data sources
+    /// that look customers up by number.
+    fn numbers(&self, _customer_id: &str) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -50,6 +50,10 @@ impl Resolver for PgDirectory {
     fn key(&self, raw: &str) -> Option<Key> {
         Some(self.index.key(raw))
     }
+
+    fn numbers(&self, customer_id: &str) -> Vec<String> {
+        self.index.numbers(customer_id)
+    }
 }
 
 impl PgDirectory {

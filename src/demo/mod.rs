@@ -1,0 +1,194 @@
+//! The embedded default: the whole daemon on bundled demo data, no database, no config file.
+//!
+//! Fixtures (documented in README): agents `alice` (extension 1001, token `alice-demo-token`,
+//! role `credit`) and `bob` (1002, `bob-demo-token`, no roles); 1,202 customers from
+//! `examples/data/customers.csv`, among them "Acme Corporation" stored as `(415) 555-0100`
+//! (national format, so a call from `+14155550100` exercises the normalisation); and three
+//! profile sources, `balance`, `purchases` and `credit` (credit for the `credit` role only),
+//! served by the CSV adapter from data generated for every customer (`data`) through the same
+//! composer as a real site. Listeners accept loopback sources only.
+
+pub mod data;
+pub mod db;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agents::{Agent, Agents};
+use crate::calls::TrackerConfig;
+use crate::compose::Composer;
+use crate::config::TokenHash;
+use crate::daemon::Settings;
+use crate::resolve::{Directory, Index, Normaliser};
+use crate::telephony::allow::Allow;
+
+/// The demo's "Open in CRM" link template (`[page] crm_url`); `crm.example` is reserved and
+/// resolves nowhere.
+pub const CRM_URL: &str = "https://crm.example/customers/{id}";
+
+/// The bundled customers.
+pub const CUSTOMERS_CSV: &str = include_str!("../../examples/data/customers.csv");
+
+/// The demo agents: (id, name, extension, token, roles).
+pub const AGENTS: &[(&str, &str, &str, &str, &[&str])] = &[
+    (
+        "alice",
+        "Alice Agent",
+        "1001",
+        "alice-demo-token",
+        &["credit"],
+    ),
+    ("bob", "Bob Agent", "1002", "bob-demo-token", &[]),
+];
+
+/// The accounts of the bundled customers.
+pub fn accounts() -> Vec<String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(CUSTOMERS_CSV.as_bytes());
+    reader
+        .deserialize::<crate::resolve::import::CsvRow>()
+        .filter_map(Result::ok)
+        .map(|r| r.account)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// The demo's three sources (the same settings `config/screenpop.example.toml` gives the
+/// PostgreSQL demo databases), as CSV adapters over the data generated for `accounts`.
+pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Result<Composer> {
+    use crate::compose::SourceSettings;
+    use crate::sources::Rows;
+    use crate::sources::csv::{Csv, CsvConfig};
+    let generated: Vec<data::Account> = accounts.iter().map(|a| data::account(a)).collect();
+    let (accounting, sales, credit) = data::csv(&generated, today);
+    let source = |name: &str, title: &str, roles: &[&str], cache: u64| SourceSettings {
+        name: name.into(),
+        title: Some(title.into()),
+        timeout: Duration::from_millis(800),
+        cache_ttl: Some(Duration::from_secs(cache)),
+        serve_stale: Some(Duration::from_secs(300)),
+        breaker_failures: 5,
+        breaker_cooldown: Duration::from_secs(30),
+        max_concurrent: 32,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let csv = |rows: Rows,
+               json: &[&str],
+               text: &str|
+     -> anyhow::Result<Box<dyn crate::sources::DynSource>> {
+        let config = CsvConfig {
+            path: "bundled".into(),
+            key_column: "account".into(),
+            match_field: "account".into(),
+            rows,
+            json_columns: json.iter().map(|c| (*c).to_owned()).collect(),
+            text_columns: vec!["account".into(), "order".into()],
+        };
+        Ok(Box::new(
+            Csv::from_text(&config, text).map_err(anyhow::Error::msg)?,
+        ))
+    };
+    Ok(Composer::new(Duration::from_secs(3))
+        .with(
+            &source("balance", "Balance", &[], 30),
+            "csv",
+            csv(Rows::One, &["invoices"], &accounting)?,
+        )
+        .with(
+            &source("purchases", "Recent purchases", &[], 60),
+            "csv",
+            csv(Rows::Many, &["items"], &sales)?,
+        )
+        .with(
+            &source("credit", "Credit terms", &["credit"], 300),
+            "csv",
+            csv(Rows::One, &[], &credit)?,
+        ))
+}
+
+/// Where the demo listens unless told otherwise.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoAddrs {
+    /// SIP, UDP and TCP.
+    pub sip: SocketAddr,
+    /// HEP, UDP and TCP.
+    pub hep: SocketAddr,
+    /// HTTP.
+    pub http: SocketAddr,
+}
+
+impl Default for DemoAddrs {
+    fn default() -> Self {
+        DemoAddrs {
+            sip: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            hep: SocketAddr::from(([127, 0, 0, 1], 9060)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// Settings for the demo daemon.
+pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
+    let normaliser = Normaliser::new(phonenumber::country::Id::US);
+    let directory = Directory::from_csv(
+        CUSTOMERS_CSV.as_bytes(),
+        "examples/data/customers.csv",
+        normaliser,
+        2,
+    )?;
+    let agents = Agents::new(AGENTS.iter().map(|&(id, name, ext, token, roles)| {
+        (
+            TokenHash::of(token),
+            Agent {
+                id: id.into(),
+                name: name.into(),
+                extensions: vec![ext.into()],
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            },
+        )
+    }));
+    let composer = composer(&accounts(), std::time::SystemTime::now())?;
+    let loopback = Allow::new(["127.0.0.0/8".parse()?, "::1/128".parse()?]);
+    Ok(Settings {
+        sip_udp: vec![addrs.sip],
+        sip_tcp: vec![addrs.sip],
+        sip_allow: loopback.clone(),
+        hep_udp: vec![addrs.hep],
+        hep_tcp: vec![addrs.hep],
+        hep_allow: loopback,
+        hep_password: None,
+        http: addrs.http,
+        ring_timeout: Duration::from_secs(120),
+        max_transactions: 50_000,
+        max_tcp_connections: 256,
+        tracker: TrackerConfig {
+            max_calls: 20_000,
+            ring_timeout: Duration::from_secs(125),
+            answered_ttl: Duration::from_secs(15 * 60),
+        },
+        resolver: Arc::new(Index::new(directory)),
+        agents: Arc::new(agents),
+        push: crate::daemon::PushConfig {
+            session: crate::push::SessionConfig {
+                page: Arc::new(crate::push::message::PageSettings {
+                    crm_url: Some(CRM_URL.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        tls: None,
+        directory_sync: None,
+        composer: Some(Arc::new(composer)),
+        call_log: None,
+        picks: Vec::new(),
+        agents_sync: None,
+        ami: Vec::new(),
+        esl: Vec::new(),
+        webhook: Default::default(),
+        journal: 10_000,
+    })
+}
