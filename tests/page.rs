@@ -366,6 +366,46 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             card["announced"],
             "Incoming call from Acme Corporation, +1 415 555 0100"
         );
+        // The demo's three sources answer: each section is rendered as the protocol says
+        // (alice has the `credit` role), then `complete`.
+        alice
+            .until(
+                SHORT,
+                "balance, purchases and credit sections, complete",
+                &format!(
+                    "['balance', 'purchases', 'credit'].every((n) => {CARD}.querySelector('[data-section=' + n + '][data-status=ok]'))
+                     && !{CARD}.querySelector('.loading')"
+                ),
+            )
+            .await;
+        let sections = alice
+            .js(&format!(
+                "const c = {CARD}; const s = (n) => c.querySelector('[data-section=' + n + ']');
+                 return {{
+                   balance: s('balance').querySelector('.facts').textContent,
+                   purchases: s('purchases').querySelectorAll('tbody tr').length,
+                   credit: s('credit').querySelector('.facts').textContent,
+                   titles: [...c.querySelectorAll('.section h3 span:first-child')].map((t) => t.textContent).sort(),
+                 }};"
+            ))
+            .await;
+        assert!(
+            sections["balance"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("Balance$") && b.contains("Overdue")),
+            "{sections}"
+        );
+        assert!(sections["purchases"].as_u64().is_some_and(|n| n >= 1), "{sections}");
+        assert!(
+            sections["credit"]
+                .as_str()
+                .is_some_and(|c| c.contains("Credit limit") && c.contains("Terms")),
+            "{sections}"
+        );
+        assert_eq!(
+            sections["titles"],
+            json!(["Balance", "Credit terms", "Recent purchases"])
+        );
         let alerted = alice
             .js("return { notifications: window.__notifications, oscillators: window.__oscillators }")
             .await;
@@ -558,6 +598,30 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
                  return getComputedStyle(b).outlineStyle")
             .await;
         assert_eq!(outline, "solid", "keyboard focus is visible");
+
+        // Bob has no `credit` role: his pop of the same customer says so instead of the data.
+        let bobs_call = SipCall::invite(sip, "1002", "+14155550100", "Acme Front Desk").await;
+        bob.until(
+            SHORT,
+            "bob's card with credit forbidden",
+            &format!(
+                "{CARD} && {CARD}.querySelector('[data-section=credit][data-status=forbidden]')
+                 && {CARD}.querySelector('[data-section=balance][data-status=ok]')"
+            ),
+        )
+        .await;
+        assert_eq!(
+            bob.text("[data-section=credit] .badge").await.as_deref(),
+            Some("not permitted")
+        );
+        assert_eq!(
+            alice
+                .js("return document.querySelectorAll('article.card').length")
+                .await,
+            0,
+            "bob's call is not alice's"
+        );
+        bobs_call.cancel().await;
     })
     .await;
     daemon.stop().await;
@@ -615,9 +679,10 @@ async fn a_dropped_connection_or_a_reload_mid_ring_brings_the_card_back() {
         alice
             .until(
                 SHORT,
-                "card back after reload",
+                "card back after reload, its sections with it",
                 &format!(
-                    "{CARD} && {CARD}.dataset.state === 'answered' && {CARD}.querySelector('.name').textContent === 'Acme Corporation'"
+                    "{CARD} && {CARD}.dataset.state === 'answered' && {CARD}.querySelector('.name').textContent === 'Acme Corporation'
+                     && {CARD}.querySelectorAll('.section[data-status=ok]').length === 3 && !{CARD}.querySelector('.loading')"
                 ),
             )
             .await;
@@ -726,7 +791,7 @@ async fn the_readme_screenshots_of_a_real_pop_at_1280_and_400_pixels() {
     let http = daemon.bound.http.expect("http");
     let sip = daemon.bound.sip_udp[0];
     browser::run(|sessions: Sessions| async move {
-        let alice = sessions.open(1280, 860).await;
+        let alice = sessions.open(1280, 1000).await;
         alice.sign_in(&base(http), "alice-demo-token").await;
         // An earlier call, answered and noted: it fills "Recent calls".
         let earlier = SipCall::invite(sip, "1001", "+17025551655", "").await;
@@ -765,7 +830,7 @@ async fn the_readme_screenshots_of_a_real_pop_at_1280_and_400_pixels() {
             .await;
         alice
             .client
-            .set_window_size(400, 860)
+            .set_window_size(400, 1000)
             .await
             .expect("resize");
         let width = alice.js("return window.innerWidth").await;

@@ -285,7 +285,11 @@
     if (pop.state === "ended") card.state = "ended";
     if (pop.by) card.by = pop.by;
     for (const section of pop.sections || []) addSection(card, section);
-    if (pop.complete) card.complete = card.complete || { customer_id: card.sectionsFor, missing: [] };
+    if (pop.complete === true && !card.complete) {
+      // A snapshot says only whether it is complete: what is missing is what is not ok.
+      const missing = [...card.sections.values()].filter((x) => x.status !== "ok").map((x) => x.name);
+      card.complete = { customer_id: card.sectionsFor, missing };
+    }
     render(card);
     refreshIdle();
     updateRinging();
@@ -540,9 +544,10 @@
   function table(headers, rows) {
     return el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((cell) =>
-        cell && typeof cell === "object" ? el("td", { class: cell.cls, text: show(cell.text) })
-          : el("td", { text: show(cell) })))))));
+      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((cell, i) =>
+        cell && typeof cell === "object"
+          ? el("td", { class: cell.cls, "data-label": headers[i], text: show(cell.text) })
+          : el("td", { "data-label": headers[i], text: show(cell) })))))));
   }
 
   function pick(card, candidate) {
