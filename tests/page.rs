@@ -740,8 +740,15 @@ async fn customer_data_is_shown_as_text_never_run_as_markup() {
         alice
             .until(SHORT, "the evil card", &format!("{CARD} && {CARD}.querySelector('.name')"))
             .await;
-        // Give an injected handler (an <img> that fails to load) time to fire, were there one.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Were an <img src=x> made from the data, its error would fire once "x" fails to load:
+        // a control image loaded now fails after it, so once the control's error has fired,
+        // an injected handler would have run.
+        alice
+            .js("const i = new Image(); i.addEventListener('error', () => { window.__control = true; }); i.src = 'x?control';")
+            .await;
+        alice
+            .until(SHORT, "the control image's error", "window.__control === true")
+            .await;
         let seen = alice
             .js(&format!(
                 "const c = {CARD}; return {{
@@ -842,6 +849,23 @@ async fn the_readme_screenshots_of_a_real_pop_at_1280_and_400_pixels() {
         assert_eq!(overflow, 0, "the page fits 400 px");
         alice
             .screenshot(&screenshots().join("agent-page-400.png"))
+            .await;
+        // The shared number's candidates: picking one brings that customer's sections.
+        alice
+            .client
+            .find(fantoccini::Locator::Css("button.candidate[data-customer-id=\"c-1202\"]"))
+            .await
+            .expect("candidate")
+            .click()
+            .await
+            .expect("pick");
+        let picked = "[...document.querySelectorAll('article.card')].find((c) => c.querySelector('.name').textContent === 'Sam Shared')";
+        alice
+            .until(
+                SHORT,
+                "the picked customer's sections",
+                &format!("{picked} && {picked}.querySelector('[data-section=balance][data-status=ok]') && !{picked}.querySelector('button.candidate')"),
+            )
             .await;
         acme.cancel().await;
         shared.cancel().await;
