@@ -639,7 +639,47 @@ async fn a_dropped_connection_or_a_reload_mid_ring_brings_the_card_back() {
     let front = proxy.addr;
     browser::run(|sessions: Sessions| async move {
         let alice = sessions.open(1280, 900).await;
+        // A wrong token first: refused (4401), said so, and not kept.
+        alice.client.goto(&base(front)).await.expect("page");
+        alice
+            .client
+            .find(fantoccini::Locator::Css("#token"))
+            .await
+            .expect("token field")
+            .send_keys("not-a-token")
+            .await
+            .expect("type");
+        alice
+            .client
+            .find(fantoccini::Locator::Css("#signin button[type=submit]"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("click");
+        alice
+            .until(
+                SHORT,
+                "the refusal shown",
+                "!document.querySelector('#signin-error').hidden && document.querySelector('#conn').dataset.state === 'signed-out'",
+            )
+            .await;
+        assert_eq!(
+            alice.text("#signin-error").await.as_deref(),
+            Some("That token was refused. Check it and sign in again.")
+        );
+        assert_eq!(
+            alice.js("return sessionStorage.length").await,
+            0,
+            "a refused token is not kept"
+        );
         alice.sign_in(&base(front), "alice-demo-token").await;
+        assert_eq!(
+            alice.js("return Object.keys(sessionStorage)").await,
+            json!(["screenpop.token"]),
+            "the token is in this tab's sessionStorage"
+        );
+        assert_eq!(alice.js("return localStorage.getItem('screenpop.token')").await, Value::Null);
         let call = SipCall::invite(sip, "1001", "+14155550100", "Acme Front Desk").await;
         alice
             .until(SHORT, "card", &format!("{CARD} && {CARD}.dataset.state === 'ringing'"))
