@@ -594,6 +594,18 @@ impl Config {
         let mut config = Config::parse(&text, path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         config.base = dir.to_owned();
+        // Start every source once (checks its query or templates, reads its CSV): a source
+        // that cannot start is an error at its line, not at the first call.
+        for (i, source) in config.sources.iter().enumerate() {
+            if let Err(message) = source.get_ref().adapter.build(dir) {
+                return Err(ConfigError::Invalid {
+                    file: path.into(),
+                    line: line_of(&text, source.span().start),
+                    key: format!("sources[{i}] ({})", source.get_ref().settings.name),
+                    message,
+                });
+            }
+        }
         for file in [
             &mut config.directory.csv,
             &mut config.http.tls_cert,
@@ -659,6 +671,17 @@ impl Config {
             });
         }
         check_cti(&config, &at)?;
+        let mut names = HashSet::new();
+        for (i, source) in config.sources.iter().enumerate() {
+            let name = &source.get_ref().settings.name;
+            if name.is_empty() || !names.insert(name.clone()) {
+                return Err(at(
+                    source.span(),
+                    &format!("sources[{i}].name"),
+                    "source names must be unique and non-empty".into(),
+                ));
+            }
+        }
         let listens = config.sip.udp.len()
             + config.sip.tcp.len()
             + config.hep.udp.len()
@@ -806,7 +829,32 @@ fn invalid(text: &str, file: &Path, mut error: toml::de::Error) -> ConfigError {
         .unwrap_or_default()
         .trim()
         .trim_matches('"');
+    let mut line = line_of(text, span.start);
     let key = match path {
+        // An error inside an array table whose keys are flattened (`[[sources]]`) is reported
+        // at its header: name the element, and for an unknown key find its own line.
+        Some(path) if at_span.starts_with("[[") => {
+            let header = format!("[[{path}]]");
+            let index = text[..span.start.min(text.len())].matches(&header).count();
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next());
+            match unknown {
+                Some(field) => {
+                    let body = &text[span.end.min(text.len())..];
+                    let body = &body[..body.find("\n[").unwrap_or(body.len())];
+                    if let Some(at) = body.lines().position(|l| {
+                        l.trim_start()
+                            .strip_prefix(field)
+                            .is_some_and(|r| r.trim_start().starts_with('='))
+                    }) {
+                        line += at;
+                    }
+                    format!("{path}[{index}].{field}")
+                }
+                None => format!("{path}[{index}]"),
+            }
+        }
         // For an unknown key the path names its table and the span the key itself.
         Some(path) if message.starts_with("unknown field") => format!("{path}.{at_span}"),
         Some(path) => path.to_owned(),
@@ -814,7 +862,7 @@ fn invalid(text: &str, file: &Path, mut error: toml::de::Error) -> ConfigError {
     };
     ConfigError::Invalid {
         file: file.into(),
-        line: line_of(text, span.start),
+        line,
         key,
         message,
     }
@@ -874,6 +922,18 @@ mod tests {
         assert!(msg.contains("at least 1"), "{msg}");
         let (_, key, _) = err("[numbers]\nswitchboard_digits = 9\n");
         assert_eq!(key, "numbers.switchboard_digits");
+        let sources = "[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[[sources]]\nname = \"a\"\ntype = \"csv\"\npath = \"a.csv\"\nkey_column = \"k\"\n\n[[sources]]\nname = \"b\"\ntype = \"postgres\"\ndatabase_url = \"postgres://x/y\"\nquery = \"SELECT 1\"\ntimout = \"1s\"\n";
+        let (line, key, msg) = err(sources);
+        assert_eq!((line, key.as_str()), (15, "sources[1].timout"), "{msg}");
+        let (line, key, msg) = err(&sources
+            .replace("timout = \"1s\"\n", "")
+            .replace("type = \"postgres\"", "type = \"ldap\""));
+        assert_eq!((line, key.as_str()), (10, "sources[1]"), "{msg}");
+        assert!(msg.contains("unknown variant `ldap`"), "{msg}");
+        let (line, key, _) = err(&sources
+            .replace("name = \"b\"", "name = \"a\"")
+            .replace("timout = \"1s\"\n", ""));
+        assert_eq!((line, key.as_str()), (10, "sources[1].name"));
     }
 
     #[test]

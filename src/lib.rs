@@ -8,11 +8,14 @@
 //! - [`calls`]: the call table (ringing → answered → ended, legs per extension), the call log
 //!   in PostgreSQL and the in-memory call journal.
 //! - [`resolve`]: caller number → E.164 → customer, from memory.
-//! - [`agents`]: who may see which extensions.
+//! - [`sources`]: data-source adapters (postgres, http, csv): one system each.
+//! - [`compose`]: every source at once for the popped customer, with timeouts, caches,
+//!   breakers; parts handed on as they arrive.
+//! - [`agents`]: who may see which extensions (and which restricted sections).
 //! - [`push`]: WebSocket delivery of pops to agents.
 //! - [`web`]: the HTTP listener (agent page, API, health, metrics, the signed PBX webhook).
 //! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
-//!   embedded default.
+//!   embedded default and the PostgreSQL demo databases.
 //! - [`db`]: PostgreSQL connections and the schema migrations.
 //! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps.
 

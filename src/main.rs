@@ -96,6 +96,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also ask every configured source for the customer, and show each section with its
+        /// timing: "why is my pop empty?".
+        #[arg(long)]
+        profile: bool,
     },
     /// Print the least-privilege Asterisk `manager.conf` stanza for screenpop's AMI user.
     AmiSetup {
@@ -212,17 +216,30 @@ fn main() -> ExitCode {
             number,
             config,
             json,
+            profile,
         } => runtime(async move {
+            use screenpop::resolve::lookup;
             let config = Config::load(&config)?;
             let (resolver, _) = screenpop::resolve::open(&config).await?;
             let key =
                 screenpop::resolve::Normaliser::new(config.numbers.default_region.0).key(&number);
             let resolution = resolver.resolve(&number);
+            let composed = if profile {
+                Some(lookup::profile(&config, resolver.as_ref(), &resolution).await?)
+            } else {
+                None
+            };
             if json {
-                let report = screenpop::resolve::lookup::json(&number, &key, &resolution);
+                let mut report = lookup::json(&number, &key, &resolution);
+                if let Some(p) = &composed {
+                    report["profile"] = lookup::profile_json(p);
+                }
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                print!("{}", screenpop::resolve::lookup::text(&key, &resolution));
+                print!("{}", lookup::text(&key, &resolution));
+                if let Some(p) = &composed {
+                    print!("{}", lookup::profile_text(p));
+                }
             }
             Ok(())
         }),

@@ -363,3 +363,69 @@ fn ami_setup_prints_a_least_privilege_stanza_with_a_fresh_secret() {
     assert_eq!(secret(&one).map(|s| s.len()), Some(48));
     assert_ne!(secret(&one), secret(&two), "a fresh secret each time");
 }
+
+#[test]
+fn lookup_profile_shows_every_section_with_its_timing_and_why_one_failed() {
+    let dir = std::env::temp_dir().join(format!("screenpop-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("credit.csv"),
+        "account,limit,terms\nACME-001,50000,NET30\n",
+    )
+    .expect("csv");
+    let config = dir.join("site.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[directory]\ncsv = \"{}\"\n[sip]\nudp = [\"127.0.0.1:0\"]\n\
+             [[sources]]\nname = \"credit\"\ntype = \"csv\"\npath = \"credit.csv\"\nkey_column = \"account\"\nmatch = \"account\"\n\
+             [[sources]]\nname = \"ledger\"\ntype = \"postgres\"\ndatabase_url = \"postgres://postgres@127.0.0.1:1/none\"\nquery = \"SELECT 1 WHERE $account IS NOT NULL\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/data/customers.csv")
+        ),
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["lookup", "(415) 555-0100", "--profile", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("match   Acme Corporation"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("credit") && l.contains("ok") && l.contains(" ms")),
+        "{text}"
+    );
+    assert!(text.contains("\"terms\": \"NET30\""), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("ledger") && l.contains("error")),
+        "{text}"
+    );
+    assert!(text.contains("cannot reach the source"), "{text}");
+    assert!(text.contains("missing: ledger"), "{text}");
+    // A source that cannot start is a config error at its line, naming it.
+    std::fs::write(
+        &config,
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n\n[[sources]]\nname = \"ledger\"\ntype = \"postgres\"\ndatabase_url = \"postgres://x/y\"\nquery = \"SELECT 1 WHERE a = $acount\"\n",
+    )
+    .expect("config");
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("site.toml:4: key `sources[0] (ledger)`")
+            && err.contains("unknown parameter `$acount`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

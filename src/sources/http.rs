@@ -151,6 +151,14 @@ impl Http {
     }
 }
 
+/// A reqwest client builder with screenpop's TLS (rustls, ring, WebPKI roots): what an adapter
+/// that talks HTTP should start from (`reqwest::Client::builder()` alone has no TLS provider).
+pub fn client_builder() -> Result<reqwest::ClientBuilder, String> {
+    Ok(reqwest::Client::builder()
+        .use_preconfigured_tls(tls(None)?)
+        .user_agent(concat!("screenpop/", env!("CARGO_PKG_VERSION"))))
+}
+
 /// rustls with ring and the WebPKI roots, plus the PEM certificates in `ca_file`.
 fn tls(ca_file: Option<PathBuf>) -> Result<rustls::ClientConfig, String> {
     use rustls_pki_types::CertificateDer;
