@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::tracker::{CallState, CallUpdate, Change};
 use super::{EndReason, LegState};
 use crate::agents::{Agent, Agents};
-use crate::resolve::Resolution;
+use crate::resolve::{Customer, Resolution};
 
 /// Longest note kept, in characters.
 pub const MAX_NOTE_CHARS: usize = 4000;
@@ -38,8 +38,8 @@ pub struct Entry {
     /// `withheld`, or `picked` (an agent chose one of the candidates).
     #[serde(rename = "match")]
     pub matched: &'static str,
-    /// The customer (matched or picked), as in the pop.
-    pub customer: Option<serde_json::Value>,
+    /// The customer (matched or picked), as in the pop (a shared handle: cheap to keep).
+    pub customer: Option<Customer>,
     /// How many candidates were offered (0 unless `candidates`/`picked`).
     pub candidates: usize,
     /// The extensions the call rang.
@@ -168,7 +168,7 @@ impl Journal {
                     caller_display: call.caller_display.clone(),
                     withheld: call.withheld,
                     matched,
-                    customer: customer.and_then(|c| serde_json::to_value(c).ok()),
+                    customer: customer.cloned(),
                     candidates,
                     extensions: Vec::new(),
                     state,
@@ -226,7 +226,7 @@ impl Journal {
     }
 
     /// Records that an agent picked `customer` (one of the candidates) for a call.
-    pub fn pick(&self, call_id: &str, customer: serde_json::Value) {
+    pub fn pick(&self, call_id: &str, customer: Customer) {
         if let Some(entry) = self.lock().entries.get_mut(call_id)
             && matches!(entry.matched, "candidates" | "picked")
         {

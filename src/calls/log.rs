@@ -598,13 +598,15 @@ pub async fn load_journal(
             let customer_id: Option<String> = r.get(3);
             let withheld: bool = r.get(2);
             let customer = customer_id.map(|id| {
-                let mut c = serde_json::json!({ "id": id, "name": r.get::<_, Option<String>>(4).unwrap_or_else(|| id.clone()) });
-                for (i, key) in [(5, "company"), (6, "account")] {
-                    if let Some(v) = r.get::<_, Option<String>>(i).filter(|v| !v.is_empty()) {
-                        c[key] = serde_json::Value::String(v);
-                    }
-                }
-                c
+                let text = |i: usize| r.get::<_, Option<String>>(i).unwrap_or_default();
+                let name = r.get::<_, Option<String>>(4).unwrap_or_else(|| id.clone());
+                crate::resolve::Customer::new(crate::resolve::CustomerFields {
+                    id: &id,
+                    name: &name,
+                    company: &text(5),
+                    account: &text(6),
+                    ..Default::default()
+                })
             });
             super::journal::Entry {
                 call_id: r.get(0),

@@ -180,10 +180,8 @@ impl Hub {
         let Some(customer) = offered.iter().find(|c| c.id() == customer_id) else {
             return Err("that customer was not offered for this call");
         };
-        if let Some(journal) = &self.journal
-            && let Ok(value) = serde_json::to_value(customer)
-        {
-            journal.pick(call_id, value);
+        if let Some(journal) = &self.journal {
+            journal.pick(call_id, (*customer).clone());
         }
         if let Resolution::Candidates { candidates } = &call.resolution
             && let Some(chosen) = candidates.iter().find(|c| c.customer.id() == customer_id)
