@@ -3,7 +3,7 @@
 //! One chromedriver per test binary, on a free loopback port, started on first use. It is
 //! started through a small shell watchdog that holds a pipe from this process: when the test
 //! binary exits (passed, failed or killed), the pipe closes and the watchdog ends chromedriver
-//! by its PID. Each browser session gets a fresh `--user-data-dir` and is closed by
+//! by its PID and removes its log. Each browser session gets a fresh `--user-data-dir` and is closed by
 //! [`Browser::close`] (chromedriver then ends that Chromium).
 //!
 //! Chromium missing is a failure, not a skip: the message says how to install it.
@@ -77,7 +77,7 @@ pub fn driver() -> &'static Driver {
             let watchdog = Command::new("sh")
                 .args([
                     "-c",
-                    "\"$0\" --port=\"$1\" --allowed-ips=127.0.0.1 </dev/null >\"$2\" 2>&1 & pid=$!; cat >/dev/null; kill \"$pid\" 2>/dev/null",
+                    "\"$0\" --port=\"$1\" --allowed-ips=127.0.0.1 </dev/null >\"$2\" 2>&1 & pid=$!; cat >/dev/null; kill \"$pid\" 2>/dev/null; rm -f \"$2\"",
                     CHROMEDRIVER,
                     &port.to_string(),
                     &log.display().to_string(),
