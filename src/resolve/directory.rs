@@ -506,6 +506,16 @@ impl Directory {
         }
     }
 
+    /// Resolves an E.164 number given as its integer value (`14155550100`) only if it names
+    /// at least one customer; no allocation on this path.
+    pub fn resolve_e164_hit(&self, value: u64) -> Option<Resolution> {
+        if value >= 1 << 50 {
+            return None;
+        }
+        let found = self.by_key.get(&map_key(value))?;
+        Some(self.rank(value, self.slots_of(found)))
+    }
+
     /// Resolves a key only if it names at least one customer (no switchboard fallback).
     pub fn resolve_hit(&self, key: &Key) -> Option<Resolution> {
         let packed = pack(key, &self.hasher)?;

@@ -111,8 +111,8 @@ impl Resolver for Index {
         // E.164 form needs no parse.
         {
             let directory = self.read();
-            for candidate in self.normaliser.fast_candidates(raw).into_iter().flatten() {
-                if let Some(hit) = directory.resolve_hit(&Key::E164(candidate)) {
+            for candidate in self.normaliser.fast_e164(raw).into_iter().flatten() {
+                if let Some(hit) = directory.resolve_e164_hit(candidate) {
                     return hit;
                 }
             }

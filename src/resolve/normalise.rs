@@ -53,27 +53,58 @@ impl Normaliser {
         code.to_ascii_uppercase().parse().ok()
     }
 
-    /// The E.164 forms a raw number most likely has, cheaply and without validation: for
-    /// probing an index whose keys were validated when they went in (so a hit is right, and a
-    /// miss falls back to [`Normaliser::key`]). `+` and digits as they are; national digits with
-    /// the region's country code (after its `0` trunk prefix, or NANP's `1`).
-    pub fn fast_candidates(&self, raw: &str) -> [Option<String>; 2] {
-        let cleaned = clean(raw);
-        if cleaned.starts_with('+') {
-            return [Some(cleaned), None];
+    /// The E.164 forms a raw number most likely has, as integers, cheaply, without validation
+    /// and without allocating: for probing an index whose keys were validated when they went
+    /// in (so a hit is right, and a miss falls back to [`Normaliser::key`]). `+` and digits as
+    /// they are; national digits with the region's country code (after its `0` trunk prefix),
+    /// and, when they already start with it (NANP's `1…`), as they are.
+    pub fn fast_e164(&self, raw: &str) -> [Option<u64>; 2] {
+        let mut s = raw.trim();
+        for scheme in ["tel:", "sip:", "sips:"] {
+            if s.len() >= scheme.len()
+                && s.is_char_boundary(scheme.len())
+                && s[..scheme.len()].eq_ignore_ascii_case(scheme)
+            {
+                s = &s[scheme.len()..];
+            }
         }
-        if cleaned.len() < 6 || self.country_code == 0 {
+        // User part only; an extension (`x12`, `ext. 12`, `#12`) is not part of the number.
+        let end = s.find(['@', ';', 'x', 'X', '#']).unwrap_or(s.len());
+        let s = &s[..end];
+        let plus = s.trim_start().starts_with('+');
+        let (mut value, mut len, mut leading_zero) = (0u64, 0u32, false);
+        for b in s.bytes().filter(u8::is_ascii_digit) {
+            if len == 0 {
+                leading_zero = b == b'0';
+            }
+            if len == 17 {
+                return [None, None];
+            }
+            value = value * 10 + u64::from(b - b'0');
+            len += 1;
+        }
+        if plus {
+            return [
+                (len > 0 && len <= 15 && !leading_zero).then_some(value),
+                None,
+            ];
+        }
+        if len < 6 || self.country_code == 0 {
             return [None, None];
         }
-        let cc = self.country_code.to_string();
-        let national = if self.trunk_zero {
-            cleaned.strip_prefix('0').unwrap_or(&cleaned)
+        let national_len = if self.trunk_zero && leading_zero {
+            len - 1
         } else {
-            &cleaned
+            len
         };
+        let cc = u64::from(self.country_code);
+        let national = cc
+            .checked_mul(10u64.pow(national_len))
+            .and_then(|v| v.checked_add(value));
+        let cc_len = cc.ilog10() + 1;
         let with_cc =
-            (cleaned.starts_with(&cc) && cleaned.len() > 10).then(|| format!("+{cleaned}"));
-        [Some(format!("+{cc}{national}")), with_cc]
+            (len > 10 && !leading_zero && value / 10u64.pow(len - cc_len) == cc).then_some(value);
+        [national.filter(|v| v.ilog10() < 15), with_cc]
     }
 
     /// The index key for a raw number.
@@ -179,23 +210,22 @@ mod tests {
         }
         assert_eq!(n.key("911"), Key::Digits("911".into()));
         assert_eq!(n.key("1001"), Key::Digits("1001".into()));
+        assert_eq!(n.fast_e164("(415) 555-0100")[0], Some(14_155_550_100));
+        assert_eq!(n.fast_e164("1-415-555-0100")[1], Some(14_155_550_100));
         assert_eq!(
-            n.fast_candidates("(415) 555-0100")[0].as_deref(),
-            Some("+14155550100")
+            n.fast_e164("tel:+1-415-555-0100;npdi"),
+            [Some(14_155_550_100), None]
         );
         assert_eq!(
-            n.fast_candidates("1-415-555-0100")[1].as_deref(),
-            Some("+14155550100")
+            n.fast_e164("sip:+14155550100@pbx;user=phone")[0],
+            Some(14_155_550_100)
         );
-        assert_eq!(
-            n.fast_candidates("tel:+1-415-555-0100")[0].as_deref(),
-            Some("+14155550100")
-        );
+        assert_eq!(n.fast_e164("415-555-0100 x123")[0], Some(14_155_550_100));
+        assert_eq!(n.fast_e164("+0123456"), [None, None]);
+        assert_eq!(n.fast_e164("911"), [None, None]);
+        assert_eq!(n.fast_e164("123456789012345678"), [None, None]);
         let uk = Normaliser::new(country::Id::GB);
-        assert_eq!(
-            uk.fast_candidates("020 7946 0018")[0].as_deref(),
-            Some("+442079460018")
-        );
+        assert_eq!(uk.fast_e164("020 7946 0018")[0], Some(442_079_460_018));
         let cache = KeyCache::new(n);
         assert_eq!(cache.key("(415) 555-0100"), want);
         assert_eq!(cache.key("(415) 555-0100"), want, "memoised");
