@@ -79,6 +79,9 @@ pub struct Config {
     /// WebSocket push to the agents' pages.
     #[serde(default)]
     pub push: Push,
+    /// The agent page: CRM link, dispositions, ring sound, the call journal.
+    #[serde(default)]
+    pub page: Page,
     /// Agents (small sites; larger ones keep agents in PostgreSQL).
     #[serde(default)]
     pub agents: Vec<Agent>,
@@ -399,6 +402,82 @@ fn default_queue() -> usize {
 }
 fn default_ws_message() -> usize {
     64 * 1024
+}
+
+/// `[page]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// "Open in CRM" link template, `http(s)://…` with `{id}` and `{account}` placeholders
+    /// (filled URL-encoded by the page); unset: the customer's own `crm_url`, if any.
+    #[serde(default, deserialize_with = "crm_template")]
+    pub crm_url: Option<String>,
+    /// The dispositions an agent picks from after a call (each 1 to 64 characters).
+    #[serde(default = "default_dispositions", deserialize_with = "dispositions")]
+    pub dispositions: Vec<String>,
+    /// Whether the page may play a ring tone while the tab is in the background.
+    #[serde(default = "default_true")]
+    pub ring_sound: bool,
+    /// Most recent calls kept in memory for the page's journal (notes, "recent calls").
+    #[serde(default = "default_journal", deserialize_with = "positive")]
+    pub journal: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            crm_url: None,
+            dispositions: default_dispositions(),
+            ring_sound: true,
+            journal: default_journal(),
+        }
+    }
+}
+
+/// The dispositions when none are configured.
+pub fn default_dispositions() -> Vec<String> {
+    ["Resolved", "Callback", "Escalated", "Sale", "Wrong number"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_journal() -> usize {
+    10_000
+}
+
+fn crm_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok || url.chars().any(char::is_whitespace) {
+        return Err(serde::de::Error::custom(format!(
+            "`{url}` is not an http(s) URL template (e.g. \"https://crm.example/customers/{{id}}\")"
+        )));
+    }
+    Ok(Some(url))
+}
+
+fn dispositions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    let mut seen = HashSet::new();
+    for item in &list {
+        let len = item.trim().chars().count();
+        if len == 0 || len > 64 || item.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(format!(
+                "`{item}`: each disposition is 1 to 64 printable characters"
+            )));
+        }
+        if !seen.insert(item.trim()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{item}` is listed twice"
+            )));
+        }
+    }
+    if list.len() > 50 {
+        return Err(serde::de::Error::custom("at most 50 dispositions"));
+    }
+    Ok(list.into_iter().map(|s| s.trim().to_owned()).collect())
 }
 
 /// `[[agents]]`
@@ -855,6 +934,29 @@ mod tests {
             .replace("name = \"b\"", "name = \"a\"")
             .replace("timout = \"1s\"\n", ""));
         assert_eq!((line, key.as_str()), (10, "sources[1].name"));
+    }
+
+    #[test]
+    fn page_section() {
+        let sip = "[sip]\nudp = [\"0.0.0.0:5060\"]\n";
+        let config = Config::parse(
+            &format!("{sip}[page]\ncrm_url = \"https://crm.example/c/{{id}}?acct={{account}}\"\ndispositions = [\"Resolved\", \" Callback \"]\nring_sound = false\n"),
+            Path::new("site.toml"),
+        )
+        .expect("valid");
+        assert_eq!(config.page.dispositions, ["Resolved", "Callback"]);
+        assert!(!config.page.ring_sound);
+        let defaults = Config::parse(sip, Path::new("site.toml")).expect("valid");
+        assert!(defaults.page.crm_url.is_none() && defaults.page.ring_sound);
+        assert_eq!(defaults.page.dispositions, default_dispositions());
+        let (line, key, msg) = err(&format!("{sip}[page]\ncrm_url = \"javascript:alert(1)\"\n"));
+        assert_eq!((line, key.as_str()), (4, "page.crm_url"), "{msg}");
+        let (_, key, msg) = err(&format!("{sip}[page]\ndispositions = [\"A\", \"A\"]\n"));
+        assert_eq!(key, "page.dispositions", "{msg}");
+        let (_, key, _) = err(&format!("{sip}[page]\ndispositions = [\"\"]\n"));
+        assert_eq!(key, "page.dispositions");
+        let (_, key, _) = err(&format!("{sip}[page]\njournal = 0\n"));
+        assert_eq!(key, "page.journal");
     }
 
     #[test]

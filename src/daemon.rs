@@ -77,6 +77,8 @@ pub struct Settings {
     pub esl: Vec<crate::telephony::esl::EslConfig>,
     /// The PBX webhook (secrets resolved); off without PBXs.
     pub webhook: crate::web::webhook::WebhookConfig,
+    /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
+    pub journal: usize,
 }
 
 /// WebSocket push settings.
@@ -126,6 +128,8 @@ pub struct Daemon {
     pub calls: Arc<Calls>,
     /// The call log writer, when there is a database (for tests and embedding).
     pub call_log: Option<Arc<crate::calls::log::CallLog>>,
+    /// The in-memory call journal (for tests and embedding).
+    pub journal: Arc<crate::calls::journal::Journal>,
     /// The SIP endpoint (for tests and embedding).
     pub endpoint: Arc<Endpoint>,
     /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
@@ -231,9 +235,42 @@ impl Daemon {
             tasks.spawn(log.clone().consume(calls.subscribe(), cancel.child_token()));
             tasks.spawn(log.clone().write(cancel.child_token()));
         }
+        let journal =
+            crate::calls::journal::Journal::new(settings.journal, settings.agents.clone());
+        tasks.spawn(
+            journal
+                .clone()
+                .consume(calls.subscribe(), cancel.child_token()),
+        );
+        if let Some(log) = &settings.call_log {
+            // Recent calls from before this start, for the page's journal; in the background
+            // (a slow database never delays start-up) and best effort.
+            let (journal, url) = (journal.clone(), log.database_url.clone());
+            let limit = i64::try_from(settings.journal).unwrap_or(i64::MAX);
+            let cancel = cancel.child_token();
+            tasks.spawn(async move {
+                let loaded = async {
+                    let client = crate::db::connect(&url).await?;
+                    crate::calls::log::load_journal(&client, limit).await
+                };
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    loaded = tokio::time::timeout(Duration::from_secs(10), loaded) => match loaded {
+                        Ok(Ok(entries)) => journal.preload(entries),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "Recent calls not loaded into the journal.")
+                        }
+                        Err(_) => {
+                            tracing::warn!("Recent calls not loaded into the journal: timed out.")
+                        }
+                    },
+                }
+            });
+        }
         let hub = crate::push::Hub::new(
             calls.clone(),
             call_log.clone(),
+            Some(journal.clone()),
             settings.composer.clone(),
             cancel.child_token(),
         );
@@ -251,6 +288,8 @@ impl Daemon {
             metrics,
             hub,
             push,
+            journal: journal.clone(),
+            call_log: call_log.clone(),
             shutdown: cancel.child_token(),
         });
         let webhook = &settings.webhook;
@@ -342,6 +381,7 @@ impl Daemon {
             bound,
             calls,
             call_log,
+            journal,
             endpoint,
             tls,
             cancel,
@@ -576,6 +616,11 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
                 heartbeat: config.push.heartbeat,
                 idle_timeout: config.push.idle_timeout,
                 queue: config.push.queue,
+                page: Arc::new(crate::push::message::PageSettings {
+                    crm_url: config.page.crm_url.clone(),
+                    dispositions: config.page.dispositions.clone(),
+                    ring_sound: config.page.ring_sound,
+                }),
             },
             allowed_origins: config.push.allowed_origins.clone(),
             max_connections: config.push.max_connections,
@@ -588,5 +633,6 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             .zip(config.http.tls_key.clone()),
         directory_sync,
         agents_sync,
+        journal: config.page.journal,
     })
 }

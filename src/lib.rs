@@ -5,7 +5,8 @@
 //! In the order data flows:
 //! - [`telephony`]: SIP fork-target and HEPv3 listeners, Asterisk AMI and FreeSWITCH ESL clients,
 //!   turning PBX traffic into call events.
-//! - [`calls`]: the call table (ringing → answered → ended, legs per extension).
+//! - [`calls`]: the call table (ringing → answered → ended, legs per extension), the call log
+//!   in PostgreSQL and the in-memory call journal.
 //! - [`resolve`]: caller number → E.164 → customer, from memory.
 //! - [`sources`]: data-source adapters (postgres, http, csv): one system each.
 //! - [`compose`]: every source at once for the popped customer, with timeouts, caches,

@@ -3,16 +3,14 @@
 //! cuts (connections reset, new ones refused) and restores; stopping the machine's server
 //! would break the tests running beside this one.
 
-#[path = "support/pg.rs"]
-mod pg;
 #[path = "support/proxy.rs"]
 mod proxy;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use pg::TestDb;
 use proxy::Proxy;
 use screenpop::calls::{CallEvent, CallUpdate, Change, EndReason, Intake};
 use screenpop::config::TokenHash;
@@ -20,6 +18,7 @@ use screenpop::daemon::Daemon;
 use screenpop::resolve::Resolution;
 use screenpop::telephony::sip::identity::{Caller, Source};
 use serde_json::{Value, json};
+use support::pg::TestDb;
 use tokio_tungstenite::tungstenite::Message;
 
 const PG: &str = "127.0.0.1:5432";
@@ -381,5 +380,135 @@ async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
         ["pat", "sam"]
     );
     assert!(daemon2.stop().await);
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn an_agents_note_and_disposition_land_on_the_call_log_row() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let daemon = daemon(&db.url, "").await;
+    let http = daemon.bound.http.expect("http");
+    let mut updates = daemon.calls.subscribe();
+    daemon.calls.apply(ringing("noted", "1001", "+14155550100"));
+    let id = next_ringing(&mut updates).await.call.id.clone();
+    daemon.calls.apply(ended("noted", EndReason::Cancelled));
+    // Posted at once: the call's own row may still be waiting in the buffer; the note is
+    // written after it either way.
+    let body = json!({"note": "Called back: wants the <b>blue</b> one", "disposition": "Sale"});
+    let (status, _, reply) = support::http_request(
+        http,
+        "POST",
+        &format!("/api/calls/{id}/notes"),
+        Some("alice-t"),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, _, _) = support::http_request(
+        http,
+        "POST",
+        &format!("/api/calls/{id}/notes"),
+        Some("bob-t"),
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 404, "bob's extension never rang");
+    let client = db.client().await;
+    eventually(Duration::from_secs(5), "note written", || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM call_log WHERE call_id = $1 AND notes IS NOT NULL",
+                &[&id],
+            )
+            .await
+            .expect("q")
+            .is_some()
+    })
+    .await;
+    let row = client
+        .query_one(
+            "SELECT notes, disposition, noted_by, noted_at IS NOT NULL, outcome, customer_id
+             FROM call_log WHERE call_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "Called back: wants the <b>blue</b> one"
+    );
+    assert_eq!(row.get::<_, String>(1), "Sale");
+    assert_eq!(row.get::<_, String>(2), "alice");
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, String>(4), "cancelled");
+    assert_eq!(row.get::<_, String>(5), "acme");
+
+    // A later edit replaces it; clearing the disposition is allowed.
+    let edit = json!({"note": "Sale confirmed", "disposition": null});
+    let (status, _, _) = support::http_request(
+        http,
+        "POST",
+        &format!("/api/calls/{id}/notes"),
+        Some("alice-t"),
+        Some(&edit.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(5), "edit written", || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM call_log WHERE call_id = $1 AND notes = 'Sale confirmed' AND disposition IS NULL",
+                &[&id],
+            )
+            .await
+            .expect("q")
+            .is_some()
+    })
+    .await;
+    daemon.stop().await;
+
+    // After a restart the page's recent calls come back from call_log, and can be noted.
+    let daemon = self::daemon(&db.url, "").await;
+    let http = daemon.bound.http.expect("http");
+    let mine = || async {
+        let (_, _, body) =
+            support::http_request(http, "GET", "/api/calls?mine=1", Some("alice-t"), None).await;
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    eventually(Duration::from_secs(5), "history loaded", || async {
+        mine().await["calls"][0]["call_id"] == id.as_str()
+    })
+    .await;
+    let recent = mine().await;
+    let call = &recent["calls"][0];
+    assert_eq!(call["note"], "Sale confirmed", "{call}");
+    assert_eq!(call["outcome"], "cancelled");
+    assert_eq!(call["customer"]["name"], "Acme Corporation");
+    assert_eq!(call["state"], "ended");
+    let (_, _, body) =
+        support::http_request(http, "GET", "/api/calls?mine=1", Some("bob-t"), None).await;
+    assert!(!body.contains(&id), "not bob's call: {body}");
+    let (status, _, _) = support::http_request(
+        http,
+        "POST",
+        &format!("/api/calls/{id}/notes"),
+        Some("alice-t"),
+        Some(&json!({"note": "after the restart", "disposition": "Resolved"}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(5), "edit after restart", || async {
+        client
+            .query_opt(
+                "SELECT 1 FROM call_log WHERE call_id = $1 AND notes = 'after the restart'",
+                &[&id],
+            )
+            .await
+            .expect("q")
+            .is_some()
+    })
+    .await;
+    daemon.stop().await;
     db.drop_now().await;
 }

@@ -172,7 +172,7 @@ fn check_config_names_file_line_and_key() {
 
 #[tokio::test]
 async fn migrate_applies_then_reports_up_to_date() {
-    // An empty database (no schema yet): `migrate` applies version 1, then has nothing to do.
+    // An empty database (no schema yet): `migrate` applies versions 1 to 3, then has nothing to do.
     let admin = screenpop::db::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
         .expect("PostgreSQL");
@@ -193,7 +193,7 @@ async fn migrate_applies_then_reports_up_to_date() {
     );
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "applied migrations [1, 2]"
+        "applied migrations [1, 2, 3]"
     );
     let again = Command::new(BIN)
         .args(["migrate", "--database-url", &url])
@@ -201,7 +201,7 @@ async fn migrate_applies_then_reports_up_to_date() {
         .expect("runs");
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "schema up to date (version 2)"
+        "schema up to date (version 3)"
     );
     let bad = Command::new(BIN)
         .args([

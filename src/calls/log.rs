@@ -1,5 +1,6 @@
-//! The call log in PostgreSQL: one row per call (`call_log`), and the agents' candidate picks
-//! (`customer_picks`), written asynchronously and in batches, never in a pop's way.
+//! The call log in PostgreSQL: one row per call (`call_log`), the agents' candidate picks
+//! (`customer_picks`) and their notes and dispositions (`call_log.notes`, …), written
+//! asynchronously and in batches, never in a pop's way.
 //!
 //! Call updates are folded into a bounded buffer of pending rows, one per call (later updates
 //! of a call replace its row; they carry the whole call). A writer takes up to `batch` rows
@@ -70,6 +71,15 @@ impl Row {
     }
 }
 
+/// An agent's note on a call.
+#[derive(Debug, Clone)]
+struct Note {
+    note: Option<String>,
+    disposition: Option<String>,
+    agent: String,
+    at: SystemTime,
+}
+
 /// A pick to remember: `(agent, caller key)` → customer, and the call it was made on.
 #[derive(Debug, Clone)]
 struct Pick {
@@ -82,6 +92,8 @@ struct Pick {
 struct Pending {
     calls: HashMap<String, Row>,
     picks: HashMap<(String, String), Pick>,
+    /// By call id; the latest note of a call wins.
+    notes: HashMap<String, Note>,
 }
 
 /// The call log: buffer and counters, shared by the update consumer and the writer.
@@ -228,6 +240,29 @@ impl CallLog {
         );
     }
 
+    /// Records `agent`'s note and disposition on a call. Written after the call's row (in the
+    /// same transaction when the row is still pending), so it lands on the row.
+    pub fn note(&self, call_id: &str, agent: &str, note: Option<&str>, disposition: Option<&str>) {
+        let mut pending = self.lock();
+        if pending.notes.len() >= self.settings.buffer && !pending.notes.contains_key(call_id) {
+            drop(pending);
+            metrics::counter!("screenpop_call_log_rows_total", "result" => "note_dropped")
+                .increment(1);
+            return;
+        }
+        pending.notes.insert(
+            call_id.to_owned(),
+            Note {
+                note: note.map(str::to_owned),
+                disposition: disposition.map(str::to_owned),
+                agent: agent.to_owned(),
+                at: SystemTime::now(),
+            },
+        );
+        drop(pending);
+        self.wake.notify_one();
+    }
+
     /// Feeds call updates into the buffer until cancelled.
     pub async fn consume(
         self: Arc<Self>,
@@ -294,9 +329,10 @@ impl CallLog {
     /// batch goes back into the buffer).
     async fn flush(&self, client: &mut Option<Client>) -> Result<(), DbError> {
         loop {
-            let (calls, picks) = {
+            let (calls, picks, notes) = {
                 let mut pending = self.lock();
-                if pending.calls.is_empty() && pending.picks.is_empty() {
+                if pending.calls.is_empty() && pending.picks.is_empty() && pending.notes.is_empty()
+                {
                     return Ok(());
                 }
                 let keys: Vec<String> = pending
@@ -310,21 +346,38 @@ impl CallLog {
                     .filter_map(|k| pending.calls.remove_entry(&k))
                     .collect();
                 let picks: Vec<((String, String), Pick)> = pending.picks.drain().collect();
-                (calls, picks)
+                // A note waits for its call's row: taken once the row is in this batch or
+                // already written.
+                let ready: Vec<String> = pending
+                    .notes
+                    .keys()
+                    .filter(|id| !pending.calls.contains_key(*id))
+                    .cloned()
+                    .collect();
+                let notes: Vec<(String, Note)> = ready
+                    .into_iter()
+                    .filter_map(|id| pending.notes.remove_entry(&id))
+                    .collect();
+                if calls.is_empty() && picks.is_empty() && notes.is_empty() {
+                    return Ok(());
+                }
+                (calls, picks, notes)
             };
             if client.as_ref().is_none_or(Client::is_closed) {
                 *client = Some(
                     connect(&self.settings.database_url)
                         .await
-                        .inspect_err(|_| self.put_back(calls.clone(), picks.clone()))?,
+                        .inspect_err(|_| {
+                            self.put_back(calls.clone(), picks.clone(), notes.clone())
+                        })?,
                 );
             }
             let Some(db) = client.as_mut() else {
-                self.put_back(calls, picks);
+                self.put_back(calls, picks, notes);
                 return Err(DbError::Lost);
             };
-            if let Err(error) = write_batch(db, &calls, &picks).await {
-                self.put_back(calls, picks);
+            if let Err(error) = write_batch(db, &calls, &picks, &notes).await {
+                self.put_back(calls, picks, notes);
                 return Err(error);
             }
             self.written
@@ -335,7 +388,12 @@ impl CallLog {
         }
     }
 
-    fn put_back(&self, calls: Vec<(String, Row)>, picks: Vec<((String, String), Pick)>) {
+    fn put_back(
+        &self,
+        calls: Vec<(String, Row)>,
+        picks: Vec<((String, String), Pick)>,
+        notes: Vec<(String, Note)>,
+    ) {
         let mut pending = self.lock();
         for (id, old) in calls {
             match pending.calls.get_mut(&id) {
@@ -347,6 +405,9 @@ impl CallLog {
         }
         for (key, pick) in picks {
             pending.picks.entry(key).or_insert(pick);
+        }
+        for (id, note) in notes {
+            pending.notes.entry(id).or_insert(note);
         }
     }
 }
@@ -393,11 +454,20 @@ const PICKED_CALLS: &str = "
 UPDATE call_log c SET customer_id = p.customer_id
 FROM unnest($1::text[], $2::text[]) AS p(call_id, customer_id) WHERE c.call_id = p.call_id";
 
-/// One transaction: the calls, then the picks and what they say about their calls.
+const NOTED_CALLS: &str = "
+UPDATE call_log c SET notes = n.notes, disposition = n.disposition, noted_by = n.noted_by,
+                      noted_at = n.noted_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+     AS n(call_id, notes, disposition, noted_by, noted_at)
+WHERE c.call_id = n.call_id";
+
+/// One transaction: the calls, then the picks and what they say about their calls, then the
+/// notes (after the rows they land on).
 async fn write_batch(
     client: &mut Client,
     calls: &[(String, Row)],
     picks: &[((String, String), Pick)],
+    notes: &[(String, Note)],
 ) -> Result<(), DbError> {
     let q = DbError::query;
     let tx = client
@@ -450,6 +520,19 @@ async fn write_batch(
             .await
             .map_err(q("writing picks"))?;
     }
+    if !notes.is_empty() {
+        let ids: Vec<&str> = notes.iter().map(|(id, _)| id.as_str()).collect();
+        let texts: Vec<Option<&str>> = notes.iter().map(|(_, n)| n.note.as_deref()).collect();
+        let dispositions: Vec<Option<&str>> = notes
+            .iter()
+            .map(|(_, n)| n.disposition.as_deref())
+            .collect();
+        let agents: Vec<&str> = notes.iter().map(|(_, n)| n.agent.as_str()).collect();
+        let at: Vec<SystemTime> = notes.iter().map(|(_, n)| n.at).collect();
+        tx.execute(NOTED_CALLS, &[&ids, &texts, &dispositions, &agents, &at])
+            .await
+            .map_err(q("writing notes"))?;
+    }
     tx.commit().await.map_err(q("committing a call-log batch"))
 }
 
@@ -469,5 +552,89 @@ pub async fn load_picks(
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// The most recent `limit` calls in `call_log`, oldest first, as journal entries: what the
+/// agent page's "recent calls" shows after a restart. The customer is as logged (matched or
+/// picked) with its name and company when it is still in `customers`; candidates that were
+/// never picked are not logged, so such calls read `unknown`. A call without an end (the
+/// daemon stopped first) reads ended, `expired`.
+pub async fn load_journal(
+    client: &Client,
+    limit: i64,
+) -> Result<Vec<super::journal::Entry>, DbError> {
+    let rows = client
+        .query(
+            "SELECT l.call_id, l.caller_number, l.withheld, l.customer_id, c.name, c.company,
+                    c.account_number, l.ringing_extensions, l.answered_by, l.answered_extension,
+                    l.started_at, l.answered_at, l.ended_at, l.outcome, l.notes,
+                    l.disposition, l.noted_by, l.noted_at
+             FROM (SELECT * FROM call_log ORDER BY started_at DESC LIMIT $1) l
+             LEFT JOIN customers c ON c.id = l.customer_id
+             ORDER BY l.started_at",
+            &[&limit],
+        )
+        .await
+        .map_err(DbError::query("loading recent calls"))?;
+    let outcome = |o: Option<String>| -> &'static str {
+        use super::EndReason::*;
+        [
+            Cancelled,
+            Completed,
+            AnsweredElsewhere,
+            Timeout,
+            Rejected,
+            Expired,
+        ]
+        .into_iter()
+        .map(|r| r.label())
+        .find(|l| o.as_deref() == Some(*l))
+        .unwrap_or("expired")
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let customer_id: Option<String> = r.get(3);
+            let withheld: bool = r.get(2);
+            let customer = customer_id.map(|id| {
+                let text = |i: usize| r.get::<_, Option<String>>(i).unwrap_or_default();
+                let name = r.get::<_, Option<String>>(4).unwrap_or_else(|| id.clone());
+                crate::resolve::Customer::new(crate::resolve::CustomerFields {
+                    id: &id,
+                    name: &name,
+                    company: &text(5),
+                    account: &text(6),
+                    ..Default::default()
+                })
+            });
+            super::journal::Entry {
+                call_id: r.get(0),
+                caller_number: r.get(1),
+                caller_display: None,
+                withheld,
+                matched: if customer.is_some() {
+                    "customer"
+                } else if withheld {
+                    "withheld"
+                } else {
+                    "unknown"
+                },
+                customer,
+                candidates: 0,
+                extensions: r.get(7),
+                state: "ended",
+                answered_extension: r.get(9),
+                answered_by: r.get(8),
+                started: r.get(10),
+                answered_at: r.get(11),
+                ended_at: r.get(12),
+                outcome: Some(outcome(r.get(13))),
+                note: r.get(14),
+                disposition: r.get(15),
+                noted_by: r.get(16),
+                noted_at: r.get(17),
+            }
+        })
         .collect())
 }

@@ -4,8 +4,10 @@
 //! - `event`: what intakes report (`CallEvent`).
 //! - `tracker`: the bounded call table and its state machine (`Calls`, `CallUpdate`).
 //! - `log`: the call log in PostgreSQL, written in batches from a bounded buffer.
+//! - `journal`: the recent calls in memory with the agents' notes, for the agent page.
 
 pub mod event;
+pub mod journal;
 pub mod log;
 pub mod tracker;
 

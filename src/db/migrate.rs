@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "keys_and_picks",
         include_str!("../../schema/0002_keys_and_picks.sql"),
     ),
+    (3, "notes", include_str!("../../schema/0003_notes.sql")),
 ];
 
 /// Advisory lock key for migrations ("screenpop" in ASCII, truncated).

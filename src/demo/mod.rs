@@ -23,6 +23,10 @@ use crate::daemon::Settings;
 use crate::resolve::{Directory, Index, Normaliser};
 use crate::telephony::allow::Allow;
 
+/// The demo's "Open in CRM" link template (`[page] crm_url`); `crm.example` is reserved and
+/// resolves nowhere.
+pub const CRM_URL: &str = "https://crm.example/customers/{id}";
+
 /// The bundled customers.
 pub const CUSTOMERS_CSV: &str = include_str!("../../examples/data/customers.csv");
 
@@ -166,7 +170,16 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         },
         resolver: Arc::new(Index::new(directory)),
         agents: Arc::new(agents),
-        push: crate::daemon::PushConfig::default(),
+        push: crate::daemon::PushConfig {
+            session: crate::push::SessionConfig {
+                page: Arc::new(crate::push::message::PageSettings {
+                    crm_url: Some(CRM_URL.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         tls: None,
         directory_sync: None,
         composer: Some(Arc::new(composer)),
@@ -176,5 +189,6 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         ami: Vec::new(),
         esl: Vec::new(),
         webhook: Default::default(),
+        journal: 10_000,
     })
 }

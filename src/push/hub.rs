@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::{self, Outbound};
 use super::profiles::{Audience, Profiles};
 use crate::agents::Agent;
+use crate::calls::journal::Journal;
 use crate::calls::log::CallLog;
 use crate::calls::{Call, CallUpdate, Calls, Change};
 use crate::compose::{Composer, Part, Summary};
@@ -58,6 +59,8 @@ pub struct Hub {
     picks: Mutex<HashMap<(String, String), String>>,
     /// Where picks are persisted (and picked calls' customers recorded), with a database.
     log: Option<Arc<CallLog>>,
+    /// Where picked calls' customers are shown in the agents' recent calls.
+    journal: Option<Arc<Journal>>,
     /// Profile composition, when sources are configured.
     composer: Option<Arc<Composer>>,
     /// The sections composed per live call.
@@ -83,11 +86,13 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// A hub over the call table; picks are also written to `log` when there is one, and
-    /// profiles are composed by `composer` when there is one. `cancel` ends compositions.
+    /// A hub over the call table; picks are also written to `log` and `journal` when there
+    /// are, and profiles are composed by `composer` when there is one. `cancel` ends
+    /// compositions.
     pub fn new(
         calls: Arc<Calls>,
         log: Option<Arc<CallLog>>,
+        journal: Option<Arc<Journal>>,
         composer: Option<Arc<Composer>>,
         cancel: CancellationToken,
     ) -> Arc<Hub> {
@@ -97,6 +102,7 @@ impl Hub {
             dismissed: Mutex::default(),
             picks: Mutex::default(),
             log,
+            journal,
             composer: composer.filter(|c| !c.is_empty()),
             profiles: Profiles::default(),
             cancel,
@@ -170,13 +176,12 @@ impl Hub {
             .iter()
             .find(|c| c.id == call_id)
             .ok_or("no such live call")?;
-        let offered = call
-            .resolution
-            .customers()
-            .iter()
-            .any(|c| c.id() == customer_id);
-        if !offered {
+        let offered = call.resolution.customers();
+        let Some(customer) = offered.iter().find(|c| c.id() == customer_id) else {
             return Err("that customer was not offered for this call");
+        };
+        if let Some(journal) = &self.journal {
+            journal.pick(call_id, (*customer).clone());
         }
         if let Resolution::Candidates { candidates } = &call.resolution
             && let Some(chosen) = candidates.iter().find(|c| c.customer.id() == customer_id)

@@ -255,6 +255,28 @@ pub enum ClientMessage {
     },
 }
 
+/// The agent page's settings, delivered in `ready` as `page` (from `[page]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PageSettings {
+    /// "Open in CRM" link template with `{id}` and `{account}`, or `null` (the page then
+    /// uses the customer's own `crm_url`).
+    pub crm_url: Option<String>,
+    /// The dispositions offered after a call.
+    pub dispositions: Vec<String>,
+    /// Whether the page plays a ring tone while in the background.
+    pub ring_sound: bool,
+}
+
+impl Default for PageSettings {
+    fn default() -> Self {
+        PageSettings {
+            crm_url: None,
+            dispositions: crate::config::default_dispositions(),
+            ring_sound: true,
+        }
+    }
+}
+
 /// The `ready` message's body.
 #[derive(Debug, Serialize)]
 pub struct Ready<'a> {
@@ -266,6 +288,8 @@ pub struct Ready<'a> {
     pub extensions: &'a [String],
     /// Milliseconds between server pings.
     pub heartbeat_ms: u64,
+    /// The page's settings.
+    pub page: &'a PageSettings,
 }
 
 #[cfg(test)]

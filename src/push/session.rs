@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::hub::Hub;
-use super::message::{ClientMessage, Outbound, Ready};
+use super::message::{ClientMessage, Outbound, PageSettings, Ready};
 use crate::agents::{Agent, Agents};
 
 /// Close: not authenticated.
@@ -50,6 +50,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Messages queued per connection before it is closed as too slow.
     pub queue: usize,
+    /// The agent page's settings, sent in `ready`.
+    pub page: Arc<PageSettings>,
 }
 
 impl Default for SessionConfig {
@@ -59,6 +61,7 @@ impl Default for SessionConfig {
             heartbeat: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             queue: 256,
+            page: Arc::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ async fn live(
                 name: &agent.name,
                 extensions: &agent.extensions,
                 heartbeat_ms: config.heartbeat.as_millis() as u64,
+                page: &config.page,
             })
             .unwrap_or_default(),
         )

@@ -1,5 +1,6 @@
-//! The HTTP listener: the agent page, the agents' API, `/healthz` and `/metrics`; the PBX
-//! webhook `POST /api/events` (`webhook`) is merged in by the daemon when configured.
+//! The HTTP listener: the agent page (`page`), the agents' API (live calls here, the call
+//! journal and notes in `journal`), `/healthz` and `/metrics`; the PBX webhook
+//! `POST /api/events` (`webhook`) is merged in by the daemon when configured.
 //!
 //! Every route that reveals call data authenticates the agent (`Authorization: Bearer TOKEN`)
 //! and shows only calls ringing at the agent's own extensions. `/healthz` and `/metrics` carry
@@ -7,14 +8,16 @@
 
 use std::sync::Arc;
 
+pub mod journal;
+pub mod page;
 pub mod tls;
 pub mod webhook;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -23,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::{Agent, Agents};
 use crate::calls::Calls;
+use crate::calls::journal::Journal;
+use crate::calls::log::CallLog;
 use crate::push::{Hub, SessionConfig};
 
 /// What the handlers share.
@@ -36,8 +41,12 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The push hub.
     pub hub: Arc<Hub>,
-    /// WebSocket settings.
+    /// WebSocket settings (and the page's, in `push.session.page`).
     pub push: Arc<PushSettings>,
+    /// The recent calls and their notes.
+    pub journal: Arc<Journal>,
+    /// The call log in PostgreSQL, when there is one (notes are written there too).
+    pub call_log: Option<Arc<CallLog>>,
     /// Cancelled on shutdown (WebSocket sessions close with 1001).
     pub shutdown: CancellationToken,
 }
@@ -58,29 +67,17 @@ pub struct PushSettings {
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(page))
+        .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/calls", get(live_calls))
+        .route("/api/calls", get(calls))
+        .route(
+            "/api/calls/{call_id}/notes",
+            post(journal::note).layer(journal::body_limit()),
+        )
         .route("/ws", get(websocket))
         .with_state(state)
-}
-
-const PAGE: &str = include_str!("page.html");
-
-async fn page() -> Response {
-    let mut response = Html(PAGE).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
@@ -171,9 +168,31 @@ async fn websocket(
         })
 }
 
+/// `GET /api/calls` query: `mine=1` asks for the agent's recent calls (the journal) instead
+/// of the live ones.
+#[derive(Debug, serde::Deserialize)]
+struct CallsQuery {
+    #[serde(default)]
+    mine: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// `GET /api/calls`: the live calls, or with `mine=1` the recent ones with notes.
+async fn calls(
+    State(state): State<AppState>,
+    Query(query): Query<CallsQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if matches!(query.mine.as_deref(), Some("1" | "true" | "yes")) {
+        return journal::recent(&state, &headers, query.limit);
+    }
+    live_calls(&state, &headers)
+}
+
 /// The calls ringing or answered now at the agent's extensions.
-async fn live_calls(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let agent = match agent_of(&state, &headers) {
+fn live_calls(state: &AppState, headers: &HeaderMap) -> Response {
+    let agent = match agent_of(state, headers) {
         Ok(agent) => agent,
         Err(response) => return *response,
     };

@@ -1,0 +1,118 @@
+//! The call journal over HTTP, for the agent page: `GET /api/calls?mine=1` (the agent's recent
+//! calls, newest first) and `POST /api/calls/{call_id}/notes` (the agent's note and
+//! disposition on one of them).
+//!
+//! Both authenticate the agent (`Authorization: Bearer TOKEN`) and reach only calls that rang
+//! at one of the agent's extensions: any other call is 404, whether it exists or not. Reads
+//! come from the in-memory journal (`calls::journal`), also with a database; notes are also
+//! queued for `call_log` when there is one. Sizes are bounded: the body by [`MAX_BODY`], the
+//! note by [`MAX_NOTE_CHARS`], the disposition by the configured list.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::calls::journal::MAX_NOTE_CHARS;
+
+/// Largest note request accepted, bytes (a 4,000-character note in any script fits).
+pub const MAX_BODY: usize = 20 * 1024;
+/// Most calls `GET /api/calls?mine=1` returns.
+pub const MAX_RECENT: usize = 200;
+/// How many it returns unless `limit` says otherwise.
+pub const DEFAULT_RECENT: usize = 50;
+
+/// What `POST /api/calls/{call_id}/notes` takes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    /// Free text; empty or absent clears it.
+    #[serde(default)]
+    note: Option<String>,
+    /// One of `[page] dispositions`; empty or absent clears it.
+    #[serde(default)]
+    disposition: Option<String>,
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// `GET /api/calls?mine=1[&limit=N]`.
+pub fn recent(state: &AppState, headers: &HeaderMap, limit: Option<usize>) -> Response {
+    let agent = match super::agent_of(state, headers) {
+        Ok(agent) => agent,
+        Err(response) => return *response,
+    };
+    let limit = limit.unwrap_or(DEFAULT_RECENT).clamp(1, MAX_RECENT);
+    let calls = state.journal.recent(&agent, limit);
+    axum::Json(json!({ "agent": &*agent, "calls": calls })).into_response()
+}
+
+/// `POST /api/calls/{call_id}/notes`.
+pub async fn note(
+    State(state): State<AppState>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let agent = match super::agent_of(&state, &headers) {
+        Ok(agent) => agent,
+        Err(response) => return *response,
+    };
+    if body.len() > MAX_BODY {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "the note is too large");
+    }
+    let body: NoteBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"note\": …, \"disposition\": …}}: {e}"),
+            );
+        }
+    };
+    let note = body
+        .note
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a note is at most {MAX_NOTE_CHARS} characters"),
+        );
+    }
+    let disposition = body
+        .disposition
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty());
+    if let Some(d) = &disposition
+        && !state.push.session.page.dispositions.contains(d)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown disposition: use one of the configured [page] dispositions",
+        );
+    }
+    let Some(entry) = state
+        .journal
+        .note(&agent, &call_id, note.clone(), disposition.clone())
+    else {
+        return error(StatusCode::NOT_FOUND, "no such call at your extensions");
+    };
+    if let Some(log) = &state.call_log {
+        log.note(&call_id, &agent.id, note.as_deref(), disposition.as_deref());
+    }
+    metrics::counter!("screenpop_notes_total").increment(1);
+    axum::Json(entry).into_response()
+}
+
+/// The notes route's body limit: larger bodies are refused with 413 before they are read.
+pub fn body_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(MAX_BODY)
+}

@@ -1,0 +1,830 @@
+// screenpop agent page: signs in over the push WebSocket (docs/protocol.md), shows one card
+// per call at the agent's extensions, and keeps a small call journal (notes, dispositions,
+// recent calls) through the REST API.
+//
+// Rules this file keeps:
+// - Every piece of data from the server is put in the page with textContent or as an
+//   attribute value; never as HTML. (The CSP forbids inline script as a second fence.)
+// - Messages are applied by call_id, idempotently: a snapshot after a reconnect and the
+//   messages after it may repeat each other.
+// - The token lives in sessionStorage only: it is gone when the tab closes.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "screenpop.token";
+  const ASKED_KEY = "screenpop.alerts-asked";
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  const MAX_NOTE = 4000;
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, attrs, ...children) => {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(typeof child === "string" ? document.createTextNode(child) : child);
+    }
+    return node;
+  };
+
+  // ---- state ----------------------------------------------------------------------------
+  const state = {
+    token: sessionStorage.getItem(TOKEN_KEY),
+    ws: null,
+    attempt: 0,
+    reconnectTimer: null,
+    pingTimer: null,
+    lastHeard: 0,
+    heartbeatMs: 15000,
+    agent: null,
+    page: { crm_url: null, dispositions: [], ring_sound: false },
+    cards: new Map(), // call_id → card
+    audio: null,
+    ringTimer: null,
+    recentTimer: null,
+  };
+
+  // ---- phone numbers ----------------------------------------------------------------------
+  // Country calling codes of one and two digits; the rest have three (ITU-T E.164 list).
+  const CC2 = new Set(("20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 " +
+    "57 58 60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98").split(" "));
+
+  // National significant numbers in readable groups, by length (3-3-4 for ten digits…).
+  const GROUPS = { 5: [5], 6: [3, 3], 7: [3, 4], 8: [4, 4], 9: [3, 3, 3], 10: [3, 3, 4], 11: [3, 4, 4], 12: [4, 4, 4] };
+  function group(digits) {
+    const sizes = GROUPS[digits.length];
+    if (!sizes) return digits.length <= 4 ? digits : digits.replace(/(\d{4})(?=\d)/g, "$1 ");
+    const out = [];
+    let i = 0;
+    for (const size of sizes) {
+      out.push(digits.slice(i, i + size));
+      i += size;
+    }
+    return out.join(" ");
+  }
+
+  function formatNumber(raw) {
+    if (!raw) return "";
+    const m = /^\+(\d{7,15})$/.exec(raw.replace(/[\s().-]/g, ""));
+    if (!m) return raw;
+    const d = m[1];
+    if (d[0] === "1" && d.length === 11) {
+      return "+1 " + d.slice(1, 4) + " " + d.slice(4, 7) + " " + d.slice(7); // NANP 3-3-4
+    }
+    const ccLen = d[0] === "7" ? 1 : CC2.has(d.slice(0, 2)) ? 2 : 3;
+    return "+" + d.slice(0, ccLen) + " " + group(d.slice(ccLen));
+  }
+
+  // ---- small formatters -------------------------------------------------------------------
+  function money(amount, currency) {
+    if (typeof amount !== "number") return amount === null || amount === undefined ? "—" : String(amount);
+    try {
+      return new Intl.NumberFormat(undefined, { style: "currency", currency: currency || "USD" }).format(amount);
+    } catch (_) {
+      return amount.toFixed(2) + (currency ? " " + currency : "");
+    }
+  }
+  const clock = (iso) => {
+    const t = new Date(iso);
+    return isNaN(t) ? "" : t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  };
+  const shortDate = (iso) => {
+    const t = new Date(iso);
+    if (isNaN(t)) return "";
+    const today = new Date().toDateString() === t.toDateString();
+    return today ? t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      : t.toLocaleDateString([], { month: "short", day: "numeric" }) + " " +
+        t.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  };
+  const since = (iso) => {
+    const s = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+    const mm = String(Math.floor(s / 60) % 60).padStart(2, "0");
+    const ss = String(s % 60).padStart(2, "0");
+    return s >= 3600 ? Math.floor(s / 3600) + ":" + mm + ":" + ss : Math.floor(s / 60) + ":" + ss;
+  };
+  const ageText = (seconds) => seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
+  const REASONS = {
+    cancelled: "Caller hung up", completed: "Call ended", answered_elsewhere: "Answered elsewhere",
+    timeout: "Not answered", rejected: "Rejected", expired: "No longer tracked",
+  };
+
+  // ---- connection ---------------------------------------------------------------------------
+  function setConn(kind, text) {
+    $("conn").dataset.state = kind;
+    $("conn-text").textContent = text;
+  }
+
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    if (!state.token) return;
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    let ws;
+    try {
+      ws = new WebSocket(scheme + location.host + "/ws");
+    } catch (_) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    setConn("connecting", state.attempt ? "Reconnecting…" : "Connecting…");
+    ws.addEventListener("open", () => {
+      ws.send(JSON.stringify({ type: "auth", token: state.token }));
+    });
+    ws.addEventListener("message", (event) => {
+      if (ws !== state.ws) return;
+      state.lastHeard = Date.now();
+      let msg;
+      try { msg = JSON.parse(event.data); } catch (_) { return; }
+      handle(msg);
+    });
+    ws.addEventListener("close", (event) => {
+      if (ws !== state.ws) return;
+      state.ws = null;
+      clearInterval(state.pingTimer);
+      if (event.code === 4401) {
+        signOut("That token was refused. Check it and sign in again.");
+        return;
+      }
+      scheduleReconnect();
+    });
+  }
+
+  // Exponential backoff with equal jitter, capped: a whole floor of agents reconnecting after
+  // a daemon restart spreads out instead of arriving at once.
+  function scheduleReconnect() {
+    if (!state.token) return;
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
+    const delay = Math.round(cap / 2 + Math.random() * cap / 2);
+    state.attempt = Math.min(state.attempt + 1, 10);
+    setConn("offline", "Offline · retrying in " + Math.max(1, Math.round(delay / 1000)) + " s");
+    clearTimeout(state.reconnectTimer);
+    state.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function startPings() {
+    clearInterval(state.pingTimer);
+    state.lastHeard = Date.now();
+    state.pingTimer = setInterval(() => {
+      const ws = state.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      // No message (not even a pong) for two heartbeats: the connection is dead.
+      if (Date.now() - state.lastHeard > 2 * state.heartbeatMs + 5000) {
+        ws.close(4000, "no pong");
+        state.ws = null;
+        scheduleReconnect();
+        return;
+      }
+      ws.send(JSON.stringify({ type: "ping" }));
+    }, state.heartbeatMs);
+  }
+
+  function send(msg) {
+    if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+      state.ws.send(JSON.stringify(msg));
+      return true;
+    }
+    return false;
+  }
+
+  // ---- messages ---------------------------------------------------------------------------
+  function handle(msg) {
+    switch (msg.type) {
+      case "ready": return onReady(msg);
+      case "snapshot": return onSnapshot(msg);
+      case "ringing": return upsertPop(msg, true);
+      case "answered": return withCard(msg.call_id, (c) => {
+        if (c.state !== "ended") c.state = "answered";
+        c.by = msg.by || c.by;
+        render(c);
+      });
+      case "ended": return withCard(msg.call_id, (c) => {
+        c.state = "ended";
+        c.reason = msg.reason;
+        render(c);
+        refreshRecentSoon();
+      });
+      case "section": return withCard(msg.call_id, (c) => { addSection(c, msg); render(c); });
+      case "complete": return withCard(msg.call_id, (c) => {
+        c.complete = { customer_id: msg.customer_id, missing: msg.missing || [] };
+        render(c);
+      });
+      case "picked": return withCard(msg.call_id, (c) => { choose(c, msg.customer_id); render(c); });
+      case "error": return notify("The daemon said: " + (msg.message || "error"));
+      default: return undefined; // pong, dismissed, and types a newer daemon may add
+    }
+  }
+
+  function onReady(msg) {
+    state.attempt = 0;
+    state.agent = { id: msg.agent, name: msg.name, extensions: msg.extensions || [] };
+    state.heartbeatMs = Math.max(1000, msg.heartbeat_ms || 15000);
+    if (msg.page) state.page = msg.page;
+    setConn("live", "Live");
+    $("who").hidden = false;
+    $("who").textContent = msg.name + " · ext " + (msg.extensions || []).join(", ");
+    $("signin").hidden = true;
+    $("desk").hidden = false;
+    $("signout").hidden = false;
+    updateAlertsButton();
+    startPings();
+    refreshRecent();
+  }
+
+  function onSnapshot(msg) {
+    const live = new Set();
+    for (const pop of msg.calls || []) {
+      live.add(pop.call_id);
+      upsertPop(pop, false);
+    }
+    // Calls that ended while we were away are not in the snapshot: close their cards.
+    for (const card of state.cards.values()) {
+      if (!live.has(card.id) && card.state !== "ended") {
+        card.state = "ended";
+        card.reason = null;
+        render(card);
+      }
+    }
+    refreshIdle();
+  }
+
+  function withCard(id, fn) {
+    const card = state.cards.get(id);
+    if (card) fn(card);
+    refreshIdle();
+    updateRinging();
+  }
+
+  // A pop: a `ringing` message or a snapshot entry (which adds state, sections, complete).
+  function upsertPop(pop, fresh) {
+    let card = state.cards.get(pop.call_id);
+    const isNew = !card;
+    if (isNew) {
+      card = {
+        id: pop.call_id, extensions: [], sections: new Map(), sectionsFor: null,
+        complete: null, picked: null, state: "ringing", by: null, reason: null, dom: null,
+      };
+      state.cards.set(card.id, card);
+    }
+    if (!card.extensions.includes(pop.extension)) card.extensions.push(pop.extension);
+    card.caller = pop.caller || { number: null, display: null, withheld: false };
+    card.dialled = pop.dialled || null;
+    card.started = pop.started;
+    card.customer = pop.customer || null;
+    card.approximate = !!pop.approximate;
+    card.matchReason = pop.reason || null;
+    card.candidates = pop.candidates || null;
+    card.unknown = !!pop.unknown;
+    if (pop.state && card.state !== "ended") card.state = pop.state;
+    if (pop.state === "ended") card.state = "ended";
+    if (pop.by) card.by = pop.by;
+    for (const section of pop.sections || []) addSection(card, section);
+    if (pop.complete === true && !card.complete) {
+      // A snapshot says only whether it is complete: what is missing is what is not ok.
+      const missing = [...card.sections.values()].filter((x) => x.status !== "ok").map((x) => x.name);
+      card.complete = { customer_id: card.sectionsFor, missing };
+    }
+    render(card);
+    refreshIdle();
+    updateRinging();
+    if (isNew && card.state === "ringing") {
+      announce(card);
+      if (fresh || document.hidden) alertInBackground(card);
+    }
+  }
+
+  function addSection(card, section) {
+    if (section.customer_id && section.customer_id !== card.sectionsFor) {
+      // Sections for another customer (the agent picked one): start over.
+      card.sections = new Map();
+      card.complete = null;
+      card.sectionsFor = section.customer_id;
+      if (card.candidates && !card.picked) choose(card, section.customer_id);
+    }
+    card.sections.set(section.name, section);
+  }
+
+  function choose(card, customerId) {
+    const chosen = (card.candidates || []).find((c) => c.id === customerId);
+    if (chosen) card.picked = chosen;
+  }
+
+  // ---- cards --------------------------------------------------------------------------------
+  function identity(card) {
+    if (card.picked) return { name: card.picked.name, customer: card.picked };
+    if (card.customer) return { name: card.customer.name, customer: card.customer };
+    if (card.caller.withheld) return { name: "Number withheld", customer: null };
+    if (card.candidates) return { name: card.candidates.length + " possible customers", customer: null };
+    return { name: "Unknown caller", customer: null };
+  }
+
+  function crmLink(customer) {
+    if (!customer) return null;
+    let url = null;
+    const template = state.page.crm_url;
+    if (template) {
+      url = template.replace(/\{(id|account)\}/g, (_, key) => encodeURIComponent(customer[key] || ""));
+    } else if (customer.crm_url) {
+      url = customer.crm_url;
+    }
+    if (!url) return null;
+    try {
+      const parsed = new URL(url, location.href);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function render(card) {
+    if (!card.dom) {
+      const title = el("h2", { class: "name", id: "name-" + card.id });
+      const dom = {
+        root: el("article", { class: "card", "data-call-id": card.id, "aria-labelledby": "name-" + card.id, tabindex: "-1" }),
+        head: el("div", { class: "card-head" }),
+        title,
+        body: el("div", { class: "card-body" }),
+        sections: el("div", { class: "sections" }),
+        after: el("div", { class: "after" }),
+        notes: null,
+      };
+      dom.root.append(dom.head, title, dom.body, dom.sections, dom.after);
+      // Esc dismisses the card from the card or one of its buttons (not from the notes box).
+      dom.root.addEventListener("keydown", (e) => {
+        if (e.key === "Escape" && (e.target === dom.root || e.target.matches("button, a"))) dismiss(card);
+      });
+      card.dom = dom;
+      $("calls").insertBefore(dom.root, $("idle").nextSibling);
+    }
+    const { root, head, title, body, sections, after } = card.dom;
+    const who = identity(card);
+    root.dataset.state = card.state;
+    root.classList.toggle("approx", card.approximate);
+
+    // Head: state badge, extension, time, dismiss.
+    const stateText = card.state === "ringing" ? "Ringing"
+      : card.state === "answered" ? (card.by ? "Answered at " + card.by : "Answered")
+      : (REASONS[card.reason] || "Ended");
+    head.replaceChildren(
+      el("span", { class: "badge state-" + card.state, "data-role": "state", text: stateText }),
+      el("span", { class: "ext", text: "ext " + card.extensions.join(", ") }),
+      el("time", { class: "when", datetime: card.started || "", "data-started": card.started || "",
+        title: "Rang at " + clock(card.started),
+        text: card.state === "ended" ? clock(card.started) : since(card.started) }),
+      el("button", { type: "button", class: "dismiss", "aria-label": "Dismiss the call from " + who.name,
+        title: "Dismiss (Esc)", onclick: () => dismiss(card), text: "×" }),
+    );
+
+    title.textContent = who.name;
+    const caller = card.caller;
+    const number = caller.withheld ? null : formatNumber(caller.number);
+    const lines = [];
+    lines.push(el("p", { class: "caller" },
+      number ? el("span", { class: "number", "data-role": "number", text: number }) : null,
+      caller.display ? el("span", { class: "display", text: caller.display }) : null,
+      card.dialled ? el("span", { class: "dialled", text: "dialled " + formatNumber(card.dialled) }) : null));
+    const c = who.customer;
+    if (c) {
+      const facts = [];
+      if (c.company && c.company !== c.name) facts.push(c.company);
+      if (c.account) facts.push("Account " + c.account);
+      if (facts.length) lines.push(el("p", { class: "company", "data-role": "company", text: facts.join(" · ") }));
+      if (c.tags && c.tags.length) {
+        lines.push(el("ul", { class: "tags", "aria-label": "Tags" }, c.tags.map((t) => el("li", { text: t }))));
+      }
+    }
+    if (card.approximate && !card.picked) {
+      lines.push(el("p", { class: "approx-note", "data-role": "approximate" },
+        el("strong", { text: "Approximate match: " }), card.matchReason || "number not on file"));
+    }
+    if (card.picked) {
+      lines.push(el("p", { class: "muted small", text: "Picked from " + card.candidates.length + " candidates." }));
+    } else if (card.candidates) {
+      lines.push(el("fieldset", { class: "candidates" },
+        el("legend", { text: "Several customers share this number. Who is calling?" }),
+        el("ul", {}, card.candidates.map((cand) => el("li", {},
+          el("button", { type: "button", class: "candidate", "data-customer-id": cand.id,
+            onclick: () => pick(card, cand) },
+          el("span", { class: "cand-name", text: cand.name }),
+          cand.company && cand.company !== cand.name ? el("span", { class: "cand-company", text: cand.company }) : null),
+          el("span", { class: "reason", text: cand.reason || "" }))))));
+    }
+    const link = crmLink(c);
+    if (link) {
+      lines.push(el("p", { class: "actions" },
+        el("a", { class: "button", href: link, target: "_blank", rel: "noopener noreferrer", "data-role": "crm" },
+          "Open in CRM", el("span", { class: "sr-only", text: " (opens a new tab)" }))));
+    }
+    body.replaceChildren(...lines);
+
+    renderSections(card, sections);
+
+    if ((card.state === "answered" || card.state === "ended") && !card.dom.notes) {
+      card.dom.notes = noteForm(card.id, null, null);
+      after.append(card.dom.notes);
+    }
+  }
+
+  function renderSections(card, box) {
+    const list = [...card.sections.values()];
+    const nodes = list.map(renderSection);
+    if (list.length && !card.complete) {
+      nodes.push(el("p", { class: "muted small loading", text: "More of the profile may follow…" }));
+    }
+    if (card.complete && card.complete.missing && card.complete.missing.length) {
+      nodes.push(el("p", { class: "muted small", text: "Not available: " + card.complete.missing.join(", ") }));
+    }
+    box.replaceChildren(...nodes);
+  }
+
+  function badge(section) {
+    switch (section.status) {
+      case "ok":
+        return typeof section.age === "number"
+          ? el("span", { class: "badge cached", text: "cached " + ageText(section.age) + " ago" }) : null;
+      case "timeout": return el("span", { class: "badge warn", text: "timed out" });
+      case "error": return el("span", { class: "badge bad", text: "error" });
+      case "skipped": return el("span", { class: "badge muted-badge", text: "skipped" });
+      case "forbidden": return el("span", { class: "badge muted-badge", text: "not permitted" });
+      default: return el("span", { class: "badge muted-badge", text: String(section.status) });
+    }
+  }
+
+  function renderSection(section) {
+    const box = el("section", { class: "section", "data-section": section.name, "data-status": section.status },
+      el("h3", {}, el("span", { text: section.title || section.name }), badge(section)));
+    if (section.status !== "ok") {
+      const why = section.status === "forbidden" ? "Your role may not see this."
+        : section.error || (section.status === "timeout" ? "No answer in time." : "Unavailable.");
+      box.append(el("p", { class: "muted small", text: why }));
+      return box;
+    }
+    const data = section.data;
+    try {
+      if (section.name === "balance" && data && typeof data === "object" && !Array.isArray(data)) box.append(balance(data));
+      else if (section.name === "purchases" && Array.isArray(data)) box.append(purchases(data));
+      else if (section.name === "credit" && data && typeof data === "object" && !Array.isArray(data)) box.append(credit(data));
+      else box.append(generic(data));
+    } catch (_) {
+      box.append(generic(data));
+    }
+    return box;
+  }
+
+  function dl(pairs) {
+    return el("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v, cls]) =>
+      el("div", { class: cls || null }, el("dt", { text: k }), el("dd", { text: v }))));
+  }
+
+  function balance(d) {
+    const overdue = typeof d.overdue === "number" && d.overdue > 0;
+    const frag = el("div", { class: "balance" });
+    frag.append(dl([
+      ["Balance", money(d.balance, d.currency)],
+      ["Overdue", overdue ? money(d.overdue, d.currency) + (d.overdue_days ? " · " + d.overdue_days + " days" : "") : "none",
+        overdue ? "warn" : null],
+    ]));
+    const invoices = Array.isArray(d.invoices) ? d.invoices.slice(0, 5) : [];
+    if (invoices.length) {
+      frag.append(table(["Invoice", "Due", "Amount", "Status"], invoices.map((i) => [
+        i.number, i.due || i.date, money(i.amount, d.currency),
+        { text: i.status || "", cls: i.status === "overdue" ? "warn" : null },
+      ])));
+    }
+    return frag;
+  }
+
+  function purchases(rows) {
+    if (!rows.length) return el("p", { class: "muted small", text: "No purchases." });
+    return table(["Order", "Date", "Items", "Total"], rows.slice(0, 5).map((o) => [
+      o.order, o.date,
+      (Array.isArray(o.items) ? o.items : []).map((i) => (i.qty ? i.qty + " × " : "") + (i.name || i.sku || "")).join(", "),
+      money(o.total, o.currency),
+    ]));
+  }
+
+  function credit(d) {
+    const frag = el("div", { class: "credit" });
+    if (d.hold === true) {
+      frag.append(el("p", { class: "hold", "data-role": "hold", text: "Account on credit hold" }));
+    }
+    frag.append(dl([
+      ["Credit limit", money(d.limit, d.currency)],
+      ["Terms", d.terms === undefined ? "—" : String(d.terms)],
+      ["Rating", d.rating === undefined ? "—" : String(d.rating)],
+      ["Hold", d.hold ? "yes" : "no", d.hold ? "bad" : null],
+    ]));
+    return frag;
+  }
+
+  const show = (v) => v === null || v === undefined ? "—"
+    : typeof v === "object" ? JSON.stringify(v) : String(v);
+
+  function generic(data) {
+    if (Array.isArray(data)) {
+      if (!data.length) return el("p", { class: "muted small", text: "Nothing on file." });
+      if (data.every((r) => r && typeof r === "object" && !Array.isArray(r))) {
+        const keys = [...new Set(data.flatMap((r) => Object.keys(r)))].slice(0, 8);
+        return table(keys, data.slice(0, 10).map((r) => keys.map((k) => show(r[k]))));
+      }
+      return el("p", { text: data.map(show).join(", ") });
+    }
+    if (data && typeof data === "object") {
+      return dl(Object.entries(data).slice(0, 30).map(([k, v]) => [k, show(v)]));
+    }
+    return el("p", { text: show(data) });
+  }
+
+  function table(headers, rows) {
+    return el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows.map((r) => el("tr", {}, r.map((cell, i) =>
+        cell && typeof cell === "object"
+          ? el("td", { class: cell.cls, "data-label": headers[i], text: show(cell.text) })
+          : el("td", { "data-label": headers[i], text: show(cell) })))))));
+  }
+
+  function pick(card, candidate) {
+    if (send({ type: "pick", call_id: card.id, customer_id: candidate.id })) {
+      card.picked = candidate;
+      render(card);
+      card.dom.title.setAttribute("tabindex", "-1");
+      card.dom.title.focus();
+    } else {
+      notify("Not connected: the pick was not sent.");
+    }
+  }
+
+  function dismiss(card) {
+    if (card.state !== "ended") send({ type: "dismiss", call_id: card.id });
+    const next = card.dom.root.nextElementSibling || card.dom.root.previousElementSibling;
+    card.dom.root.remove();
+    state.cards.delete(card.id);
+    refreshIdle();
+    updateRinging();
+    if (next && next.classList.contains("card")) next.focus();
+    else $("calls").focus();
+  }
+
+  function refreshIdle() {
+    $("idle").hidden = state.cards.size > 0;
+  }
+
+  // ---- notes and the journal -----------------------------------------------------------------
+  let formSeq = 0;
+  function noteForm(callId, note, disposition) {
+    const n = ++formSeq;
+    const status = el("span", { class: "save-status", role: "status" });
+    const text = el("textarea", { id: "note-" + n, name: "note", rows: "2", maxlength: String(MAX_NOTE) });
+    text.value = note || "";
+    const select = el("select", { id: "disp-" + n, name: "disposition" },
+      el("option", { value: "", text: "— none —" }),
+      (state.page.dispositions || []).map((d) => el("option", { value: d, text: d })));
+    select.value = disposition || "";
+    const form = el("form", { class: "notes", "data-call-id": callId },
+      el("label", { for: "note-" + n, text: "Notes" }), text,
+      el("div", { class: "notes-row" },
+        el("label", { for: "disp-" + n, text: "Disposition" }), select,
+        el("button", { type: "submit", class: "primary small", text: "Save" }), status));
+    form.addEventListener("input", () => { form.dataset.dirty = "1"; });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      status.textContent = "Saving…";
+      try {
+        const r = await fetch("/api/calls/" + encodeURIComponent(callId) + "/notes", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", Authorization: "Bearer " + state.token },
+          body: JSON.stringify({ note: text.value, disposition: select.value || null }),
+        });
+        if (r.ok) {
+          delete form.dataset.dirty;
+          status.textContent = "Saved " + clock(new Date().toISOString());
+          refreshRecent();
+        } else if (r.status === 404) {
+          status.textContent = "This call is no longer in the journal.";
+        } else {
+          const body = await r.json().catch(() => ({}));
+          status.textContent = "Not saved: " + (body.error || r.status);
+        }
+      } catch (_) {
+        status.textContent = "Not saved: the daemon is unreachable.";
+      }
+    });
+    return form;
+  }
+
+  function refreshRecentSoon() {
+    clearTimeout(state.recentTimer);
+    state.recentTimer = setTimeout(refreshRecent, 400);
+  }
+
+  async function refreshRecent() {
+    if (!state.token) return;
+    if ($("recent-list").querySelector("form[data-dirty]")) {
+      // A note is being written in the list: refresh after, not under the agent's hands.
+      clearTimeout(state.recentTimer);
+      state.recentTimer = setTimeout(refreshRecent, 2000);
+      return;
+    }
+    let body;
+    try {
+      const r = await fetch("/api/calls?mine=1&limit=25", { headers: { Authorization: "Bearer " + state.token } });
+      if (!r.ok) return;
+      body = await r.json();
+    } catch (_) {
+      return;
+    }
+    const list = $("recent-list");
+    if (list.querySelector("form[data-dirty]")) {
+      refreshRecentSoon();
+      return;
+    }
+    const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.callId));
+    const items = (body.calls || []).map((call) => {
+      const who = call.customer ? call.customer.name
+        : call.withheld ? "Number withheld"
+        : call.match === "candidates" ? call.candidates + " possible customers" : "Unknown caller";
+      const outcome = call.outcome ? (REASONS[call.outcome] || call.outcome) : call.state;
+      const details = el("details", { "data-call-id": call.call_id },
+        el("summary", {}, call.note || call.disposition ? "Edit note" : "Add a note"),
+        noteForm(call.call_id, call.note, call.disposition));
+      if (open.has(call.call_id)) details.open = true;
+      return el("li", { class: "recent-item", "data-call-id": call.call_id },
+        el("div", { class: "recent-top" },
+          el("span", { class: "recent-who", text: who }),
+          el("time", { datetime: call.started, text: shortDate(call.started) })),
+        el("div", { class: "recent-meta" },
+          call.withheld ? null : el("span", { text: formatNumber(call.caller_number) || "" }),
+          el("span", { class: "badge outcome-" + (call.outcome || call.state), text: outcome }),
+          call.disposition ? el("span", { class: "badge disp", "data-role": "disposition", text: call.disposition }) : null),
+        call.note ? el("p", { class: "recent-note", "data-role": "note", text: call.note }) : null,
+        details);
+    });
+    list.replaceChildren(...items);
+    $("recent-empty").hidden = items.length > 0;
+  }
+
+  // ---- alerts: announcement, title, notification, ring tone ------------------------------
+  function announce(card) {
+    const who = identity(card).name;
+    const number = card.caller.withheld ? "" : formatNumber(card.caller.number);
+    $("announce").textContent = "Incoming call from " + who + (number && who !== number ? ", " + number : "");
+  }
+
+  let noticeTimer = null;
+  function notify(text) {
+    const notice = $("notice");
+    notice.textContent = text;
+    notice.hidden = false;
+    clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => { notice.hidden = true; notice.textContent = ""; }, 8000);
+  }
+
+  function ringingCards() {
+    return [...state.cards.values()].filter((c) => c.state === "ringing");
+  }
+
+  function updateRinging() {
+    const ringing = ringingCards();
+    document.title = ringing.length ? "☎ " + identity(ringing[ringing.length - 1]).name + " · screenpop" : "screenpop";
+    if (!ringing.length || !document.hidden) stopRing();
+  }
+
+  function alertInBackground(card) {
+    if (!document.hidden) return;
+    const who = identity(card).name;
+    if ("Notification" in window && Notification.permission === "granted") {
+      try {
+        const n = new Notification("Incoming call: " + who, {
+          body: [formatNumber(card.caller.number), card.caller.display].filter(Boolean).join(" · "),
+          tag: card.id,
+        });
+        n.addEventListener("click", () => { window.focus(); card.dom.root.focus(); n.close(); });
+      } catch (_) { /* some platforms only allow notifications from a service worker */ }
+    }
+    startRing();
+  }
+
+  function unlockAlerts() {
+    // Called from a user gesture: browsers allow the permission prompt and audio only then.
+    if ("Notification" in window && Notification.permission === "default" && !localStorage.getItem(ASKED_KEY)) {
+      localStorage.setItem(ASKED_KEY, "1");
+      try { Notification.requestPermission().then(updateAlertsButton, updateAlertsButton); } catch (_) { /* old API */ }
+    }
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (Ctx && !state.audio) {
+      try { state.audio = new Ctx(); } catch (_) { state.audio = null; }
+    }
+    if (state.audio && state.audio.state === "suspended") state.audio.resume().catch(() => {});
+    updateAlertsButton();
+  }
+
+  function updateAlertsButton() {
+    const canAsk = "Notification" in window && Notification.permission === "default";
+    $("alerts").hidden = !state.agent || !(canAsk || (state.page.ring_sound && !state.audio));
+  }
+
+  // A North American ring (440 + 480 Hz, 2 s on) synthesised with WebAudio: no file to fetch.
+  function ringOnce() {
+    const ctx = state.audio;
+    if (!ctx || ctx.state !== "running") return;
+    const t = ctx.currentTime;
+    const gain = ctx.createGain();
+    gain.gain.setValueAtTime(0, t);
+    gain.gain.linearRampToValueAtTime(0.12, t + 0.05);
+    gain.gain.setValueAtTime(0.12, t + 1.2);
+    gain.gain.linearRampToValueAtTime(0, t + 1.3);
+    gain.connect(ctx.destination);
+    for (const f of [440, 480]) {
+      const osc = ctx.createOscillator();
+      osc.frequency.value = f;
+      osc.connect(gain);
+      osc.start(t);
+      osc.stop(t + 1.35);
+    }
+  }
+
+  function startRing() {
+    if (!state.page.ring_sound || !state.audio || state.ringTimer) return;
+    ringOnce();
+    state.ringTimer = setInterval(() => {
+      if (!ringingCards().length || !document.hidden) stopRing();
+      else ringOnce();
+    }, 4000);
+  }
+
+  function stopRing() {
+    clearInterval(state.ringTimer);
+    state.ringTimer = null;
+  }
+
+  // ---- sign in / out ------------------------------------------------------------------------
+  function signOut(error) {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(state.reconnectTimer);
+    clearInterval(state.pingTimer);
+    const ws = state.ws;
+    state.ws = null;
+    if (ws) ws.close(1000, "signed out");
+    for (const card of state.cards.values()) card.dom.root.remove();
+    state.cards.clear();
+    state.agent = null;
+    stopRing();
+    document.title = "screenpop";
+    setConn("signed-out", "Signed out");
+    $("desk").hidden = true;
+    $("who").hidden = true;
+    $("signout").hidden = true;
+    $("alerts").hidden = true;
+    $("recent-list").replaceChildren();
+    $("signin").hidden = false;
+    const err = $("signin-error");
+    err.hidden = !error;
+    err.textContent = error || "";
+    $("token").value = "";
+    $("token").focus();
+  }
+
+  $("signin").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) {
+      $("signin-error").hidden = false;
+      $("signin-error").textContent = "Enter your agent token.";
+      return;
+    }
+    $("signin-error").hidden = true;
+    state.token = token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    unlockAlerts();
+    state.attempt = 0;
+    connect();
+  });
+  $("signout").addEventListener("click", () => signOut(null));
+  $("alerts").addEventListener("click", () => {
+    localStorage.removeItem(ASKED_KEY);
+    unlockAlerts();
+  });
+  $("recent-refresh").addEventListener("click", refreshRecent);
+  document.addEventListener("visibilitychange", updateRinging);
+  window.addEventListener("online", () => {
+    if (state.token && !state.ws) { state.attempt = 0; connect(); }
+  });
+  setInterval(() => {
+    for (const card of state.cards.values()) {
+      if (card.state === "ended" || !card.dom) continue;
+      const t = card.dom.head.querySelector("time");
+      if (t) t.textContent = since(card.started);
+    }
+  }, 1000);
+
+  if (state.token) connect();
+  else $("token").focus();
+})();
