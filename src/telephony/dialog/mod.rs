@@ -6,12 +6,19 @@
 //! - `info`: the `application/dialog-info+xml` body (streaming, namespace-aware, bounded).
 //! - `digest`: answering 401/407 challenges (MD5, SHA-256, `qop=auth`).
 //! - `map`: dialogs → ringing / answered / ended, keyed by call, idempotent.
+//! - `subscriber`: the subscriptions as a state machine without I/O (SUBSCRIBE, auth, refresh,
+//!   NOTIFY, versions, resubscription with backoff).
+//! - `client`: `[[dialog]]` and the task driving it from a UDP socket.
 
+pub mod client;
 pub mod digest;
 pub mod info;
 pub mod map;
+pub mod subscriber;
 
+pub use client::{DialogConfig, DialogError, run};
 pub use map::Mapper;
+pub use subscriber::Subscriber;
 
 /// The `input` label of the CTI metrics.
 pub const INPUT: &str = "dialog";
