@@ -564,6 +564,40 @@ mod tests {
     }
 
     #[test]
+    fn the_fixtures() {
+        let fixture = |name: &str| {
+            let path = format!(
+                "{}/tests/fixtures/dialog/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            parse(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let fs = fixture("freeswitch-early.xml");
+        assert_eq!(fs.dialogs[0].remote_display.as_deref(), Some("ACME Corp"));
+        assert_eq!(
+            fs.dialogs[0].remote_identity.as_deref(),
+            Some("sip:+14155550100@10.0.0.6")
+        );
+        let ast = fixture("asterisk-confirmed.xml");
+        assert_eq!(
+            (ast.dialogs[0].id.as_str(), ast.dialogs[0].direction),
+            ("2001", None)
+        );
+        let rfc = fixture("rfc4235-partial.xml");
+        assert_eq!(rfc.state, DocState::Partial);
+        let d = &rfc.dialogs[1];
+        assert_eq!((d.event.as_deref(), d.code), (Some("cancelled"), Some(487)));
+        assert_eq!(d.remote_display.as_deref(), Some("Bob \"the builder\""));
+        assert_eq!(
+            fixture("kamailio-terminated.xml").dialogs[0].state,
+            DialogState::Terminated
+        );
+        assert_eq!(fixture("asterisk-early.xml").version, Some(5));
+        assert_eq!(fixture("kamailio-early.xml").dialogs.len(), 1);
+    }
+
+    #[test]
     fn long_values_are_cut_at_a_character_boundary() {
         let long = "é".repeat(MAX_TEXT);
         let doc = format!(
