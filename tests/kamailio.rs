@@ -7,6 +7,8 @@
 //!   through `auth_db` (407, `qop=auth`); screenpop subscribes for extension 1001.
 //! - HEP: Kamailio's `siptrace` mirrors every message as received and as sent (HEPv3 with an
 //!   auth key) to screenpop's HEP listener.
+//! - Parallel fork: Kamailio forks each INVITE to the phone and to screenpop's SIP listener
+//!   (`append_branch`), and cancels screenpop's branch when the phone answers.
 //!
 //! Each test skips itself when the tools are missing, except under CI (see `support::peers`).
 
@@ -426,6 +428,74 @@ async fn kamailio_siptrace_hep_pops_every_relayed_call_once() {
         metric(http, "screenpop_hep_packets_total", "result=\"duplicate\"").await
             >= duplicates + 10.0,
         "Kamailio reported each relayed message twice"
+    );
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn kamailio_forks_calls_to_screenpop_which_never_answers_them() {
+    let Some(tools) = peers::tools() else { return };
+    let dir = RunDir::new("fork-calls");
+    let daemon = start().await;
+    let (_phone, phone_port) = phone(&tools, &dir, 2).await;
+    let kamailio = Kamailio::start(
+        &tools,
+        phone_port,
+        Role::Fork {
+            screenpop: daemon.bound.sip_udp[0],
+        },
+    )
+    .await;
+    let mut rx = daemon.calls.subscribe();
+
+    // The phone answers: the caller is connected to it (the SIPp caller checks the 200 is the
+    // phone's and hangs up on it), and Kamailio cancels screenpop's branch with
+    // `Reason: SIP;cause=200` (answered elsewhere).
+    let uac = call(
+        &tools,
+        &dir,
+        "call-answered.xml",
+        "1001",
+        "+14155550100",
+        "Acme Front Desk",
+        kamailio.addr,
+    );
+    let pop = ringing(&mut rx, "1001").await;
+    assert_eq!(pop.call.intake, Intake::Sip);
+    assert_eq!(pop.call.caller_number.as_deref(), Some("+14155550100"));
+    assert_eq!(pop.call.caller_display.as_deref(), Some("Acme Front Desk"));
+    assert_eq!(
+        next_for(&mut rx, &pop.call.id).await,
+        Change::Answered { by: None },
+        "CANCEL with Reason cause=200: answered at the phone"
+    );
+    done(uac).await;
+
+    // The caller gives up: Kamailio cancels both branches.
+    let uac = call(
+        &tools,
+        &dir,
+        "call-cancelled.xml",
+        "1002",
+        "+13125550142",
+        "Globex",
+        kamailio.addr,
+    );
+    let pop = ringing(&mut rx, "1002").await;
+    assert_eq!(
+        next_for(&mut rx, &pop.call.id).await,
+        Change::Ended {
+            reason: EndReason::Cancelled
+        }
+    );
+    done(uac).await;
+    let http = daemon.bound.http.expect("http");
+    assert!(metric(http, "screenpop_sip_responses_total", "code=\"487\"").await >= 2.0);
+    assert_eq!(
+        metric(http, "screenpop_sip_responses_total", "code=\"200\"").await
+            - metric(http, "screenpop_sip_messages_total", "method=\"CANCEL\"").await,
+        0.0,
+        "every 200 screenpop sent answered a CANCEL, none an INVITE"
     );
     assert!(daemon.stop().await);
 }

@@ -222,6 +222,9 @@ pub enum Role {
     Presence { user: String, password: String },
     /// HEPv3 mirror of every message (`siptrace`, `trace_mode` 1) to `hep`, with `auth_key`.
     Hep { hep: SocketAddr, auth_key: String },
+    /// Parallel fork: every INVITE also goes to screenpop's SIP listener at `screenpop`, as a
+    /// second branch (`append_branch`) naming the dialled extension.
+    Fork { screenpop: SocketAddr },
 }
 
 /// The dbtext tables the presence role needs (headers as Kamailio 5.6 ships them in
@@ -325,6 +328,8 @@ modparam("pua_dialoginfo", "include_localremote", 1)
 "#,
             db = dir.join("db").display(),
         )),
+        // corex's append_branch() takes variables (the core one only a literal).
+        Role::Fork { .. } => cfg.push_str("loadmodule \"corex.so\"\n"),
         Role::Hep { hep, auth_key } => cfg.push_str(&format!(
             r#"loadmodule "siptrace.so"
 
@@ -340,6 +345,15 @@ modparam("siptrace", "trace_mode", 1)
         )),
     }
     let presence = matches!(role, Role::Presence { .. });
+    let fork = match role {
+        // append_branch() copies the current $du and Path into the new branch: append
+        // screenpop's before lookup("location") (here: the $du below) sets them for the phone.
+        Role::Fork { screenpop } => format!(
+            r#"$var(agent) = $rU;
+        append_branch("sip:$var(agent)@{screenpop}");"#
+        ),
+        _ => String::new(),
+    };
     cfg.push_str(&format!(
         r#"
 request_route {{
@@ -357,6 +371,7 @@ request_route {{
     if (is_method("INVITE")) {{
         record_route();
         {dialog_flag}
+        {fork}
         $du = "sip:127.0.0.1:{phone}";
         t_relay();
         exit;
