@@ -47,6 +47,8 @@ pub const TIMER_F: Duration = Duration::from_secs(32);
 pub const REFRESH_AT: f64 = 0.8;
 /// At most this many challenges are answered for one request (a realm loop stops here).
 pub const MAX_AUTH_ROUNDS: u8 = 3;
+/// The longest `retry-after` honoured (a PBX asking for days is asked again after this).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Why a subscription failed. Says whose fault it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -615,7 +617,7 @@ impl Subscriber {
     fn fail(&mut self, i: usize, now: Instant, error: SubscribeError, retry_after: Option<u32>) {
         let sub = &mut self.subs[i];
         let delay = match retry_after {
-            Some(s) => Duration::from_secs(u64::from(s)),
+            Some(s) => Duration::from_secs(u64::from(s)).min(MAX_RETRY_AFTER),
             None => sub.backoff.next_delay(),
         };
         match &error {
