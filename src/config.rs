@@ -94,6 +94,9 @@ pub struct Config {
     /// `POST /api/events`: signed call events from a PBX (`[webhook]`, `[[webhook.pbx]]`).
     #[serde(default)]
     pub webhook: crate::web::webhook::WebhookConfig,
+    /// RFC 4235 dialog-event subscriptions, one `[[dialog]]` per PBX.
+    #[serde(default)]
+    pub dialog: Vec<Spanned<crate::telephony::dialog::DialogConfig>>,
 }
 
 /// `[numbers]`
@@ -688,20 +691,21 @@ impl Config {
             + config.hep.tcp.len()
             + config.ami.len()
             + config.esl.len()
-            + config.webhook.pbx.len();
+            + config.webhook.pbx.len()
+            + config.dialog.len();
         if listens == 0 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
                 line: 1,
                 key: "sip".into(),
-                message: "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[ami]], [[esl]] or [[webhook.pbx]]".into(),
+                message: "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[ami]], [[esl]], [[webhook.pbx]] or [[dialog]]".into(),
             });
         }
         Ok(config)
     }
 }
 
-/// Checks the CTI inputs: names unique across `[[ami]]`, `[[esl]]` and `[[webhook.pbx]]`
+/// Checks the CTI inputs: names unique across `[[ami]]`, `[[esl]]`, `[[webhook.pbx]]` and `[[dialog]]`
 /// (they prefix call keys and label metrics), `host:port` addresses, exactly one of a secret and
 /// its environment variable, non-zero timers.
 fn check_cti(
@@ -725,7 +729,9 @@ fn check_cti(
             return Err(at(
                 span,
                 &key,
-                format!("`{n}` is used twice: names are unique across ami, esl and webhook.pbx"),
+                format!(
+                    "`{n}` is used twice: names are unique across ami, esl, webhook.pbx and dialog"
+                ),
             ));
         }
         Ok(())
@@ -811,6 +817,76 @@ fn check_cti(
             span,
             format!("webhook.pbx[{i}].secret"),
         )?;
+    }
+    for (i, dialog) in config.dialog.iter().enumerate() {
+        let (c, span) = (dialog.get_ref(), dialog.span());
+        name(&c.name, span.clone(), format!("dialog[{i}].name"))?;
+        address(&c.pbx, span.clone(), format!("dialog[{i}].pbx"))?;
+        one_secret(
+            c.password.is_some(),
+            c.password_env.is_some(),
+            span.clone(),
+            format!("dialog[{i}].password"),
+        )?;
+        check_dialog(c, i, span, at)?;
+    }
+    Ok(())
+}
+
+/// The `[[dialog]]` values that go into SIP URIs, and its timers.
+fn check_dialog(
+    c: &crate::telephony::dialog::DialogConfig,
+    i: usize,
+    span: std::ops::Range<usize>,
+    at: &dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    use crate::telephony::dialog::client::uri_safe;
+    if !uri_safe(&c.username, false) {
+        return Err(at(
+            span,
+            &format!("dialog[{i}].username"),
+            "use 1 to 128 letters, digits or URI-safe marks (no spaces, `@`, `:` or `<>`)".into(),
+        ));
+    }
+    if let Some(domain) = &c.domain
+        && !uri_safe(domain, true)
+    {
+        return Err(at(
+            span,
+            &format!("dialog[{i}].domain"),
+            format!("`{domain}` is not a host name or address"),
+        ));
+    }
+    if c.extensions.is_empty() {
+        return Err(at(
+            span,
+            &format!("dialog[{i}].extensions"),
+            "list at least one extension to watch".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (j, ext) in c.extensions.iter().enumerate() {
+        if !uri_safe(ext, false) || !seen.insert(ext) {
+            return Err(at(
+                span,
+                &format!("dialog[{i}].extensions[{j}]"),
+                format!("`{ext}`: extensions are unique, without spaces, `@`, `:` or `<>`"),
+            ));
+        }
+    }
+    if c.expires > Duration::from_secs(86_400) {
+        return Err(at(
+            span,
+            &format!("dialog[{i}].expires"),
+            "at most 1 day (the PBX may grant less; screenpop refreshes at 80 %)".into(),
+        ));
+    }
+    if c.retry_min > c.retry_max {
+        return Err(at(
+            span,
+            &format!("dialog[{i}].retry_min"),
+            "must not exceed retry_max".into(),
+        ));
     }
     Ok(())
 }
@@ -989,6 +1065,75 @@ mod tests {
         assert_eq!((line, key.as_str()), (4, "esl.pasword"));
         let (_, key, _) = err("[[webhook.pbx]]\nname = \"w\"\n");
         assert_eq!(key, "webhook.pbx[0].secret");
+    }
+
+    #[test]
+    fn dialog_sections() {
+        let good = "[[dialog]]\nname = \"kam1\"\npbx = \"10.0.0.7:5060\"\ndomain = \"pbx.example\"\nbind = \"0.0.0.0:5070\"\nusername = \"screenpop\"\npassword_env = \"SCREENPOP_SIP_PASSWORD\"\nextensions = [\"1001\", \"1002\"]\nexpires = \"10m\"\n";
+        let config = Config::parse(good, Path::new("site.toml")).expect("valid");
+        let d = config.dialog[0].get_ref();
+        assert_eq!(d.expires, Duration::from_secs(600));
+        assert_eq!(d.extensions, ["1001", "1002"]);
+        let defaults = Config::parse(
+            "[[dialog]]\nname = \"k\"\npbx = \"pbx:5060\"\nusername = \"u\"\npassword = \"hunter2\"\nextensions = [\"1\"]\n",
+            Path::new("site.toml"),
+        )
+        .expect("valid");
+        let d = defaults.dialog[0].get_ref();
+        assert_eq!(d.expires, Duration::from_secs(3600));
+        assert!(d.bind.ip().is_unspecified() && d.bind.port() == 0);
+        assert!(!format!("{d:?}").contains("hunter2"), "secrets never shown");
+        for (edit, line, key) in [
+            (
+                ("pbx = \"10.0.0.7:5060\"", "pbx = \"10.0.0.7\""),
+                1,
+                "dialog[0].pbx",
+            ),
+            (
+                ("extensions = [\"1001\", \"1002\"]", "extensions = []"),
+                1,
+                "dialog[0].extensions",
+            ),
+            (("\"1002\"]", "\"10 02\"]"), 1, "dialog[0].extensions[1]"),
+            (("\"1002\"]", "\"1001\"]"), 1, "dialog[0].extensions[1]"),
+            (
+                ("username = \"screenpop\"", "username = \"a@b\""),
+                1,
+                "dialog[0].username",
+            ),
+            (
+                ("domain = \"pbx.example\"", "domain = \"pbx;x\""),
+                1,
+                "dialog[0].domain",
+            ),
+            (
+                ("expires = \"10m\"", "expires = \"2d\""),
+                1,
+                "dialog[0].expires",
+            ),
+            (
+                ("expires = \"10m\"", "expires = \"0s\""),
+                9,
+                "dialog.expires",
+            ),
+            (("expires = \"10m\"", "expirs = \"1h\""), 9, "dialog.expirs"),
+            (
+                (
+                    "password_env = \"SCREENPOP_SIP_PASSWORD\"",
+                    "password_env = \"X\"\npassword = \"y\"",
+                ),
+                1,
+                "dialog[0].password",
+            ),
+        ] {
+            let text = good.replace(edit.0, edit.1);
+            let (l, k, msg) = err(&text);
+            assert_eq!((l, k.as_str()), (line, key), "{text}: {msg}");
+        }
+        let clash =
+            format!("{good}\n[[esl]]\nname = \"kam1\"\naddress = \"h:2\"\npassword = \"p\"\n");
+        let (_, key, msg) = err(&clash);
+        assert_eq!(key, "dialog[0].name", "{msg}");
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Settings {
     pub ami: Vec<crate::telephony::ami::AmiConfig>,
     /// FreeSWITCH event-socket clients to run (passwords resolved).
     pub esl: Vec<crate::telephony::esl::EslConfig>,
+    /// Dialog-event subscriptions to run, one per PBX (passwords resolved).
+    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
     /// The PBX webhook (secrets resolved); off without PBXs.
     pub webhook: crate::web::webhook::WebhookConfig,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
@@ -118,6 +120,8 @@ pub struct Bound {
     pub hep_tcp: Vec<SocketAddr>,
     /// HTTP.
     pub http: Option<SocketAddr>,
+    /// The dialog-subscription sockets, one per `[[dialog]]`, in config order.
+    pub dialog: Vec<SocketAddr>,
 }
 
 /// A running daemon.
@@ -324,6 +328,18 @@ impl Daemon {
             tasks.spawn(crate::telephony::esl::run(
                 esl.clone(),
                 known.clone(),
+                events_tx.clone(),
+                cancel.child_token(),
+            ));
+        }
+        for dialog in &settings.dialog {
+            let socket = UdpSocket::bind(dialog.bind)
+                .await
+                .with_context(|| format!("binding dialog `{}` UDP {}", dialog.name, dialog.bind))?;
+            bound.dialog.push(socket.local_addr()?);
+            tasks.spawn(crate::telephony::dialog::run(
+                dialog.clone(),
+                socket,
                 events_tx.clone(),
                 cancel.child_token(),
             ));
@@ -565,6 +581,14 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         }
         esl.push(c);
     }
+    let mut dialog = Vec::new();
+    for c in &config.dialog {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.password_env.clone() {
+            c.password = Some(from_env(format!("dialog `{}` password_env", c.name), &var)?);
+        }
+        dialog.push(c);
+    }
     let mut webhook = config.webhook.clone();
     for p in &mut webhook.pbx {
         let p = p.get_mut();
@@ -588,6 +612,7 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
     Ok(Settings {
         ami,
         esl,
+        dialog,
         webhook,
         composer,
         call_log,

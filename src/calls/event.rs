@@ -1,5 +1,5 @@
 //! The internal call events every intake produces: SIP fork, HEP mirror, and the CTI event
-//! streams (Asterisk AMI, FreeSWITCH ESL, the HTTP webhook).
+//! streams (Asterisk AMI, FreeSWITCH ESL, the HTTP webhook), and dialog-event subscriptions.
 //!
 //! An intake reports what it saw about one *leg* (one extension being rung) of one call; the
 //! tracker folds legs into calls. Keys are scoped by intake (`sip:`, `hep:`) so two intakes
@@ -22,6 +22,8 @@ pub enum Intake {
     Esl,
     /// `POST /api/events` from a PBX's own dialplan or a cloud PBX.
     Webhook,
+    /// RFC 4235 dialog-event subscriptions (`Event: dialog` NOTIFYs).
+    Dialog,
 }
 
 impl Intake {
@@ -33,6 +35,7 @@ impl Intake {
             Intake::Ami => "ami",
             Intake::Esl => "esl",
             Intake::Webhook => "webhook",
+            Intake::Dialog => "dialog",
         }
     }
 }

@@ -188,6 +188,7 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         agents_sync: None,
         ami: Vec::new(),
         esl: Vec::new(),
+        dialog: Vec::new(),
         webhook: Default::default(),
         journal: 10_000,
     })

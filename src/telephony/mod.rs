@@ -4,6 +4,7 @@
 //! - `hep`: HEPv3 copies of SIP from capture agents (UDP, TCP).
 //! - `ami`: the Asterisk Manager Interface event stream (a TCP client).
 //! - `esl`: the FreeSWITCH event socket (a TCP client).
+//! - `dialog`: RFC 4235 dialog-event subscriptions to a PBX (a SIP UAC over UDP).
 //! - `cti`: what the event-stream intakes share (idempotent call book, backoff, metrics);
 //!   the third of them, the HTTP webhook, lives in `web::webhook`.
 //! - `allow`: source-address allow-lists shared by the listeners.
@@ -14,6 +15,7 @@ pub mod accept;
 pub mod allow;
 pub mod ami;
 pub mod cti;
+pub mod dialog;
 pub mod esl;
 pub mod hep;
 pub mod sip;

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod peers;
 pub mod pg;
 
 use std::net::SocketAddr;
