@@ -24,6 +24,7 @@ struct Args {
     calls: usize,
     rate: u64,
     keep: bool,
+    reuse: bool,
 }
 
 fn args() -> Args {
@@ -31,6 +32,7 @@ fn args() -> Args {
         calls: 1000,
         rate: 200,
         keep: false,
+        reuse: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -38,6 +40,8 @@ fn args() -> Args {
             "--calls" => a.calls = it.next().and_then(|v| v.parse().ok()).expect("--calls N"),
             "--rate" => a.rate = it.next().and_then(|v| v.parse().ok()).expect("--rate N"),
             "--keep" => a.keep = true,
+            // Reuse the databases a `--keep` run left (no load on the server before the run).
+            "--reuse" => a.reuse = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -69,8 +73,19 @@ async fn main() -> anyhow::Result<()> {
     let a = args();
     let server = "postgres://postgres@127.0.0.1:5432";
     let prefix = "screenpop_bench_profile";
-    println!("creating the demo databases…");
-    let dbs = screenpop::demo::db::create(server, prefix, 1202).await?;
+    let dbs = if a.reuse {
+        let url = |suffix: &str| format!("{server}/{prefix}{suffix}");
+        screenpop::demo::db::DemoDatabases {
+            index: url(""),
+            accounting: url("_accounting"),
+            sales: url("_sales"),
+            credit: url("_credit"),
+            customers: 1202,
+        }
+    } else {
+        println!("creating the demo databases…");
+        screenpop::demo::db::create(server, prefix, 1202).await?
+    };
     // Callers: one E.164 number per customer, unique.
     let n = screenpop::resolve::Normaliser::new(phonenumber::country::Id::US);
     let mut seen = HashMap::new();
@@ -147,6 +162,8 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..2 {
         ws.next().await; // ready, snapshot
     }
+    // A daemon is up before calls come: give the sources' connection warm-up its moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let local = socket.local_addr()?;
     println!(

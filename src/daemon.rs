@@ -271,6 +271,15 @@ impl Daemon {
                 }
             });
         }
+        if let Some(composer) = settings.composer.clone() {
+            let cancel = cancel.child_token();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = composer.warm() => {}
+                }
+            });
+        }
         let hub = crate::push::Hub::new(
             calls.clone(),
             call_log.clone(),

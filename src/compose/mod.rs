@@ -318,6 +318,11 @@ impl Composer {
         self
     }
 
+    /// Warms every source (connections, statements) at once; for start-up, in the background.
+    pub async fn warm(&self) {
+        futures_util::future::join_all(self.slots.iter().map(|s| s.adapter.warm_boxed())).await;
+    }
+
     /// The sources' names, in order.
     pub fn names(&self) -> Vec<Arc<str>> {
         self.slots.iter().map(|s| s.name.clone()).collect()

@@ -84,6 +84,13 @@ pub enum SourceError {
 pub trait Source: Send + Sync + 'static {
     /// Fetches the section for `who`. No timeouts or retries here: the composer applies them.
     fn fetch(&self, who: &Who) -> impl Future<Output = Result<Section, SourceError>> + Send;
+
+    /// Gets ready for the first calls (opens connections, prepares statements), so that they
+    /// do not pay for it; called once at start-up, in the background. Errors are not
+    /// reported here: the calls will report them. Nothing to do by default.
+    fn warm(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A boxed fetch, for sources held behind `dyn`.
@@ -94,11 +101,18 @@ pub type Fetch<'a> = Pin<Box<dyn Future<Output = Result<Section, SourceError>> +
 pub trait DynSource: Send + Sync + 'static {
     /// [`Source::fetch`], boxed.
     fn fetch_boxed<'a>(&'a self, who: &'a Who) -> Fetch<'a>;
+
+    /// [`Source::warm`], boxed.
+    fn warm_boxed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 impl<S: Source> DynSource for S {
     fn fetch_boxed<'a>(&'a self, who: &'a Who) -> Fetch<'a> {
         Box::pin(self.fetch(who))
+    }
+
+    fn warm_boxed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.warm())
     }
 }
 

@@ -34,6 +34,10 @@ pub struct PostgresConfig {
     /// Most connections to this database.
     #[serde(default = "default_pool")]
     pub pool_size: usize,
+    /// Connections opened (and the statement prepared on each) at start-up, so that the first
+    /// calls do not wait for connection set-up (at most `pool_size`).
+    #[serde(default = "default_warm")]
+    pub warm_connections: usize,
     /// How long connecting may take.
     #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
     pub connect_timeout: Duration,
@@ -41,6 +45,9 @@ pub struct PostgresConfig {
 
 fn default_pool() -> usize {
     8
+}
+fn default_warm() -> usize {
+    4
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
@@ -52,6 +59,7 @@ pub struct Postgres {
     sql: String,
     params: Vec<&'static str>,
     rows: Rows,
+    warm: usize,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -89,11 +97,26 @@ impl Postgres {
             sql,
             params,
             rows: config.rows,
+            warm: config.warm_connections.min(config.pool_size.max(1)),
         })
     }
 }
 
 impl Source for Postgres {
+    async fn warm(&self) {
+        // Hold them all at once, so that the pool opens `warm` distinct connections.
+        let mut held = Vec::with_capacity(self.warm);
+        for _ in 0..self.warm {
+            match self.pool.get().await {
+                Ok(client) => {
+                    let _ = client.prepare_cached(&self.sql).await;
+                    held.push(client);
+                }
+                Err(_) => break, // unreachable now: the first calls will say so
+            }
+        }
+    }
+
     async fn fetch(&self, who: &Who) -> Result<Section, SourceError> {
         let values: Vec<Option<&str>> = self.params.iter().map(|p| who.field(p)).collect();
         let client = self
