@@ -580,6 +580,13 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         if let Some(var) = c.secret_env.clone() {
             c.secret = Some(from_env(format!("ami `{}` secret_env", c.name), &var)?);
         }
+        if let Some(ca) = &c.tls_ca_file
+            && ca.is_relative()
+        {
+            c.tls_ca_file = Some(config.base.join(ca));
+        }
+        c.tls_connector()
+            .map_err(|e| anyhow::anyhow!("ami `{}`: {e}", c.name))?;
         ami.push(c);
     }
     let mut esl = Vec::new();

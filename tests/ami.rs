@@ -12,7 +12,7 @@ use screenpop::calls::{CallState, CallUpdate, Change, EndReason, Intake};
 use screenpop::config::TokenHash;
 use screenpop::telephony::ami::AmiConfig;
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -59,8 +59,17 @@ struct FakeAmi {
     channels: Arc<Mutex<Vec<u8>>>,
 }
 
+/// A connection to the fake server, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 impl FakeAmi {
     async fn start() -> FakeAmi {
+        FakeAmi::start_with(None).await
+    }
+
+    /// The fake server, over TLS when given an acceptor (Asterisk's `tlsenable`).
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeAmi {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (cmds, mut rx) = mpsc::channel::<Cmd>(16);
@@ -70,7 +79,14 @@ impl FakeAmi {
         tokio::spawn(async move {
             // One connection at a time, as the client makes them.
             while let Ok((stream, _)) = listener.accept().await {
-                let (rd, mut wr) = stream.into_split();
+                let stream: Box<dyn Io> = match &tls {
+                    None => Box::new(stream),
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => continue,
+                    },
+                };
+                let (rd, mut wr) = tokio::io::split(stream);
                 let mut rd = BufReader::new(rd);
                 wr.write_all(b"Asterisk Call Manager/9.0.0\r\n")
                     .await
@@ -269,6 +285,73 @@ async fn a_direct_call_rings_is_answered_and_ends() {
     assert!(metric(http, "screenpop_cti_resyncs_total", "input=\"ami\"").await >= 1.0);
     server.assert_clean();
     assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_call_over_tls_pops_and_an_untrusted_certificate_is_refused() {
+    let dir = std::env::temp_dir().join(format!("screenpop-ami-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["pbx.test".to_owned()]).expect("rcgen");
+    std::fs::write(dir.join("pbx.pem"), certified.cert.pem()).expect("cert");
+    let key = rustls_pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key");
+    let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let mut server = FakeAmi::start_with(Some(acceptor)).await;
+    let ca = dir.join("pbx.pem");
+    let daemon = connected(&mut server, |c| {
+        // Its own peer name: the connected gauge of "pbx1" belongs to another test.
+        c.name = "pbx-tls".into();
+        c.tls = true;
+        c.tls_server_name = Some("pbx.test".into());
+        c.tls_ca_file = Some(ca.clone());
+    })
+    .await;
+    let mut rx = daemon.calls.subscribe();
+    server.send(crlf(&fixture("direct_call.ami"))).await;
+    let got = changes(&mut rx, 3).await;
+    assert!(acme(&got[0]), "the call popped over TLS");
+    server.assert_clean();
+    assert!(daemon.stop().await);
+
+    // Without the PBX's certificate among the trusted ones, no login ever happens.
+    let mut untrusted = FakeAmi::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certified.cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+                .expect("key"),
+        )
+        .expect("server config"),
+    ))))
+    .await;
+    let mut config = untrusted.config();
+    config.name = "pbx-untrusted".into();
+    config.tls = true;
+    config.tls_server_name = Some("pbx.test".into());
+    let daemon = start_with(|s| s.ami = vec![config]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        untrusted.seen.borrow().logins,
+        0,
+        "no login over an unverified connection"
+    );
+    untrusted.assert_clean();
+    assert!(daemon.stop().await);
+    let _ = untrusted.wait(|_| true).await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

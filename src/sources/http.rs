@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -161,26 +160,7 @@ pub fn client_builder() -> Result<reqwest::ClientBuilder, String> {
 
 /// rustls with ring and the WebPKI roots, plus the PEM certificates in `ca_file`.
 fn tls(ca_file: Option<PathBuf>) -> Result<rustls::ClientConfig, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(file) = ca_file {
-        let certs = CertificateDer::pem_file_iter(&file)
-            .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    crate::web::tls::client_config(ca_file.as_deref()).map_err(|e| format!("ca_file {e}"))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

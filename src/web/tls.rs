@@ -8,7 +8,7 @@
 //! [`MAX_HANDSHAKES`] at once, so a slow or silent client cannot stall other connections.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -181,4 +181,28 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
     }
+}
+
+/// A TLS client configuration: rustls with ring, the WebPKI roots, plus the PEM certificates in
+/// `ca_file` (a company CA, or a PBX's self-signed certificate). For everything screenpop
+/// connects to over TLS (HTTP sources, Asterisk AMI).
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(file) = ca_file {
+        let certs =
+            CertificateDer::pem_file_iter(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -10,7 +10,9 @@
 //!
 //! A half-open TCP connection is only silence, so an `Action: Ping` goes out every
 //! `ping_interval`; no response by `ping_timeout` drops the connection. Plain TCP only: AMI over
-//! TLS (port 5039) is not implemented; keep AMI on a trusted network or a tunnel.
+//! TLS (`tls = true`, Asterisk's port 5039): rustls with the WebPKI roots plus `tls_ca_file`
+//! (the PBX's CA or self-signed certificate), verifying `tls_server_name` (default: the
+//! address's host).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,17 @@ pub struct AmiConfig {
     /// Longest reconnect delay.
     #[serde(default = "default_reconnect_max", with = "crate::config::duration")]
     pub reconnect_max: Duration,
+    /// Connect with TLS (Asterisk's `tlsenable = yes` in manager.conf; its port is usually
+    /// 5039).
+    #[serde(default)]
+    pub tls: bool,
+    /// The name the PBX's certificate must carry (default: the host part of `address`).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// PEM certificates to trust besides the WebPKI roots: the PBX's own CA, or its
+    /// self-signed certificate; relative to the config file.
+    #[serde(default)]
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_events() -> String {
@@ -106,7 +119,46 @@ impl AmiConfig {
             connect_timeout: default_connect_timeout(),
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
+            tls: false,
+            tls_server_name: None,
+            tls_ca_file: None,
         }
+    }
+
+    /// The TLS connector and the name to verify, when `tls` is on; the error names the
+    /// problem for the operator (checked at start-up).
+    pub fn tls_connector(
+        &self,
+    ) -> Result<
+        Option<(
+            tokio_rustls::TlsConnector,
+            rustls_pki_types::ServerName<'static>,
+        )>,
+        String,
+    > {
+        if !self.tls {
+            return Ok(None);
+        }
+        let host = match &self.tls_server_name {
+            Some(name) => name.clone(),
+            None => {
+                let host = self
+                    .address
+                    .rsplit_once(':')
+                    .map_or(self.address.as_str(), |(h, _)| h);
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned()
+            }
+        };
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| format!("`{host}` is not a TLS server name; set tls_server_name"))?;
+        let config = crate::web::tls::client_config(self.tls_ca_file.as_deref())
+            .map_err(|e| format!("tls_ca_file {e}"))?;
+        Ok(Some((
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            name,
+        )))
     }
 }
 
@@ -145,6 +197,13 @@ pub async fn run(
 ) {
     let span = tracing::info_span!("ami", pbx = %config.name);
     async move {
+        let tls = match config.tls_connector() {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::error!(%error, "AMI TLS set-up failed; not connecting.");
+                return;
+            }
+        };
         let mut mapper = Mapper::new(&config.name, known);
         let emitter = Emitter::new(events);
         let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
@@ -171,7 +230,20 @@ pub async fn run(
                             emitter: &emitter,
                             backoff: &mut backoff,
                         };
-                        session.serve(stream, &cancel).await
+                        match &tls {
+                            None => session.serve(stream, &cancel).await,
+                            Some((connector, name)) => {
+                                let handshake = tokio::time::timeout(
+                                    config.connect_timeout,
+                                    connector.connect(name.clone(), stream),
+                                );
+                                match handshake.await {
+                                    Err(_) => Err(AmiError::Timeout("in the TLS handshake")),
+                                    Ok(Err(error)) => Err(AmiError::Io(error)),
+                                    Ok(Ok(stream)) => session.serve(stream, &cancel).await,
+                                }
+                            }
+                        }
                     }
                 },
             };
