@@ -236,16 +236,12 @@ impl Daemon {
             .clone()
             .map(|s| crate::calls::log::CallLog::new(s, settings.agents.clone()));
         if let Some(log) = &call_log {
-            tasks.spawn(log.clone().consume(calls.subscribe(), cancel.child_token()));
+            calls.observe(log.clone());
             tasks.spawn(log.clone().write(cancel.child_token()));
         }
         let journal =
             crate::calls::journal::Journal::new(settings.journal, settings.agents.clone());
-        tasks.spawn(
-            journal
-                .clone()
-                .consume(calls.subscribe(), cancel.child_token()),
-        );
+        calls.observe(journal.clone());
         if let Some(log) = &settings.call_log {
             // Recent calls from before this start, for the page's journal; in the background
             // (a slow database never delays start-up) and best effort.
@@ -288,7 +284,7 @@ impl Daemon {
             cancel.child_token(),
         );
         hub.load_picks(std::mem::take(&mut settings.picks));
-        tasks.spawn(hub.clone().run(calls.subscribe(), cancel.child_token()));
+        calls.observe(hub.observer());
         let push = Arc::new(crate::web::PushSettings {
             session: settings.push.session.clone(),
             allowed_origins: settings.push.allowed_origins.clone(),
@@ -362,6 +358,12 @@ impl Daemon {
         match &tls {
             None => {
                 tasks.spawn(async move {
+                    // Pops are small frames, often several in a row (ringing, then sections):
+                    // with Nagle's algorithm each would wait for the ACK of the one before,
+                    // which a delayed ACK holds for up to 40 ms.
+                    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     let serve = axum::serve(http, app)
                         .with_graceful_shutdown(async move { http_cancel.cancelled().await });
                     if let Err(error) = serve.await {

@@ -104,6 +104,8 @@ pub struct Outcome {
     pub achieved_rate: f64,
     /// 100 Trying answers seen (SIP transports against the daemon).
     pub trying: usize,
+    /// INVITE sent → 100 Trying received (SIP transports against the daemon).
+    pub trying_latency: Histogram<u64>,
 }
 
 impl Outcome {
@@ -589,6 +591,23 @@ pub async fn run(
 
     // The wire, and for SIP a reader of the answers that ACKs each 487.
     let trying = Arc::new(AtomicUsize::new(0));
+    let trying_at: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
+    let answers = |wire: Arc<Wire>, local: SocketAddr| Answers {
+        run,
+        wire,
+        trying: trying.clone(),
+        trying_at: trying_at.clone(),
+        epoch,
+        callers: callers.to_vec(),
+        offset: scenario.caller_offset,
+        n_agents,
+        local,
+        via: if scenario.transport == Transport::Tcp {
+            "TCP"
+        } else {
+            "UDP"
+        },
+    };
     let (wire, local, answers) = match (scenario.transport, target.floor) {
         (Transport::Udp, true) => {
             let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
@@ -601,15 +620,7 @@ pub async fn run(
             set_buffers(&s);
             let local = s.local_addr()?;
             let wire = Arc::new(Wire::Udp(s.clone(), target.udp));
-            let answers = Answers::new(
-                run,
-                wire.clone(),
-                trying.clone(),
-                callers,
-                scenario,
-                n_agents,
-                local,
-            );
+            let answers = answers(wire.clone(), local);
             (wire, local, Some(tokio::spawn(answers.udp(s))))
         }
         (Transport::Tcp, false) => {
@@ -618,15 +629,7 @@ pub async fn run(
             let local = stream.local_addr()?;
             let (r, w) = stream.into_split();
             let wire = Arc::new(Wire::Tcp(Arc::new(tokio::sync::Mutex::new(w))));
-            let answers = Answers::new(
-                run,
-                wire.clone(),
-                trying.clone(),
-                callers,
-                scenario,
-                n_agents,
-                local,
-            );
+            let answers = answers(wire.clone(), local);
             (wire, local, Some(tokio::spawn(answers.tcp(r))))
         }
         (Transport::Hep, false) => {
@@ -747,11 +750,16 @@ pub async fn run(
 
     let mut ringing = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut complete = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut trying_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for n in 0..calls {
         let sent = sent_at[n].load(Ordering::Relaxed);
         let r = ringing_at[n].load(Ordering::Relaxed);
         if sent > 0 && r >= sent {
             ringing.saturating_record(((r - sent) / 1000).max(1));
+        }
+        let t = trying_at[n].load(Ordering::Relaxed);
+        if sent > 0 && t >= sent {
+            trying_latency.saturating_record(((t - sent) / 1000).max(1));
         }
         let c = complete_at[n].load(Ordering::Relaxed);
         if sent > 0 && c >= sent {
@@ -769,6 +777,7 @@ pub async fn run(
             0.0
         },
         trying: trying.load(Ordering::Relaxed),
+        trying_latency,
     })
 }
 
@@ -785,6 +794,8 @@ struct Answers {
     run: u64,
     wire: Arc<Wire>,
     trying: Arc<AtomicUsize>,
+    trying_at: Arc<Vec<AtomicU64>>,
+    epoch: Instant,
     callers: Vec<String>,
     offset: usize,
     n_agents: usize,
@@ -793,34 +804,15 @@ struct Answers {
 }
 
 impl Answers {
-    fn new(
-        run: u64,
-        wire: Arc<Wire>,
-        trying: Arc<AtomicUsize>,
-        callers: &[String],
-        scenario: &Scenario,
-        n_agents: usize,
-        local: SocketAddr,
-    ) -> Answers {
-        Answers {
-            run,
-            wire,
-            trying,
-            callers: callers.to_vec(),
-            offset: scenario.caller_offset,
-            n_agents,
-            local,
-            via: if scenario.transport == Transport::Tcp {
-                "TCP"
-            } else {
-                "UDP"
-            },
-        }
-    }
-
     async fn answer(&self, msg: &[u8]) {
         if msg.starts_with(b"SIP/2.0 100") {
+            let now = self.epoch.elapsed().as_nanos() as u64;
             self.trying.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = std::str::from_utf8(msg).ok().and_then(call_number)
+                && let Some(at) = self.trying_at.get(n)
+            {
+                at.store(now, Ordering::Relaxed);
+            }
             return;
         }
         if !msg.starts_with(b"SIP/2.0 487") {
@@ -866,12 +858,17 @@ impl Answers {
     }
 }
 
-/// The call number (from the Call-ID) and the To tag of a 487.
-fn call_and_tag(text: &str) -> Option<(usize, &str)> {
+/// The call number, from the Call-ID.
+fn call_number(text: &str) -> Option<usize> {
     const ID: &str = "Call-ID: lg-";
     let at = text.find(ID)? + ID.len();
     let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
-    let n = text[at..at + digits].parse().ok()?;
+    text[at..at + digits].parse().ok()
+}
+
+/// The call number and the To tag of a 487.
+fn call_and_tag(text: &str) -> Option<(usize, &str)> {
+    let n = call_number(text)?;
     let to = text
         .lines()
         .find(|l| l.starts_with("To:") || l.starts_with("t:"))?;

@@ -94,7 +94,13 @@ fn main() -> anyhow::Result<()> {
         // The relay's runtime is the daemon's: multi-threaded, one worker per core.
         return tokio::runtime::Runtime::new()?.block_on(floor_relay());
     }
-    tokio::runtime::Runtime::new()?.block_on(async move {
+    // The generator's own runtime: two workers whatever TOKIO_WORKER_THREADS says (that
+    // variable is passed on to the daemon, to try its runtime with fewer workers).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
         match cli.command {
             Cmd::Run {
                 target,
@@ -287,6 +293,12 @@ fn print_outcome(label: &str, o: &Outcome) {
         o.lost(),
         o.trying
     );
+    if !o.trying_latency.is_empty() {
+        println!(
+            "  INVITE → 100       {}",
+            loadgen::summary(&o.trying_latency)
+        );
+    }
     println!("  INVITE → ringing   {}", loadgen::summary(&o.ringing));
     if !o.complete.is_empty() {
         println!("  INVITE → complete  {}", loadgen::summary(&o.complete));

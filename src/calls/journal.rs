@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 
 use super::tracker::{CallState, CallUpdate, Change};
 use super::{EndReason, LegState};
@@ -269,29 +267,11 @@ impl Journal {
             .cloned()
             .collect()
     }
+}
 
-    /// Feeds call updates in until cancelled.
-    pub async fn consume(
-        self: Arc<Self>,
-        mut updates: broadcast::Receiver<CallUpdate>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            let update = tokio::select! {
-                () = cancel.cancelled() => return,
-                u = updates.recv() => u,
-            };
-            match update {
-                Ok(update) => self.record(&update),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Every update carries the whole call: a call's next update repairs it.
-                    metrics::counter!("screenpop_drops_total", "reason" => "journal_lagged")
-                        .increment(missed);
-                    tracing::warn!(missed, "Call journal fell behind the call table.");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+impl crate::calls::Observer for Journal {
+    fn observe(&self, update: &CallUpdate) {
+        self.record(update);
     }
 }
 
@@ -311,6 +291,7 @@ mod tests {
     use crate::resolve::Resolver;
     use crate::telephony::sip::identity::{Caller, Source};
     use std::time::Duration;
+    use tokio::sync::broadcast;
 
     struct NoDirectory;
     impl Resolver for NoDirectory {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +104,12 @@ pub struct CallLog {
     wake: Notify,
     written: AtomicU64,
     dropped: AtomicU64,
+}
+
+impl crate::calls::Observer for CallLog {
+    fn observe(&self, update: &CallUpdate) {
+        self.record(update);
+    }
 }
 
 impl std::fmt::Debug for CallLog {
@@ -261,31 +267,6 @@ impl CallLog {
         );
         drop(pending);
         self.wake.notify_one();
-    }
-
-    /// Feeds call updates into the buffer until cancelled.
-    pub async fn consume(
-        self: Arc<Self>,
-        mut updates: broadcast::Receiver<CallUpdate>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            let update = tokio::select! {
-                () = cancel.cancelled() => return,
-                u = updates.recv() => u,
-            };
-            match update {
-                Ok(update) => self.record(&update),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Each update carries the whole call, so a call's later update repairs
-                    // its row; only calls whose last update was missed are incomplete.
-                    metrics::counter!("screenpop_drops_total", "reason" => "call_log_lagged")
-                        .increment(missed);
-                    tracing::warn!(missed, "Call log fell behind the call table.");
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
     }
 
     /// Writes pending rows until cancelled, then makes one last bounded attempt.

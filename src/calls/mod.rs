@@ -12,4 +12,6 @@ pub mod log;
 pub mod tracker;
 
 pub use event::{CallEvent, EndReason, Intake};
-pub use tracker::{Call, CallState, CallUpdate, Calls, Change, Leg, LegState, TrackerConfig};
+pub use tracker::{
+    Call, CallState, CallUpdate, Calls, Change, Leg, LegState, Observer, TrackerConfig,
+};

@@ -16,7 +16,7 @@
 //! counted as `expired`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{broadcast, mpsc};
@@ -206,7 +206,18 @@ pub struct Calls {
     config: TrackerConfig,
     table: Mutex<Table>,
     updates: broadcast::Sender<CallUpdate>,
+    observers: RwLock<Vec<Arc<dyn Observer>>>,
     resolver: Arc<dyn Resolver>,
+}
+
+/// A consumer of every call update, called in line, in order, on the thread that applied the
+/// event, after the table's lock is released. For the daemon's own consumers (push hub, journal,
+/// call log): each is quick and never waits, and being called in line keeps a pop from crossing
+/// threads between the SIP packet and the WebSocket write (each hand-over to another task can
+/// wake an idle worker thread, which costs a VM tens to hundreds of microseconds).
+pub trait Observer: Send + Sync {
+    /// Takes one update; must not block and must not apply call events.
+    fn observe(&self, update: &CallUpdate);
 }
 
 impl std::fmt::Debug for Calls {
@@ -225,6 +236,7 @@ impl Calls {
             config,
             table: Mutex::default(),
             updates,
+            observers: RwLock::default(),
             resolver,
         })
     }
@@ -241,6 +253,28 @@ impl Calls {
     /// Subscribes to every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
         self.updates.subscribe()
+    }
+
+    /// Adds an in-line consumer of every change from now on (see [`Observer`]).
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        self.observers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(observer);
+    }
+
+    fn publish(&self, out: Vec<CallUpdate>) {
+        if out.is_empty() {
+            return;
+        }
+        let observers = self.observers.read().unwrap_or_else(|p| p.into_inner());
+        for update in out {
+            for o in observers.iter() {
+                o.observe(&update);
+            }
+            // No receivers is not an error: the broadcast is for optional consumers.
+            let _ = self.updates.send(update);
+        }
     }
 
     /// The calls ringing or answered now, optionally only those with a leg at one of
@@ -451,9 +485,7 @@ impl Calls {
             }
             table.gauges();
         }
-        for update in out {
-            let _ = self.updates.send(update);
-        }
+        self.publish(out);
     }
 
     fn new_call(&self, intake: Intake, caller: &Caller, dialled: Option<String>) -> Call {
@@ -506,9 +538,7 @@ impl Calls {
             }
             table.gauges();
         }
-        for update in out {
-            let _ = self.updates.send(update);
-        }
+        self.publish(out);
     }
 }
 

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{self, Outbound};
@@ -77,6 +77,15 @@ pub struct Registration {
     hub: Arc<Hub>,
     id: u64,
     extensions: Vec<String>,
+}
+
+/// The hub as the call table's in-line consumer: every update routed as it happens.
+struct Routing(Arc<Hub>);
+
+impl crate::calls::Observer for Routing {
+    fn observe(&self, update: &CallUpdate) {
+        self.0.route(update);
+    }
 }
 
 impl Drop for Registration {
@@ -282,43 +291,9 @@ impl Hub {
         Outbound::new("snapshot", None, serde_json::json!({ "calls": entries }))
     }
 
-    /// Consumes call updates until cancelled.
-    pub async fn run(
-        self: Arc<Self>,
-        mut updates: broadcast::Receiver<CallUpdate>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            let update = tokio::select! {
-                () = cancel.cancelled() => return,
-                u = updates.recv() => u,
-            };
-            match update {
-                Ok(update) => self.route(&update),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Updates were lost to us: every connection resyncs from a fresh snapshot.
-                    metrics::counter!("screenpop_push_resyncs_total").increment(1);
-                    tracing::warn!(
-                        missed,
-                        "Push hub fell behind the call table; resyncing every connection."
-                    );
-                    self.resync_all();
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-
-    fn resync_all(&self) {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let mut subscribers: HashMap<u64, Subscriber> = HashMap::new();
-        for s in routes.values().flatten() {
-            subscribers.entry(s.id).or_insert_with(|| s.clone());
-        }
-        drop(routes);
-        for sub in subscribers.into_values() {
-            offer(&sub, self.snapshot(&sub.agent));
-        }
+    /// The hub as an [`Observer`](crate::calls::Observer) of the call table.
+    pub fn observer(self: &Arc<Self>) -> Arc<dyn crate::calls::Observer> {
+        Arc::new(Routing(self.clone()))
     }
 
     /// Sends one update to the connections it concerns.

@@ -145,6 +145,8 @@ impl TlsListener {
                         }
                     },
                 };
+                // Small frames in a row must not wait for ACKs (see the plain listener).
+                let _ = stream.set_nodelay(true);
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     metrics::counter!("screenpop_drops_total", "reason" => "tls_handshakes_busy")
                         .increment(1);
