@@ -61,7 +61,9 @@ fn synthetic(customers: u32) -> Index {
     let (mut id, mut name, mut company, mut account) =
         (String::new(), String::new(), String::new(), String::new());
     for i in 0..customers {
-        (id.clear(), name.clear(), company.clear(), account.clear());
+        for text in [&mut id, &mut name, &mut company, &mut account] {
+            text.clear();
+        }
         let _ = write!(id, "c{i}");
         let _ = write!(name, "Customer {i}");
         let _ = write!(company, "Company {}", i % 5000);
@@ -97,12 +99,18 @@ fn synthetic(customers: u32) -> Index {
     Index::new(directory)
 }
 
+/// How many customers of the synthetic directory the spread hits visit in turn.
+const SPREAD: u32 = 65_536;
+
 /// Caller IDs in the forms PBXs send, all but the last for one number.
 const FORMS: [(&str, &str); 5] = [
     ("E.164", "+14155550100"),
     ("national", "(415) 555-0100"),
     ("00 international", "0014155550100"),
-    ("tel: URI with npdi;rn", "tel:+1-415-555-0100;npdi;rn=+14155559999"),
+    (
+        "tel: URI with npdi;rn",
+        "tel:+1-415-555-0100;npdi;rn=+14155559999",
+    ),
     ("invalid short code", "611"),
 ];
 
@@ -135,6 +143,9 @@ struct Lookups<'a> {
     hit_national: &'a str,
     miss: &'a str,
     shared: &'a str,
+    /// National-format numbers of customers spread over the directory, asked in turn: hits
+    /// that find the maps and customers out of the CPU caches, as a large directory's do.
+    spread: &'a [String],
 }
 
 fn lookups(c: &mut Criterion, label: &str, index: Index, q: Lookups<'_>) {
@@ -157,6 +168,18 @@ fn lookups(c: &mut Criterion, label: &str, index: Index, q: Lookups<'_>) {
         ("shared number → candidates", q.shared),
     ] {
         group.bench_function(name, |b| b.iter(|| resolver.resolve(black_box(raw))));
+    }
+    if !q.spread.is_empty() {
+        let mut next = 0;
+        group.bench_function(
+            format!("hit, national, {} customers in turn", q.spread.len()),
+            |b| {
+                b.iter(|| {
+                    next = (next + 1) % q.spread.len();
+                    resolver.resolve(black_box(&q.spread[next]))
+                })
+            },
+        );
     }
     // Everything `Calls::new_call` asks of the directory for a known caller.
     group.bench_function("hit, national: resolve + key (per call)", |b| {
@@ -200,6 +223,7 @@ fn resolve(c: &mut Criterion) {
             hit_national: "(415) 555-0100",
             miss: "+16465550199",
             shared: "+1 312 555 0142",
+            spread: &[],
         },
     );
     let started = std::time::Instant::now();
@@ -211,6 +235,12 @@ fn resolve(c: &mut Criterion) {
     let [(a, exchange, line), (b, ..)] = synthetic_numbers(777_777);
     let hit_e164 = format!("+1{b}{exchange}{line:04}");
     let hit_national = format!("({a}) {exchange}-{line:04}");
+    let spread: Vec<String> = (0..SPREAD)
+        .map(|k| {
+            let [(a, exchange, line), _] = synthetic_numbers(k * 7919 % 1_000_000);
+            format!("({a}) {exchange}-{line:04}")
+        })
+        .collect();
     lookups(
         c,
         "synthetic (1,000,000 customers, 2,000,000 numbers)",
@@ -220,6 +250,7 @@ fn resolve(c: &mut Criterion) {
             hit_national: &hit_national,
             miss: "+16465550199",
             shared: SHARED,
+            spread: &spread,
         },
     );
 }
