@@ -1,7 +1,8 @@
 //! The floor: the least any screen-pop relay must do. A UDP datagram comes in and leaves as one
 //! WebSocket frame to one connected agent: no SIP parsing, no transaction, no lookup, no JSON.
 //! The datagram's first four bytes (big-endian) name the agent's index; the rest is forwarded
-//! as is. Agents connect to `/ws` and send their auth message (`…"load-token-N"…`); the relay
+//! as is, and the datagram goes back to its sender behind a `SIP/2.0 100 Trying` line (a fork
+//! target's immediate answer, timed like the daemon's). Agents connect to `/ws` and send their auth message (`…"load-token-N"…`); the relay
 //! answers one `ready` frame. It runs on the same tokio and tungstenite as the daemon, so the
 //! load generator can report the daemon's latency as a ratio to it.
 
@@ -45,10 +46,17 @@ pub async fn start(
                 _ = stop.cancelled() => break,
                 got = udp.recv_from(&mut buf) => got,
             };
-            let Ok((len, _)) = got else { continue };
+            let Ok((len, peer)) = got else { continue };
             if len < 4 {
                 continue;
             }
+            // What a SIP fork target must also do: answer at once (here the datagram itself
+            // comes back behind a 100 status line, so the generator times it as it times the
+            // daemon's 100 Trying).
+            let mut answer = Vec::with_capacity(len + 16);
+            answer.extend_from_slice(b"SIP/2.0 100 Trying\r\n");
+            answer.extend_from_slice(&buf[4..len]);
+            let _ = udp.try_send_to(&answer, peer);
             let index = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             let slot = slots
                 .read()

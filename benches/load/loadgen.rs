@@ -106,6 +106,9 @@ pub struct Outcome {
     pub trying: usize,
     /// INVITE sent → 100 Trying received (SIP transports against the daemon).
     pub trying_latency: Histogram<u64>,
+    /// The target's CPU time (user + system) per call over the run, µs, when it is a child
+    /// process.
+    pub cpu_per_call_us: Option<f64>,
 }
 
 impl Outcome {
@@ -164,6 +167,17 @@ pub fn extension(i: usize) -> String {
 /// The token of agent `i`.
 pub fn token(i: usize) -> String {
     format!("load-token-{i}")
+}
+
+/// CPU time (user + system) a process has used, seconds.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
 }
 
 /// Resident set size of a process, KiB.
@@ -527,6 +541,7 @@ pub async fn run(
     // Every run's Call-IDs, branches and tags are its own.
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
+    let cpu_before = target.pid.and_then(cpu_secs);
     let epoch = Instant::now();
     let stamp = move || epoch.elapsed().as_nanos() as u64;
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
@@ -611,8 +626,14 @@ pub async fn run(
     let (wire, local, answers) = match (scenario.transport, target.floor) {
         (Transport::Udp, true) => {
             let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+            set_buffers(&s);
             let local = s.local_addr()?;
-            (Arc::new(Wire::Floor(s, target.udp)), local, None)
+            let wire = Arc::new(Wire::Floor(s.clone(), target.udp));
+            (
+                wire.clone(),
+                local,
+                Some(tokio::spawn(answers(wire, local).udp(s))),
+            )
         }
         (_, true) => bail!("the floor relay takes UDP only"),
         (Transport::Udp, false) => {
@@ -748,12 +769,27 @@ pub async fn run(
         a.abort();
     }
 
+    let cpu_per_call_us = match (cpu_before, target.pid.and_then(cpu_secs)) {
+        (Some(a), Some(b)) if calls > 0 => Some((b - a) * 1e6 / calls as f64),
+        _ => None,
+    };
     let mut ringing = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut complete = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut trying_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut slow: Vec<(u64, u64, u64)> = Vec::new();
     for n in 0..calls {
         let sent = sent_at[n].load(Ordering::Relaxed);
         let r = ringing_at[n].load(Ordering::Relaxed);
+        if std::env::var_os("LOADGEN_SLOW").is_some() && r > sent + 3_000_000 {
+            let (at, lat) = (sent / 1_000_000, (r - sent) / 1_000_000);
+            match slow.last_mut() {
+                Some((start, end, worst)) if at <= *end + 20 => {
+                    *end = at;
+                    *worst = (*worst).max(lat);
+                }
+                _ => slow.push((at, at, lat)),
+            }
+        }
         if sent > 0 && r >= sent {
             ringing.saturating_record(((r - sent) / 1000).max(1));
         }
@@ -765,6 +801,13 @@ pub async fn run(
         if sent > 0 && c >= sent {
             complete.saturating_record(((c - sent) / 1000).max(1));
         }
+    }
+    if !slow.is_empty() {
+        let list: Vec<String> = slow
+            .iter()
+            .map(|(a, b, w)| format!("{a}-{b}ms:{w}ms"))
+            .collect();
+        eprintln!("stalls (sent between, worst pop): {}", list.join(" "));
     }
     Ok(Outcome {
         sent: calls,
@@ -778,6 +821,7 @@ pub async fn run(
         },
         trying: trying.load(Ordering::Relaxed),
         trying_latency,
+        cpu_per_call_us,
     })
 }
 

@@ -293,6 +293,9 @@ fn print_outcome(label: &str, o: &Outcome) {
         o.lost(),
         o.trying
     );
+    if let Some(cpu) = o.cpu_per_call_us {
+        println!("  target CPU per call: {cpu:.0} µs (user + system, whole run)");
+    }
     if !o.trying_latency.is_empty() {
         println!(
             "  INVITE → 100       {}",
@@ -325,6 +328,7 @@ fn outcome_json(o: &Outcome) -> Value {
         "popped": o.popped,
         "lost": o.lost(),
         "rate": o.achieved_rate.round(),
+        "cpu_per_call_us": o.cpu_per_call_us.map(|c| c.round()),
         "ringing": quantiles(&o.ringing),
         "complete": quantiles(&o.complete),
     })

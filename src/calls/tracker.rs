@@ -15,7 +15,7 @@
 //! answered); the table is bounded by `max_calls`, evicting the oldest call when full. Both are
 //! counted as `expired`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -166,17 +166,21 @@ struct Entry {
 /// The calls, with their insertion order so that eviction of the oldest is O(log n).
 #[derive(Default)]
 struct Table {
-    calls: HashMap<(Intake, String), Entry>,
+    /// Boxed: a growing table moves pointers, not calls.
+    calls: HashMap<(Intake, String), Box<Entry>>,
     order: BTreeMap<u64, (Intake, String)>,
+    /// (deadline, seq) of every call: expiry takes only what is due.
+    deadlines: BTreeSet<(Instant, u64)>,
     next_seq: u64,
     /// How many of `calls` are answered (the rest are ringing: ended calls are removed).
     answered: usize,
 }
 
 impl Table {
-    fn remove(&mut self, key: &(Intake, String)) -> Option<Entry> {
+    fn remove(&mut self, key: &(Intake, String)) -> Option<Box<Entry>> {
         let entry = self.calls.remove(key)?;
         self.order.remove(&entry.seq);
+        self.deadlines.remove(&(entry.deadline, entry.seq));
         if matches!(entry.call.state, CallState::Answered { .. }) {
             self.answered -= 1;
         }
@@ -195,6 +199,10 @@ impl Table {
             return;
         };
         if let Some(entry) = self.calls.remove(&key) {
+            self.deadlines.remove(&(entry.deadline, entry.seq));
+            if matches!(entry.call.state, CallState::Answered { .. }) {
+                self.answered -= 1;
+            }
             metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
             out.push(end_call(entry.call, EndReason::Expired));
         }
@@ -347,13 +355,14 @@ impl Calls {
                         let seq = table.next_seq;
                         table.order.insert(seq, map_key.clone());
                         let deadline = now + self.config.ring_timeout;
+                        table.deadlines.insert((deadline, seq));
                         table.calls.insert(
                             map_key.clone(),
-                            Entry {
+                            Box::new(Entry {
                                 call,
                                 deadline,
                                 seq,
-                            },
+                            }),
                         );
                     }
                     let Some(entry) = table.calls.get_mut(&map_key) else {
@@ -400,7 +409,9 @@ impl Calls {
                     call.state = CallState::Answered { by: by.clone() };
                     call.answered_at = Some(SystemTime::now());
                     table.answered += 1;
+                    table.deadlines.remove(&(entry.deadline, entry.seq));
                     entry.deadline = now + self.config.answered_ttl;
+                    table.deadlines.insert((entry.deadline, entry.seq));
                     let mut losers = Vec::new();
                     for leg in &mut call.legs {
                         if leg.state != LegState::Ringing {
@@ -525,13 +536,13 @@ impl Calls {
         let mut out = Vec::new();
         {
             let mut table = self.lock();
-            let stale: Vec<_> = table
-                .calls
-                .iter()
-                .filter(|(_, e)| e.deadline <= now)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for key in stale {
+            while let Some(&(deadline, seq)) = table.deadlines.first()
+                && deadline <= now
+            {
+                table.deadlines.pop_first();
+                let Some(key) = table.order.get(&seq).cloned() else {
+                    continue;
+                };
                 if let Some(entry) = table.remove(&key) {
                     out.push(end_call(entry.call, EndReason::Expired));
                 }
