@@ -40,7 +40,7 @@ async fn the_load_generator_runs_every_transport_and_the_floor_and_draws_its_plo
             transport,
             rate: 400,
             calls: 40,
-            hold: Duration::from_millis(50),
+            hold: Some(Duration::from_millis(50)),
             ..Scenario::default()
         };
         let o = loadgen::run(&target, &mut agents, &scenario, &callers)

@@ -66,8 +66,9 @@ pub struct Scenario {
     pub rate: u64,
     /// Calls in the run.
     pub calls: usize,
-    /// Ring time before the CANCEL.
-    pub hold: Duration,
+    /// Ring time before the CANCEL; `None`: no CANCEL (INVITEs only; the calls stay ringing
+    /// until the daemon's ring timeout).
+    pub hold: Option<Duration>,
     /// How long to wait for the last frames after the last INVITE.
     pub settle: Duration,
     /// Wait for `complete` frames too (the daemon composes profiles).
@@ -82,7 +83,7 @@ impl Default for Scenario {
             transport: Transport::Udp,
             rate: 200,
             calls: 2000,
-            hold: Duration::from_millis(500),
+            hold: Some(Duration::from_millis(500)),
             settle: Duration::from_secs(2),
             complete: false,
             caller_offset: 0,
@@ -239,7 +240,7 @@ pub fn spawn_daemon(exe: &Path, opts: &DaemonOptions) -> anyhow::Result<(Target,
          max_transactions = 400000\nmax_tcp_connections = 64\n\
          [hep]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\
-         [push]\nmax_connections = {}\n[calls]\nmax_calls = 400000\n",
+         [push]\nmax_connections = {}\n[calls]\nmax_calls = 400000\nanswered_ttl = \"60s\"\n",
         opts.agents + 100
     );
     if !has_directory {
@@ -727,14 +728,14 @@ pub async fn run(
         sent_at[n].store(stamp().max(1), Ordering::Relaxed);
         wire.send(&invite, n % n_agents, local).await?;
         last_send = Instant::now();
-        if !target.floor {
-            cancels.push_back((Instant::now() + scenario.hold, n));
+        if let (false, Some(hold)) = (target.floor, scenario.hold) {
+            cancels.push_back((Instant::now() + hold, n));
         }
     }
     let send_secs = (last_send - started).as_secs_f64().max(1e-9);
 
     // Wait for the last pops (and profiles), sending the remaining CANCELs on time.
-    let wait_until = Instant::now() + scenario.settle + scenario.hold;
+    let wait_until = Instant::now() + scenario.settle + scenario.hold.unwrap_or_default();
     loop {
         let now = Instant::now();
         while let Some(&(at, m)) = cancels.front()
@@ -859,7 +860,13 @@ impl Answers {
             }
             return;
         }
-        if !msg.starts_with(b"SIP/2.0 487") {
+        // Every final answer to an INVITE that is not a 2xx (487 after a CANCEL, 480 after the
+        // ring timeout) is ACKed; the 200 to a CANCEL is not.
+        let final_failure = msg.len() > 12
+            && msg.starts_with(b"SIP/2.0 ")
+            && (b'3'..=b'6').contains(&msg[8])
+            && memchr_find(msg, b" INVITE\r\n").is_some();
+        if !final_failure {
             return;
         }
         let Some((n, tag)) = std::str::from_utf8(msg).ok().and_then(call_and_tag) else {
