@@ -643,7 +643,9 @@ pub async fn run(
             let local = s.local_addr()?;
             let wire = Arc::new(Wire::Udp(s.clone(), target.udp));
             let answers = answers(wire.clone(), local);
-            (wire, local, Some(tokio::spawn(answers.udp(s))))
+            let reader = (std::env::var_os("LOADGEN_NO_ANSWERS").is_none())
+                .then(|| tokio::spawn(answers.udp(s)));
+            (wire, local, reader)
         }
         (Transport::Tcp, false) => {
             let stream = tokio::net::TcpStream::connect(target.tcp.context("no SIP TCP")?).await?;
