@@ -2,13 +2,13 @@
 # SIPp (Debian `sip-tester`) placing calls at screenpop, and the same calls at Kamailio (Debian
 # `kamailio`) forwarding statelessly to a sink: the reference for SIP ingest speed on the same
 # machine. For each rate of a ladder it reports INVITEs sent (SIPp), received (screenpop's
-# /metrics; the sink's count behind Kamailio), pops received by the agents, and loss; the max
-# sustained rate is the highest rate with nothing lost. See benches/README.md.
+# /metrics; the sink's count behind Kamailio), pops received by the agents, loss, and who used
+# the CPU; the max sustained rate is the highest rate with nothing lost. See benches/README.md.
 #
 # Run with: benches/sipp/run.sh            (from anywhere; builds the release binaries first)
 #
 # Environment (default in brackets):
-#   RATES              calls/s to try, in order ["1000 2000 5000 10000 15000 20000 30000 40000"]
+#   RATES              calls/s to try, in order ["1000 2000 5000 10000 15000 20000 25000 30000 40000"]
 #   STEP_SECS          seconds of calls per rate: SIPp -m = rate × STEP_SECS [5]
 #   RING_MS            how long each call rings before its CANCEL (SIPp -d) [200]
 #   AGENTS             agents holding a WebSocket to screenpop, one extension each [200]
@@ -16,17 +16,18 @@
 #   TARGETS            what to load, in order ["sink kamailio screenpop"]; `sink` is SIPp
 #                      straight to the sink: SIPp's own ceiling, and proof the sink keeps up
 #   KAMAILIO_CHILDREN  Kamailio's UDP worker processes [2: one per core of the bench machine]
-#   PIN                "1": SIPp on CPU 0, the target (and sink, agents) on CPU 1 [0]
+#   PIN                "1": SIPp on CPU 0, the target and its helpers on CPU 1 [0]
 #   KEEP               "1": keep the run directory (logs, SIPp statistics) [0]
 #
+# A ladder stops at the first rate that loses anything, or that SIPp does not reach (< 90 %).
 # Loopback only, free ports only. Every process started here is ended by its PID on exit (the
 # EXIT trap); each SIPp run is bounded by -m and -timeout, so the whole run is bounded too
-# (about (STEP_SECS + 4 s) per rate and target: ~3 minutes with the defaults).
+# (about STEP_SECS + 4 s per rate and target: ~3 minutes with the defaults).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE="$ROOT/benches/sipp"
-RATES=${RATES:-"1000 2000 5000 10000 15000 20000 30000 40000"}
+RATES=${RATES:-"1000 2000 5000 10000 15000 20000 25000 30000 40000"}
 STEP_SECS=${STEP_SECS:-5}
 RING_MS=${RING_MS:-200}
 AGENTS=${AGENTS:-200}
@@ -56,7 +57,7 @@ RUN=$(mktemp -d /tmp/screenpop-sipp.XXXXXX)
 PIDS=()
 
 # Ends every process started here, by PID: SIGTERM, up to 3 s, then SIGKILL (to the process
-# group for Kamailio, which started its workers in a group of its own).
+# group for Kamailio, which leads a group of its own with its workers).
 cleanup() {
     local pid deadline
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -70,7 +71,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Forgets a PID once its process has been ended.
+# Forgets a PID once its process has ended.
 forget() {
     local keep=() pid
     for pid in "${PIDS[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
@@ -88,7 +89,7 @@ stop() {
 }
 
 # Command prefixes pinning SIPp and the target to a CPU each when PIN=1 (taskset execs the
-# command: the PID is still the process's own).
+# command: the PID stays the process's own).
 ON_SIPP_CPU=() ON_TARGET_CPU=()
 if [[ $PIN == 1 ]]; then ON_SIPP_CPU=(taskset -c 0) ON_TARGET_CPU=(taskset -c 1); fi
 
@@ -123,22 +124,55 @@ settle() {
     done
 }
 
+# CPU time, in clock ticks: of the whole machine (busy, all CPUs), of given PIDs, of a
+# process group, and of this shell's reaped children (the SIPp runs).
+TICK=$(getconf CLK_TCK)
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+pid_ticks() {
+    local pid s=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        s=$((s + t))
+    done
+    echo "$s"
+}
+group_ticks() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v g="$1" '$5 == g { s += $14 + $15 } END { print s + 0 }'
+}
+# (Sets CHILD_TICKS: `times` in a command substitution would report the subshell's children.)
+children_ticks() {
+    times >"$RUN/times"
+    CHILD_TICKS=$(awk -v hz="$TICK" 'NR == 2 {
+        s = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); s += p[1] * 60 + p[2] }
+        printf "%d\n", s * hz }' "$RUN/times")
+}
+# Ticks over seconds, as cores: "0.93".
+cores() { awk -v t="$1" -v s="$2" -v hz="$TICK" 'BEGIN { printf "%.2f", (s > 0 ? t / hz / s : 0) }'; }
+now() { echo "$EPOCHREALTIME"; }
+
 CALLERS="$RUN/callers.csv"
 "$PEERS" callers --agents "$AGENTS" --count 1000 --out "$CALLERS"
 
+# The target's processes, for the CPU columns: TARGET_TICKS and HELPER_TICKS print ticks.
+TARGET_TICKS=(echo 0) HELPER_TICKS=(echo 0)
+
 # Runs SIPp (SIPP instances, sharing the rate) at RATE calls/s for RATE × STEP_SECS calls against
-# ADDR with SCENARIO; sets SENT (INVITEs), FAILED (calls SIPp counted failed) and ACHIEVED
-# (calls/s SIPp reached, summed over the instances).
+# ADDR with SCENARIO. Sets SENT (INVITEs), FAILED (calls SIPp counted failed), ACHIEVED (calls/s
+# SIPp reached, summed over the instances) and CPU ("sipp/target/helpers/other" in cores, over
+# the run).
 run_sipp() {
-    local addr=$1 scenario=$2 rate=$3 i dir calls each_rate pids=() ports=() rc
+    local addr=$1 scenario=$2 rate=$3 i dir calls each_rate pids=() rc p
+    local t0 m0 s0 tg0 h0 secs machine sipp target helpers
     calls=$((rate * STEP_SECS / SIPP))
     each_rate=$((rate / SIPP))
     SENT=0 ACHIEVED=0 FAILED=0
+    children_ticks
+    t0=$(now) m0=$(machine_ticks) s0=$CHILD_TICKS tg0=$("${TARGET_TICKS[@]}") h0=$("${HELPER_TICKS[@]}")
     for ((i = 0; i < SIPP; i++)); do
         dir="$RUN/sipp-$rate-$i"
         mkdir -p "$dir"
         mapfile -t p < <("$PEERS" ports 3)
-        ports+=("${p[0]}")
         (cd "$dir" && exec "${ON_SIPP_CPU[@]}" sipp -sf "$HERE/$scenario" -inf "$CALLERS" \
             -i 127.0.0.1 -p "${p[0]}" -mp "${p[1]}" -cp "${p[2]}" \
             -r "$each_rate" -rp 1000 -m "$calls" -d "$RING_MS" -nr -recv_timeout 5000 \
@@ -151,12 +185,22 @@ run_sipp() {
         rc=0
         wait "${pids[$i]}" || rc=$?
         forget "${pids[$i]}"
-        dir="$RUN/sipp-$rate-$i"
         # SIPp exits 0 when every call succeeded, 1 when some failed; anything else is fatal.
         if ((rc > 1)); then
             echo "SIPp failed (exit $rc):" >&2
-            tail -5 "$dir/sipp.log" >&2
+            tail -5 "$RUN/sipp-$rate-$i/sipp.log" >&2
         fi
+    done
+    secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+    machine=$(($(machine_ticks) - m0))
+    children_ticks
+    sipp=$((CHILD_TICKS - s0))
+    target=$(($("${TARGET_TICKS[@]}") - tg0))
+    helpers=$(($("${HELPER_TICKS[@]}") - h0))
+    CPU="$(cores "$sipp" "$secs")/$(cores "$target" "$secs")/$(cores "$helpers" "$secs")"
+    CPU+="/$(cores $((machine - sipp - target - helpers)) "$secs")"
+    for ((i = 0; i < SIPP; i++)); do
+        dir="$RUN/sipp-$rate-$i"
         SENT=$((SENT + $(awk '/INVITE ---------->/ { print $3; exit }' "$dir"/*_screen.log 2>/dev/null || echo 0)))
         FAILED=$((FAILED + $(awk -F';' 'END { print $18 + 0 }' "$dir/stat.csv")))
         # The rate SIPp reached: calls created by its last 100 ms sample before the last call,
@@ -168,29 +212,36 @@ run_sipp() {
 }
 
 RESULTS="$RUN/results.txt"
-printf '%-9s %9s %9s %8s %8s %7s %8s %7s %7s %7s  %s\n' target requested achieved sent \
-    received lost pops popsLost failed kdrops notes | tee "$RESULTS"
+{
+    echo "# $(date -u +%FT%TZ) $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# RATES='$RATES' STEP_SECS=$STEP_SECS RING_MS=$RING_MS AGENTS=$AGENTS SIPP=$SIPP PIN=$PIN KAMAILIO_CHILDREN=$KAMAILIO_CHILDREN"
+    echo "# cpu = cores used during the SIPp run: SIPp / target / helpers (sink, agents) / everything else"
+    printf '%-9s %7s %8s %7s %7s %6s %7s %6s %6s %6s %-23s %s\n' target asked achieved sent \
+        received lost pops popsLost failed kdrops cpu notes
+} | tee "$RESULTS"
 
-# One line of the table; updates BEST[target] when nothing was lost.
+# One line of the table; updates BEST[target] when nothing was lost; sets STOP when the ladder
+# should end (loss, or SIPp below 90 % of the rate asked).
 declare -A BEST
 report() {
     local target=$1 rate=$2 received=$3 pops=$4 pops_lost=$5 kdrops=$6 notes=$7 lost
     lost=$((SENT - received))
-    printf '%-9s %9d %9d %8d %8d %7d %8s %7s %7d %7d  %s\n' "$target" "$rate" "$ACHIEVED" \
-        "$SENT" "$received" "$lost" "$pops" "$pops_lost" "$FAILED" "$kdrops" "$notes" | tee -a "$RESULTS"
-    LOSSY=0
-    if ((lost == 0 && SENT > 0)) && [[ $pops_lost == "-" || $pops_lost == 0 ]] && ((FAILED == 0)); then
+    printf '%-9s %7d %8d %7d %7d %6d %7s %6s %6d %6d %-23s %s\n' "$target" "$rate" "$ACHIEVED" \
+        "$SENT" "$received" "$lost" "$pops" "$pops_lost" "$FAILED" "$kdrops" "$CPU" "$notes" |
+        tee -a "$RESULTS"
+    STOP=0
+    if ((lost == 0 && SENT > 0 && FAILED == 0)) && [[ $pops_lost == "-" || $pops_lost == 0 ]]; then
         if ((ACHIEVED > ${BEST[$target]:-0})); then BEST[$target]=$ACHIEVED; fi
     else
-        LOSSY=1
+        STOP=1
     fi
-    # SIPp could not reach the rate asked for: higher rates measure SIPp, not the target.
-    SATURATED=$((ACHIEVED * 100 < rate * 85 ? 1 : 0))
+    if ((ACHIEVED * 10 < rate * 9)); then STOP=1; fi
 }
 
 start_sink() {
     SINK_PORT=$("$PEERS" ports 1)
-    "${ON_TARGET_CPU[@]}" "$PEERS" sink --port "$SINK_PORT" --out "$RUN/sink.counts" >"$RUN/sink.log" 2>&1 &
+    "${ON_TARGET_CPU[@]}" "$PEERS" sink --port "$SINK_PORT" --out "$RUN/sink.counts" \
+        >"$RUN/sink.log" 2>&1 &
     SINK_PID=$!
     PIDS+=("$SINK_PID")
     while [[ ! -s $RUN/sink.counts ]]; do sleep 0.05; done
@@ -199,43 +250,41 @@ start_sink() {
 sink_invites() { count "$RUN/sink.counts" invite; }
 
 ladder_sink() {
-    local rate before
+    local rate before drops0
     start_sink
+    TARGET_TICKS=(pid_ticks "$SINK_PID") HELPER_TICKS=(echo 0)
     for rate in $RATES; do
-        before=$(sink_invites)
-        local drops_before; drops_before=$(udp_drops "$SINK_PORT")
+        before=$(sink_invites) drops0=$(udp_drops "$SINK_PORT")
         run_sipp "127.0.0.1:$SINK_PORT" invite-stateless.xml "$rate"
         settle sink_invites >/dev/null
-        report sink "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$SINK_PORT") - drops_before)) ""
-        ((LOSSY || SATURATED)) && break
+        report sink "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$SINK_PORT") - drops0)) ""
+        ((STOP)) && break
         sleep 1
     done
     stop "$SINK_PID"
 }
 
 ladder_kamailio() {
-    local rate before port drops_before sink_drops_before kdir="$RUN/kamailio"
+    local rate before port drops0 sink_drops0 kpid kdir="$RUN/kamailio"
     start_sink
     port=$("$PEERS" ports 1)
     mkdir -p "$kdir"
-    # setsid: Kamailio's workers share its process group, so stop() can end them all.
-    "${ON_TARGET_CPU[@]}" setsid "$KAMAILIO" -DD -E -m 64 -M 8 -f "$HERE/kamailio-forward.cfg" -Y "$kdir" \
-        -L "$MODULES" -l "udp:127.0.0.1:$port" -n "$KAMAILIO_CHILDREN" \
+    # setsid: Kamailio and its workers get a process group of their own, which stop() ends.
+    "${ON_TARGET_CPU[@]}" setsid "$KAMAILIO" -DD -E -m 64 -M 8 -f "$HERE/kamailio-forward.cfg" \
+        -Y "$kdir" -L "$MODULES" -l "udp:127.0.0.1:$port" -n "$KAMAILIO_CHILDREN" \
         -A "SINK_PORT=$SINK_PORT" >"$kdir/kamailio.log" 2>&1 &
-    local kpid=$!
+    kpid=$!
     PIDS+=("$kpid")
-    # Ready when it answers an OPTIONS.
     "$PEERS" probe "127.0.0.1:$port" || { tail "$kdir/kamailio.log" >&2; exit 1; }
+    TARGET_TICKS=(group_ticks "$kpid") HELPER_TICKS=(pid_ticks "$SINK_PID")
     sleep 0.5
     for rate in $RATES; do
-        before=$(sink_invites)
-        drops_before=$(udp_drops "$port")
-        sink_drops_before=$(udp_drops "$SINK_PORT")
+        before=$(sink_invites) drops0=$(udp_drops "$port") sink_drops0=$(udp_drops "$SINK_PORT")
         run_sipp "127.0.0.1:$port" invite-stateless.xml "$rate"
         settle sink_invites >/dev/null
-        report kamailio "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$port") - drops_before)) \
-            "sink kdrops $(($(udp_drops "$SINK_PORT") - sink_drops_before))"
-        ((LOSSY || SATURATED)) && break
+        report kamailio "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$port") - drops0)) \
+            "sink kdrops $(($(udp_drops "$SINK_PORT") - sink_drops0))"
+        ((STOP)) && break
         sleep 1
     done
     stop "$kpid"
@@ -243,62 +292,62 @@ ladder_kamailio() {
 }
 
 ladder_screenpop() {
-    local rate sip http pid apid text i
+    local rate sip http pid apid text i port
     "$PEERS" config --agents "$AGENTS" --out "$RUN/screenpop.toml"
     SCREENPOP_LOG=warn "${ON_TARGET_CPU[@]}" "$SCREENPOP" run --config "$RUN/screenpop.toml" \
         >"$RUN/screenpop.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     for ((i = 0; i < 100; i++)); do
-        grep -q '^  HTTP ' "$RUN/screenpop.log" && break
+        grep -q '^  HTTP ' "$RUN/screenpop.log" 2>/dev/null && break
         kill -0 "$pid" 2>/dev/null || { cat "$RUN/screenpop.log" >&2; exit 1; }
         sleep 0.1
     done
     sip=$(awk '$1 == "SIP" && $2 == "udp" { print $3; exit }' "$RUN/screenpop.log")
     http=$(awk '$1 == "HTTP" { print $2; exit }' "$RUN/screenpop.log")
     [[ -n $sip && -n $http ]] || { cat "$RUN/screenpop.log" >&2; exit 1; }
+    port=${sip##*:}
     "$PEERS" probe "$sip"
-    "${ON_TARGET_CPU[@]}" "$PEERS" agents --http "$http" --agents "$AGENTS" --out "$RUN/agents.counts" \
-        >"$RUN/agents.log" 2>&1 &
+    "${ON_TARGET_CPU[@]}" "$PEERS" agents --http "$http" --agents "$AGENTS" \
+        --out "$RUN/agents.counts" >"$RUN/agents.log" 2>&1 &
     apid=$!
     PIDS+=("$apid")
     for ((i = 0; i < 300; i++)); do
-        grep -q 'signed in' "$RUN/agents.log" && break
+        grep -q 'signed in' "$RUN/agents.log" 2>/dev/null && break
         kill -0 "$apid" 2>/dev/null || { cat "$RUN/agents.log" >&2; exit 1; }
         sleep 0.1
     done
     grep -q 'signed in' "$RUN/agents.log" || { echo "agents did not sign in" >&2; exit 1; }
+    TARGET_TICKS=(pid_ticks "$pid") HELPER_TICKS=(pid_ticks "$apid")
     sleep 1
-    local port=${sip##*:}
     metrics() { curl -sf "http://$http/metrics"; }
     invites() { metric "$(metrics)" screenpop_sip_messages_total 'method="INVITE"'; }
     pops() { count "$RUN/agents.counts" ringing; }
     for rate in $RATES; do
+        local inv0 pop0 push0 drops0 kd0 inv push drops popsgot
         text=$(metrics)
-        local inv0 pop0 push0 drops0 kd0
         inv0=$(metric "$text" screenpop_sip_messages_total 'method="INVITE"')
         push0=$(metric "$text" screenpop_push_messages_total 'type="ringing"')
         drops0=$(metric "$text" screenpop_drops_total)
-        pop0=$(pops)
-        kd0=$(udp_drops "$port")
+        pop0=$(pops) kd0=$(udp_drops "$port")
         run_sipp "$sip" invite.xml "$rate"
         settle invites >/dev/null
         settle pops >/dev/null
         text=$(metrics)
-        local inv push drops popsgot
         inv=$(($(metric "$text" screenpop_sip_messages_total 'method="INVITE"') - inv0))
         push=$(($(metric "$text" screenpop_push_messages_total 'type="ringing"') - push0))
         drops=$(($(metric "$text" screenpop_drops_total) - drops0))
         popsgot=$(($(pops) - pop0))
         report screenpop "$rate" "$inv" "$popsgot" $((inv - popsgot)) $(($(udp_drops "$port") - kd0)) \
-            "pushed $push, screenpop_drops_total +$drops"
+            "pushed $push, drops_total +$drops"
         if ((drops > 0)); then
-            grep '^screenpop_drops_total\|^screenpop_push_drops_total' <<<"$text" | sed 's/^/    /' | tee -a "$RESULTS"
+            grep '^screenpop_drops_total\|^screenpop_push_drops_total' <<<"$text" | sed 's/^/    /' |
+                tee -a "$RESULTS"
         fi
-        ((LOSSY || SATURATED)) && break
+        ((STOP)) && break
         sleep 1
     done
-    echo "agents: $(tr '\n' ' ' <"$RUN/agents.counts")" | tee -a "$RESULTS"
+    echo "    agents' frames: $(tr '\n' ' ' <"$RUN/agents.counts")" | tee -a "$RESULTS"
     stop "$apid"
     stop "$pid"
 }
@@ -307,12 +356,13 @@ for target in $TARGETS; do
     "ladder_$target"
 done
 
-echo | tee -a "$RESULTS"
-echo "max sustained (achieved calls/s with nothing lost; SIPP=$SIPP, STEP_SECS=$STEP_SECS, RING_MS=$RING_MS, PIN=$PIN):" | tee -a "$RESULTS"
-for target in $TARGETS; do
-    echo "  $target ${BEST[$target]:-0}" | tee -a "$RESULTS"
-done
-if [[ -n ${BEST[kamailio]:-} && -n ${BEST[screenpop]:-} ]]; then
-    awk -v s="${BEST[screenpop]}" -v k="${BEST[kamailio]}" \
-        'BEGIN { printf "  screenpop / kamailio = %.2f\n", s / k }' | tee -a "$RESULTS"
-fi
+{
+    echo
+    echo "max sustained (calls/s SIPp reached with nothing lost):"
+    for target in $TARGETS; do echo "  $target ${BEST[$target]:-0}"; done
+    if [[ -n ${BEST[kamailio]:-} && -n ${BEST[screenpop]:-} ]]; then
+        awk -v s="${BEST[screenpop]}" -v k="${BEST[kamailio]}" \
+            'BEGIN { printf "  screenpop / kamailio = %.2f\n", s / k }'
+    fi
+    echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee -a "$RESULTS"
