@@ -12,12 +12,18 @@
 #   STEP_SECS          seconds of calls per rate: SIPp -m = rate × STEP_SECS [5]
 #   RING_MS            how long each call rings before its CANCEL (SIPp -d) [200]
 #   AGENTS             agents holding a WebSocket to screenpop, one extension each [200]
+#   WS                 "0": no agent holds a WebSocket (calls are resolved and tracked, nothing
+#                      is pushed): the SIP path alone [1]
 #   SIPP               SIPp instances sharing each rate (SIPp is single-threaded) [1]
 #   TARGETS            what to load, in order ["sink kamailio screenpop"]; `sink` is SIPp
 #                      straight to the sink: SIPp's own ceiling, and proof the sink keeps up
 #   KAMAILIO_CHILDREN  Kamailio's UDP worker processes [2: one per core of the bench machine]
+#   KAMAILIO_RCVBUF    Kamailio's -b: the most its socket receive buffer may grow to [its
+#                      default, 262144 (the kernel doubles it: 512 KiB)]
 #   PIN                "1": SIPp on CPU 0, the target and its helpers on CPU 1 [0]
 #   KEEP               "1": keep the run directory (logs, SIPp statistics) [0]
+#   RING_TIMEOUT       screenpop's [sip] ring_timeout ["120s", its default]
+#   SCREENPOP_BIN      the daemon to measure [target/release/screenpop, built here]
 #
 # A ladder stops at the first rate that loses anything, or that SIPp does not reach (< 90 %).
 # Loopback only, free ports only. Every process started here is ended by its PID on exit (the
@@ -30,12 +36,15 @@ HERE="$ROOT/benches/sipp"
 RATES=${RATES:-"1000 2000 5000 10000 15000 20000 25000 30000 40000"}
 STEP_SECS=${STEP_SECS:-5}
 RING_MS=${RING_MS:-200}
+RING_TIMEOUT=${RING_TIMEOUT:-120s}
 AGENTS=${AGENTS:-200}
 SIPP=${SIPP:-1}
 TARGETS=${TARGETS:-"sink kamailio screenpop"}
 KAMAILIO_CHILDREN=${KAMAILIO_CHILDREN:-2}
+KAMAILIO_RCVBUF=${KAMAILIO_RCVBUF:-}
 PIN=${PIN:-0}
 KEEP=${KEEP:-0}
+WS=${WS:-1}
 
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
 KAMAILIO=$(command -v kamailio || echo /usr/sbin/kamailio)
@@ -50,7 +59,7 @@ done
 
 echo "building (cargo build --release --bin screenpop --example sipp_peers)…" >&2
 (cd "$ROOT" && cargo build --release --quiet --bin screenpop --example sipp_peers)
-SCREENPOP="$ROOT/target/release/screenpop"
+SCREENPOP=${SCREENPOP_BIN:-"$ROOT/target/release/screenpop"}
 PEERS="$ROOT/target/release/examples/sipp_peers"
 
 RUN=$(mktemp -d /tmp/screenpop-sipp.XXXXXX)
@@ -69,6 +78,7 @@ cleanup() {
     if [[ $KEEP == 1 ]]; then echo "run directory kept: $RUN" >&2; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
+trap 'echo "run.sh: line $LINENO failed (exit $?)" >&2' ERR
 trap 'exit 130' INT TERM
 
 # Forgets a PID once its process has ended.
@@ -157,29 +167,34 @@ CALLERS="$RUN/callers.csv"
 # The target's processes, for the CPU columns: TARGET_TICKS and HELPER_TICKS print ticks.
 TARGET_TICKS=(echo 0) HELPER_TICKS=(echo 0)
 
-# Runs SIPp (SIPP instances, sharing the rate) at RATE calls/s for RATE × STEP_SECS calls against
-# ADDR with SCENARIO. Sets SENT (INVITEs), FAILED (calls SIPp counted failed), ACHIEVED (calls/s
-# SIPp reached, summed over the instances) and CPU ("sipp/target/helpers/other" in cores, over
-# the run).
+# run_sipp TARGET ADDR SCENARIO RATE: runs SIPp (SIPP instances, sharing the rate) at RATE calls/s
+# for RATE × STEP_SECS calls against ADDR. Sets SENT (INVITEs), FAILED (calls SIPp counted failed), ACHIEVED (calls/s
+# SIPp reached, summed over the instances), SIPP_KDROPS (datagrams the kernel dropped on SIPp's
+# own socket: responses lost on the way back; sampled every 100 ms while SIPp runs) and CPU
+# ("sipp/target/helpers/other" in cores, over the run).
 run_sipp() {
-    local addr=$1 scenario=$2 rate=$3 i dir calls each_rate pids=() rc p
-    local t0 m0 s0 tg0 h0 secs machine sipp target helpers
+    local target=$1 addr=$2 scenario=$3 rate=$4 i dir calls each_rate pids=() samplers=() rc p
+    local t0 m0 s0 tg0 h0 secs machine sipp tgt helpers
     calls=$((rate * STEP_SECS / SIPP))
     each_rate=$((rate / SIPP))
-    SENT=0 ACHIEVED=0 FAILED=0
+    SENT=0 ACHIEVED=0 FAILED=0 SIPP_KDROPS=0
     children_ticks
     t0=$(now) m0=$(machine_ticks) s0=$CHILD_TICKS tg0=$("${TARGET_TICKS[@]}") h0=$("${HELPER_TICKS[@]}")
     for ((i = 0; i < SIPP; i++)); do
-        dir="$RUN/sipp-$rate-$i"
+        dir="$RUN/sipp-$target-$rate-$i"
         mkdir -p "$dir"
         mapfile -t p < <("$PEERS" ports 3)
         (cd "$dir" && exec "${ON_SIPP_CPU[@]}" sipp -sf "$HERE/$scenario" -inf "$CALLERS" \
             -i 127.0.0.1 -p "${p[0]}" -mp "${p[1]}" -cp "${p[2]}" \
             -r "$each_rate" -rp 1000 -m "$calls" -d "$RING_MS" -nr -recv_timeout 5000 \
-            -buff_size 4194304 -nostdin -timeout "$((STEP_SECS * 3 + 10))s" \
+            -buff_size 4194304 -max_sched_loops 10000 -max_recv_loops 10000 -nostdin -timeout "$((STEP_SECS * 3 + 10))s" \
             -trace_stat -stf stat.csv -fd 100ms -trace_screen "$addr" >sipp.log 2>&1) &
         pids+=($!)
         PIDS+=($!)
+        # The sampler ends with SIPp; its last line is SIPp's count.
+        (while kill -0 "${pids[-1]}" 2>/dev/null; do udp_drops "${p[0]}"; sleep 0.1; done \
+            >"$dir/kdrops") &
+        samplers+=($!)
     done
     for ((i = 0; i < SIPP; i++)); do
         rc=0
@@ -188,21 +203,26 @@ run_sipp() {
         # SIPp exits 0 when every call succeeded, 1 when some failed; anything else is fatal.
         if ((rc > 1)); then
             echo "SIPp failed (exit $rc):" >&2
-            tail -5 "$RUN/sipp-$rate-$i/sipp.log" >&2
+            tail -5 "$RUN/sipp-$target-$rate-$i/sipp.log" >&2
         fi
+        wait "${samplers[$i]}" || true
     done
     secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
     machine=$(($(machine_ticks) - m0))
     children_ticks
     sipp=$((CHILD_TICKS - s0))
-    target=$(($("${TARGET_TICKS[@]}") - tg0))
+    tgt=$(($("${TARGET_TICKS[@]}") - tg0))
     helpers=$(($("${HELPER_TICKS[@]}") - h0))
-    CPU="$(cores "$sipp" "$secs")/$(cores "$target" "$secs")/$(cores "$helpers" "$secs")"
-    CPU+="/$(cores $((machine - sipp - target - helpers)) "$secs")"
+    CPU="$(cores "$sipp" "$secs")/$(cores "$tgt" "$secs")/$(cores "$helpers" "$secs")"
+    # The rest of the machine: /proc/stat is sampled at each tick and misses short runs that
+    # per-process times count, so this reads low (clamped at 0); it flags a busy machine.
+    machine=$((machine - sipp - tgt - helpers))
+    CPU+="/$(cores $((machine > 0 ? machine : 0)) "$secs")"
     for ((i = 0; i < SIPP; i++)); do
-        dir="$RUN/sipp-$rate-$i"
+        dir="$RUN/sipp-$target-$rate-$i"
         SENT=$((SENT + $(awk '/INVITE ---------->/ { print $3; exit }' "$dir"/*_screen.log 2>/dev/null || echo 0)))
         FAILED=$((FAILED + $(awk -F';' 'END { print $18 + 0 }' "$dir/stat.csv")))
+        SIPP_KDROPS=$((SIPP_KDROPS + $(awk 'END { print $1 + 0 }' "$dir/kdrops")))
         # The rate SIPp reached: calls created by its last 100 ms sample before the last call,
         # over the time since it started.
         ACHIEVED=$((ACHIEVED + $(awk -F';' -v m="$calls" '
@@ -214,9 +234,10 @@ run_sipp() {
 RESULTS="$RUN/results.txt"
 {
     echo "# $(date -u +%FT%TZ) $(nproc) CPUs; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# RATES='$RATES' STEP_SECS=$STEP_SECS RING_MS=$RING_MS AGENTS=$AGENTS SIPP=$SIPP PIN=$PIN KAMAILIO_CHILDREN=$KAMAILIO_CHILDREN"
+    echo "# RATES='$RATES' STEP_SECS=$STEP_SECS RING_MS=$RING_MS AGENTS=$AGENTS WS=$WS RING_TIMEOUT=$RING_TIMEOUT SIPP=$SIPP PIN=$PIN KAMAILIO_CHILDREN=$KAMAILIO_CHILDREN KAMAILIO_RCVBUF=${KAMAILIO_RCVBUF:-default}"
     echo "# cpu = cores used during the SIPp run: SIPp / target / helpers (sink, agents) / everything else"
-    printf '%-9s %7s %8s %7s %7s %6s %7s %6s %6s %6s %-23s %s\n' target asked achieved sent \
+    echo "# kdrops = datagrams the kernel dropped (receive buffer full) at the target's socket / at SIPp's"
+    printf '%-9s %7s %8s %7s %7s %6s %7s %6s %6s %-11s %-23s %s\n' target asked achieved sent \
         received lost pops popsLost failed kdrops cpu notes
 } | tee "$RESULTS"
 
@@ -226,8 +247,8 @@ declare -A BEST
 report() {
     local target=$1 rate=$2 received=$3 pops=$4 pops_lost=$5 kdrops=$6 notes=$7 lost
     lost=$((SENT - received))
-    printf '%-9s %7d %8d %7d %7d %6d %7s %6s %6d %6d %-23s %s\n' "$target" "$rate" "$ACHIEVED" \
-        "$SENT" "$received" "$lost" "$pops" "$pops_lost" "$FAILED" "$kdrops" "$CPU" "$notes" |
+    printf '%-9s %7d %8d %7d %7d %6d %7s %6s %6d %-11s %-23s %s\n' "$target" "$rate" "$ACHIEVED" \
+        "$SENT" "$received" "$lost" "$pops" "$pops_lost" "$FAILED" "$kdrops/$SIPP_KDROPS" "$CPU" "$notes" |
         tee -a "$RESULTS"
     STOP=0
     if ((lost == 0 && SENT > 0 && FAILED == 0)) && [[ $pops_lost == "-" || $pops_lost == 0 ]]; then
@@ -255,7 +276,7 @@ ladder_sink() {
     TARGET_TICKS=(pid_ticks "$SINK_PID") HELPER_TICKS=(echo 0)
     for rate in $RATES; do
         before=$(sink_invites) drops0=$(udp_drops "$SINK_PORT")
-        run_sipp "127.0.0.1:$SINK_PORT" invite-stateless.xml "$rate"
+        run_sipp sink "127.0.0.1:$SINK_PORT" invite-stateless.xml "$rate"
         settle sink_invites >/dev/null
         report sink "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$SINK_PORT") - drops0)) ""
         ((STOP)) && break
@@ -272,7 +293,7 @@ ladder_kamailio() {
     # setsid: Kamailio and its workers get a process group of their own, which stop() ends.
     "${ON_TARGET_CPU[@]}" setsid "$KAMAILIO" -DD -E -m 64 -M 8 -f "$HERE/kamailio-forward.cfg" \
         -Y "$kdir" -L "$MODULES" -l "udp:127.0.0.1:$port" -n "$KAMAILIO_CHILDREN" \
-        -A "SINK_PORT=$SINK_PORT" >"$kdir/kamailio.log" 2>&1 &
+        -A "SINK_PORT=$SINK_PORT" ${KAMAILIO_RCVBUF:+-b "$KAMAILIO_RCVBUF"} >"$kdir/kamailio.log" 2>&1 &
     kpid=$!
     PIDS+=("$kpid")
     "$PEERS" probe "127.0.0.1:$port" || { tail "$kdir/kamailio.log" >&2; exit 1; }
@@ -280,7 +301,7 @@ ladder_kamailio() {
     sleep 0.5
     for rate in $RATES; do
         before=$(sink_invites) drops0=$(udp_drops "$port") sink_drops0=$(udp_drops "$SINK_PORT")
-        run_sipp "127.0.0.1:$port" invite-stateless.xml "$rate"
+        run_sipp kamailio "127.0.0.1:$port" invite-stateless.xml "$rate"
         settle sink_invites >/dev/null
         report kamailio "$rate" $(($(sink_invites) - before)) - - $(($(udp_drops "$port") - drops0)) \
             "sink kdrops $(($(udp_drops "$SINK_PORT") - sink_drops0))"
@@ -293,7 +314,7 @@ ladder_kamailio() {
 
 ladder_screenpop() {
     local rate sip http pid apid text i port
-    "$PEERS" config --agents "$AGENTS" --out "$RUN/screenpop.toml"
+    "$PEERS" config --agents "$AGENTS" --ring-timeout "$RING_TIMEOUT" --out "$RUN/screenpop.toml"
     SCREENPOP_LOG=warn "${ON_TARGET_CPU[@]}" "$SCREENPOP" run --config "$RUN/screenpop.toml" \
         >"$RUN/screenpop.log" 2>&1 &
     pid=$!
@@ -308,17 +329,24 @@ ladder_screenpop() {
     [[ -n $sip && -n $http ]] || { cat "$RUN/screenpop.log" >&2; exit 1; }
     port=${sip##*:}
     "$PEERS" probe "$sip"
-    "${ON_TARGET_CPU[@]}" "$PEERS" agents --http "$http" --agents "$AGENTS" \
-        --out "$RUN/agents.counts" >"$RUN/agents.log" 2>&1 &
-    apid=$!
-    PIDS+=("$apid")
-    for ((i = 0; i < 300; i++)); do
-        grep -q 'signed in' "$RUN/agents.log" 2>/dev/null && break
-        kill -0 "$apid" 2>/dev/null || { cat "$RUN/agents.log" >&2; exit 1; }
-        sleep 0.1
-    done
-    grep -q 'signed in' "$RUN/agents.log" || { echo "agents did not sign in" >&2; exit 1; }
-    TARGET_TICKS=(pid_ticks "$pid") HELPER_TICKS=(pid_ticks "$apid")
+    if [[ $WS == 1 ]]; then
+        "${ON_TARGET_CPU[@]}" "$PEERS" agents --http "$http" --agents "$AGENTS" \
+            --out "$RUN/agents.counts" >"$RUN/agents.log" 2>&1 &
+        apid=$!
+        PIDS+=("$apid")
+        for ((i = 0; i < 300; i++)); do
+            grep -q 'signed in' "$RUN/agents.log" 2>/dev/null && break
+            kill -0 "$apid" 2>/dev/null || { cat "$RUN/agents.log" >&2; exit 1; }
+            sleep 0.1
+        done
+        grep -q 'signed in' "$RUN/agents.log" || { echo "agents did not sign in" >&2; exit 1; }
+    else
+        # No agent connected: the daemon resolves and tracks every call but pushes nothing.
+        apid=$$
+        echo "ringing 0" >"$RUN/agents.counts"
+    fi
+    TARGET_TICKS=(pid_ticks "$pid") HELPER_TICKS=(echo 0)
+    if [[ $WS == 1 ]]; then HELPER_TICKS=(pid_ticks "$apid"); fi
     sleep 1
     metrics() { curl -sf "http://$http/metrics"; }
     invites() { metric "$(metrics)" screenpop_sip_messages_total 'method="INVITE"'; }
@@ -330,15 +358,18 @@ ladder_screenpop() {
         push0=$(metric "$text" screenpop_push_messages_total 'type="ringing"')
         drops0=$(metric "$text" screenpop_drops_total)
         pop0=$(pops) kd0=$(udp_drops "$port")
-        run_sipp "$sip" invite.xml "$rate"
+        run_sipp screenpop "$sip" invite.xml "$rate"
         settle invites >/dev/null
         settle pops >/dev/null
         text=$(metrics)
+        echo "$text" >"$RUN/metrics-$rate.txt"
         inv=$(($(metric "$text" screenpop_sip_messages_total 'method="INVITE"') - inv0))
         push=$(($(metric "$text" screenpop_push_messages_total 'type="ringing"') - push0))
         drops=$(($(metric "$text" screenpop_drops_total) - drops0))
         popsgot=$(($(pops) - pop0))
-        report screenpop "$rate" "$inv" "$popsgot" $((inv - popsgot)) $(($(udp_drops "$port") - kd0)) \
+        local pops_lost=$((inv - popsgot))
+        if [[ $WS != 1 ]]; then popsgot=- pops_lost=-; fi
+        report screenpop "$rate" "$inv" "$popsgot" "$pops_lost" $(($(udp_drops "$port") - kd0)) \
             "pushed $push, drops_total +$drops"
         if ((drops > 0)); then
             grep '^screenpop_drops_total\|^screenpop_push_drops_total' <<<"$text" | sed 's/^/    /' |
@@ -347,8 +378,10 @@ ladder_screenpop() {
         ((STOP)) && break
         sleep 1
     done
-    echo "    agents' frames: $(tr '\n' ' ' <"$RUN/agents.counts")" | tee -a "$RESULTS"
-    stop "$apid"
+    if [[ $WS == 1 ]]; then
+        echo "    agents' frames: $(tr '\n' ' ' <"$RUN/agents.counts")" | tee -a "$RESULTS"
+        stop "$apid"
+    fi
     stop "$pid"
 }
 
