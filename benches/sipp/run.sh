@@ -218,6 +218,8 @@ run_sipp() {
     # per-process times count, so this reads low (clamped at 0); it flags a busy machine.
     machine=$((machine - sipp - tgt - helpers))
     CPU+="/$(cores $((machine > 0 ? machine : 0)) "$secs")"
+    # More than a quarter of a core elsewhere: the step measured a shared machine.
+    BUSY=$(awk -v t="$machine" -v s="$secs" -v hz="$TICK" 'BEGIN { print (t / hz / s > 0.25) }')
     for ((i = 0; i < SIPP; i++)); do
         dir="$RUN/sipp-$target-$rate-$i"
         SENT=$((SENT + $(awk '/INVITE ---------->/ { print $3; exit }' "$dir"/*_screen.log 2>/dev/null || echo 0)))
@@ -247,6 +249,7 @@ declare -A BEST
 report() {
     local target=$1 rate=$2 received=$3 pops=$4 pops_lost=$5 kdrops=$6 notes=$7 lost
     lost=$((SENT - received))
+    if ((BUSY)); then notes="BUSY MACHINE; $notes"; fi
     printf '%-9s %7d %8d %7d %7d %6d %7s %6s %6d %-11s %-23s %s\n' "$target" "$rate" "$ACHIEVED" \
         "$SENT" "$received" "$lost" "$pops" "$pops_lost" "$FAILED" "$kdrops/$SIPP_KDROPS" "$CPU" "$notes" |
         tee -a "$RESULTS"
