@@ -605,7 +605,7 @@
         if (r.ok) {
           delete form.dataset.dirty;
           status.textContent = "Saved " + clock(new Date().toISOString());
-          refreshRecent();
+          refreshRecent(true);
         } else if (r.status === 404) {
           status.textContent = "This call is no longer in the journal.";
         } else {
@@ -624,10 +624,18 @@
     state.recentTimer = setTimeout(refreshRecent, 400);
   }
 
-  async function refreshRecent() {
+  // A note is being written in the list (changed, or an open one has the focus): the list is
+  // refreshed after, never under the agent's hands.
+  function editingRecent(list, saved) {
+    if (list.querySelector("form[data-dirty]")) return true;
+    if (saved) return false; // a note was just saved: show it
+    const active = document.activeElement;
+    return !!(active && list.contains(active) && active.closest("details[open]"));
+  }
+
+  async function refreshRecent(saved) {
     if (!state.token) return;
-    if ($("recent-list").querySelector("form[data-dirty]")) {
-      // A note is being written in the list: refresh after, not under the agent's hands.
+    if (editingRecent($("recent-list"), saved === true)) {
       clearTimeout(state.recentTimer);
       state.recentTimer = setTimeout(refreshRecent, 2000);
       return;
@@ -641,7 +649,7 @@
       return;
     }
     const list = $("recent-list");
-    if (list.querySelector("form[data-dirty]")) {
+    if (editingRecent(list, saved === true)) {
       refreshRecentSoon();
       return;
     }
