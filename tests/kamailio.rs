@@ -108,7 +108,7 @@ async fn ringing(rx: &mut Receiver<CallUpdate>, ext: &str) -> CallUpdate {
 
 #[tokio::test]
 async fn dialog_subscription_through_kamailio_pops_answered_and_cancelled_calls() {
-    let Some(tools) = peers::tools() else { return };
+    let tools = peers::tools();
     let dir = RunDir::new("dialog-calls");
     let (_phone, phone_port) = phone(&tools, &dir, 2).await;
     let kamailio = Kamailio::start(
@@ -211,7 +211,7 @@ async fn dialog_subscription_through_kamailio_pops_answered_and_cancelled_calls(
 
 #[tokio::test]
 async fn refreshes_keep_the_subscription_and_a_kamailio_restart_is_survived() {
-    let Some(tools) = peers::tools() else { return };
+    let tools = peers::tools();
     let dir = RunDir::new("dialog-refresh");
     let (_phone, phone_port) = phone(&tools, &dir, 8).await;
     let mut kamailio = Kamailio::start(
@@ -299,7 +299,7 @@ async fn refreshes_keep_the_subscription_and_a_kamailio_restart_is_survived() {
 
 #[tokio::test]
 async fn a_wrong_password_is_refused_and_retried_with_backoff_not_in_a_loop() {
-    let Some(tools) = peers::tools() else { return };
+    let tools = peers::tools();
     let kamailio = Kamailio::start(
         &tools,
         peers::free_port(),
@@ -338,7 +338,7 @@ async fn a_wrong_password_is_refused_and_retried_with_backoff_not_in_a_loop() {
 
 #[tokio::test]
 async fn kamailio_siptrace_hep_pops_every_relayed_call_once() {
-    let Some(tools) = peers::tools() else { return };
+    let tools = peers::tools();
     let dir = RunDir::new("hep-calls");
     let daemon = start_with(|s| s.hep_password = Some("hep-key".into())).await;
     let http = daemon.bound.http.expect("http");
@@ -434,7 +434,7 @@ async fn kamailio_siptrace_hep_pops_every_relayed_call_once() {
 
 #[tokio::test]
 async fn kamailio_forks_calls_to_screenpop_which_never_answers_them() {
-    let Some(tools) = peers::tools() else { return };
+    let tools = peers::tools();
     let dir = RunDir::new("fork-calls");
     let daemon = start().await;
     let (_phone, phone_port) = phone(&tools, &dir, 2).await;
