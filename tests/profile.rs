@@ -213,34 +213,7 @@ async fn pg_daemon_with(index: &str, compose: &str, sources: &str) -> Daemon {
 }
 
 fn demo_sources(dbs: &screenpop::demo::db::DemoDatabases) -> String {
-    use screenpop::demo::db::*;
-    [
-        source_toml(
-            "balance",
-            "Balance",
-            &dbs.accounting,
-            BALANCE_SQL,
-            "one",
-            "[]",
-        ),
-        source_toml(
-            "purchases",
-            "Recent purchases",
-            &dbs.sales,
-            PURCHASES_SQL,
-            "many",
-            "[]",
-        ),
-        source_toml(
-            "credit",
-            "Credit terms",
-            &dbs.credit,
-            CREDIT_SQL,
-            "one",
-            "[\"credit\"]",
-        ),
-    ]
-    .join("\n")
+    screenpop::demo::db::sources_toml(dbs, "[\"credit\"]")
 }
 
 async fn demo_dbs() -> (screenpop::demo::db::DemoDatabases, String) {

@@ -246,35 +246,7 @@ async fn demo_databases() -> anyhow::Result<screenpop::demo::db::DemoDatabases> 
 }
 
 fn sources_toml(dbs: &screenpop::demo::db::DemoDatabases) -> String {
-    use screenpop::demo::db::*;
-    let sources = [
-        source_toml(
-            "balance",
-            "Balance",
-            &dbs.accounting,
-            BALANCE_SQL,
-            "one",
-            "[]",
-        ),
-        source_toml(
-            "purchases",
-            "Recent purchases",
-            &dbs.sales,
-            PURCHASES_SQL,
-            "many",
-            "[]",
-        ),
-        source_toml(
-            "credit",
-            "Credit terms",
-            &dbs.credit,
-            CREDIT_SQL,
-            "one",
-            "[]",
-        ),
-    ]
-    .join("\n")
-    .replace(
+    let sources = screenpop::demo::db::sources_toml(dbs, "[]").replace(
         "timeout = \"800ms\"",
         "timeout = \"800ms\"\ncache_ttl = \"10m\"",
     );

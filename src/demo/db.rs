@@ -291,15 +291,27 @@ pub async fn create(server: &str, prefix: &str, customers: usize) -> anyhow::Res
 
 /// The three sources over the demo databases (what `config/screenpop.example.toml` says).
 pub fn sources(dbs: &DemoDatabases) -> Vec<crate::compose::SourceConfig> {
-    let text = format!(
-        "{}\n{}\n{}",
+    #[derive(serde::Deserialize)]
+    struct Sources {
+        sources: Vec<crate::compose::SourceConfig>,
+    }
+    toml::from_str::<Sources>(&sources_toml(dbs, "[\"credit\"]"))
+        .map(|s| s.sources)
+        .unwrap_or_default()
+}
+
+/// The three `[[sources]]` tables over the demo databases: balance (accounting), purchases
+/// (sales) and credit (credit), the credit source for the agents with `credit_roles` (a TOML
+/// array; `[]`: everyone).
+pub fn sources_toml(dbs: &DemoDatabases, credit_roles: &str) -> String {
+    [
         source_toml(
             "balance",
             "Balance",
             &dbs.accounting,
             BALANCE_SQL,
             "one",
-            "[]"
+            "[]",
         ),
         source_toml(
             "purchases",
@@ -307,7 +319,7 @@ pub fn sources(dbs: &DemoDatabases) -> Vec<crate::compose::SourceConfig> {
             &dbs.sales,
             PURCHASES_SQL,
             "many",
-            "[]"
+            "[]",
         ),
         source_toml(
             "credit",
@@ -315,16 +327,10 @@ pub fn sources(dbs: &DemoDatabases) -> Vec<crate::compose::SourceConfig> {
             &dbs.credit,
             CREDIT_SQL,
             "one",
-            "[\"credit\"]"
+            credit_roles,
         ),
-    );
-    #[derive(serde::Deserialize)]
-    struct Sources {
-        sources: Vec<crate::compose::SourceConfig>,
-    }
-    toml::from_str::<Sources>(&text)
-        .map(|s| s.sources)
-        .unwrap_or_default()
+    ]
+    .join("\n")
 }
 
 /// One `[[sources]]` table for a demo database.
