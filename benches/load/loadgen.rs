@@ -392,12 +392,14 @@ pub async fn connect_agents(target: &Target, n: usize) -> anyhow::Result<Agents>
 const MARK: &[u8] = b"lgcall ";
 
 fn parse_mark(frame: &[u8]) -> Option<usize> {
-    let at = memchr_find(frame, MARK)? + MARK.len();
-    let digits = frame[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&frame[at..at + digits])
+    number_after(frame, MARK)
+}
+
+/// The decimal number right after the first `marker` in `hay`.
+fn number_after(hay: &[u8], marker: &[u8]) -> Option<usize> {
+    let at = memchr_find(hay, marker)? + marker.len();
+    let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&hay[at..at + digits])
         .ok()?
         .parse()
         .ok()
@@ -418,10 +420,34 @@ const SDP: &str = "v=0\r\no=- 3894742110 3894742110 IN IP4 127.0.0.1\r\ns=-\r\nc
 t=0 0\r\nm=audio 16384 RTP/AVP 8 0 9 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:9 G722/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";
 
+/// What every message of one run shares. A call's number picks its agent (round robin) and
+/// its caller (from `offset`).
+struct Plan {
+    run: u64,
+    via: &'static str,
+    local: SocketAddr,
+    n_agents: usize,
+    callers: Arc<[String]>,
+    offset: usize,
+}
+
+impl Plan {
+    fn call(&self, n: usize) -> Call<'_> {
+        Call {
+            n,
+            ext: extension(n % self.n_agents),
+            caller: &self.callers[(self.offset + n) % self.callers.len()],
+            run: self.run,
+            via: self.via,
+            local: self.local,
+        }
+    }
+}
+
 struct Call<'a> {
     run: u64,
     n: usize,
-    ext: &'a str,
+    ext: String,
     caller: &'a str,
     via: &'a str,
     local: SocketAddr,
@@ -485,22 +511,23 @@ impl Call<'_> {
 enum Wire {
     Udp(Arc<tokio::net::UdpSocket>, SocketAddr),
     Tcp(Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>),
-    Hep(Arc<tokio::net::UdpSocket>, SocketAddr),
+    /// Socket, collector, the PBX address the copies claim to come from.
+    Hep(Arc<tokio::net::UdpSocket>, SocketAddr, SocketAddr),
     Floor(Arc<tokio::net::UdpSocket>, SocketAddr),
 }
 
 impl Wire {
-    async fn send(&self, msg: &[u8], agent: usize, local: SocketAddr) -> anyhow::Result<()> {
+    async fn send(&self, msg: &[u8], agent: usize) -> anyhow::Result<()> {
         match self {
             Wire::Udp(s, to) => {
                 s.send_to(msg, to).await?;
             }
             Wire::Tcp(w) => w.lock().await.write_all(msg).await?,
-            Wire::Hep(s, to) => {
+            Wire::Hep(s, to, pbx) => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                let pbx: SocketAddr = (local.ip(), 5060).into();
+                let pbx = *pbx;
                 let phone: SocketAddr = (IpAddr::from([127, 0, 0, 1]), 5060).into();
                 let packet = screenpop::telephony::hep::encode(
                     pbx,
@@ -608,75 +635,61 @@ pub async fn run(
     // The wire, and for SIP a reader of the answers that ACKs each 487.
     let trying = Arc::new(AtomicUsize::new(0));
     let trying_at: Arc<Vec<AtomicU64>> = Arc::new((0..calls).map(|_| AtomicU64::new(0)).collect());
-    let answers = |wire: Arc<Wire>, local: SocketAddr| Answers {
-        run,
-        wire,
-        trying: trying.clone(),
-        trying_at: trying_at.clone(),
-        epoch,
-        callers: callers.to_vec(),
-        offset: scenario.caller_offset,
-        n_agents,
-        local,
-        via: if scenario.transport == Transport::Tcp {
-            "TCP"
-        } else {
-            "UDP"
-        },
-    };
-    let (wire, local, answers) = match (scenario.transport, target.floor) {
-        (Transport::Udp, true) => {
+    let (wire, local, reader) = match (scenario.transport, target.floor) {
+        (Transport::Udp, floor) => {
             let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
             set_buffers(&s);
             let local = s.local_addr()?;
-            let wire = Arc::new(Wire::Floor(s.clone(), target.udp));
-            (
-                wire.clone(),
-                local,
-                Some(tokio::spawn(answers(wire, local).udp(s))),
-            )
+            let wire = if floor {
+                Wire::Floor(s.clone(), target.udp)
+            } else {
+                Wire::Udp(s.clone(), target.udp)
+            };
+            let read = floor || std::env::var_os("LOADGEN_NO_ANSWERS").is_none();
+            (wire, local, read.then_some(Reader::Udp(s)))
         }
         (_, true) => bail!("the floor relay takes UDP only"),
-        (Transport::Udp, false) => {
-            let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
-            set_buffers(&s);
-            let local = s.local_addr()?;
-            let wire = Arc::new(Wire::Udp(s.clone(), target.udp));
-            let answers = answers(wire.clone(), local);
-            let reader = (std::env::var_os("LOADGEN_NO_ANSWERS").is_none())
-                .then(|| tokio::spawn(answers.udp(s)));
-            (wire, local, reader)
-        }
         (Transport::Tcp, false) => {
             let stream = tokio::net::TcpStream::connect(target.tcp.context("no SIP TCP")?).await?;
             stream.set_nodelay(true)?;
             let local = stream.local_addr()?;
             let (r, w) = stream.into_split();
-            let wire = Arc::new(Wire::Tcp(Arc::new(tokio::sync::Mutex::new(w))));
-            let answers = answers(wire.clone(), local);
-            (wire, local, Some(tokio::spawn(answers.tcp(r))))
+            let wire = Wire::Tcp(Arc::new(tokio::sync::Mutex::new(w)));
+            (wire, local, Some(Reader::Tcp(r)))
         }
         (Transport::Hep, false) => {
             let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
             let local = s.local_addr()?;
-            (
-                Arc::new(Wire::Hep(s, target.hep.context("no HEP address")?)),
-                local,
-                None,
-            )
+            let to = target.hep.context("no HEP address")?;
+            (Wire::Hep(s, to, (local.ip(), 5060).into()), local, None)
         }
     };
-    let via = if scenario.transport == Transport::Tcp {
-        "TCP"
-    } else {
-        "UDP"
-    };
-    let call = |n: usize| -> (String, String) {
-        (
-            extension(n % n_agents),
-            callers[(scenario.caller_offset + n) % callers.len()].clone(),
-        )
-    };
+    let wire = Arc::new(wire);
+    let plan = Arc::new(Plan {
+        run,
+        via: if scenario.transport == Transport::Tcp {
+            "TCP"
+        } else {
+            "UDP"
+        },
+        local,
+        n_agents,
+        callers: callers.into(),
+        offset: scenario.caller_offset,
+    });
+    let answers = reader.map(|reader| {
+        let answers = Answers {
+            plan: plan.clone(),
+            wire: wire.clone(),
+            trying: trying.clone(),
+            trying_at: trying_at.clone(),
+            epoch,
+        };
+        match reader {
+            Reader::Udp(s) => tokio::spawn(answers.udp(s)),
+            Reader::Tcp(r) => tokio::spawn(answers.tcp(r)),
+        }
+    });
 
     // Open-loop sending on the schedule; due CANCELs go out between INVITEs.
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -688,21 +701,7 @@ pub async fn run(
         let due = started + interval.mul_f64(n as f64);
         loop {
             let now = Instant::now();
-            while let Some(&(at, m)) = cancels.front()
-                && at <= now
-            {
-                cancels.pop_front();
-                let (ext, caller) = call(m);
-                let c = Call {
-                    run,
-                    n: m,
-                    ext: &ext,
-                    caller: &caller,
-                    via,
-                    local,
-                };
-                wire.send(&c.cancel(), m % n_agents, local).await?;
-            }
+            send_due_cancels(&wire, &plan, &mut cancels, now).await?;
             if now >= due {
                 break;
             }
@@ -717,21 +716,12 @@ pub async fn run(
             Instant::now() < deadline,
             "the run passed its 10-minute bound"
         );
-        let (ext, caller) = call(n);
-        let c = Call {
-            run,
-            n,
-            ext: &ext,
-            caller: &caller,
-            via,
-            local,
-        };
-        let invite = c.invite();
+        let invite = plan.call(n).invite();
         sent_at[n].store(stamp().max(1), Ordering::Relaxed);
-        wire.send(&invite, n % n_agents, local).await?;
+        wire.send(&invite, n % n_agents).await?;
         last_send = Instant::now();
         if let (false, Some(hold)) = (target.floor, scenario.hold) {
-            cancels.push_back((Instant::now() + hold, n));
+            cancels.push_back((last_send + hold, n));
         }
     }
     let send_secs = (last_send - started).as_secs_f64().max(1e-9);
@@ -740,21 +730,7 @@ pub async fn run(
     let wait_until = Instant::now() + scenario.settle + scenario.hold.unwrap_or_default();
     loop {
         let now = Instant::now();
-        while let Some(&(at, m)) = cancels.front()
-            && at <= now
-        {
-            cancels.pop_front();
-            let (ext, caller) = call(m);
-            let c = Call {
-                run,
-                n: m,
-                ext: &ext,
-                caller: &caller,
-                via,
-                local,
-            };
-            wire.send(&c.cancel(), m % n_agents, local).await?;
-        }
+        send_due_cancels(&wire, &plan, &mut cancels, now).await?;
         let all_in = popped.load(Ordering::Relaxed) >= calls
             && (!scenario.complete || completed.load(Ordering::Relaxed) >= calls);
         if (all_in && cancels.is_empty()) || now >= wait_until {
@@ -780,10 +756,17 @@ pub async fn run(
     let mut complete = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut trying_latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut slow: Vec<(u64, u64, u64)> = Vec::new();
+    let report_slow = std::env::var_os("LOADGEN_SLOW").is_some();
+    // Latency in µs from the INVITE to a stamp, when both were taken.
+    let record = |h: &mut Histogram<u64>, sent: u64, at: u64| {
+        if sent > 0 && at >= sent {
+            h.saturating_record(((at - sent) / 1000).max(1));
+        }
+    };
     for n in 0..calls {
         let sent = sent_at[n].load(Ordering::Relaxed);
         let r = ringing_at[n].load(Ordering::Relaxed);
-        if std::env::var_os("LOADGEN_SLOW").is_some() && r > sent + 3_000_000 {
+        if report_slow && r > sent + 3_000_000 {
             let (at, lat) = (sent / 1_000_000, (r - sent) / 1_000_000);
             match slow.last_mut() {
                 Some((start, end, worst)) if at <= *end + 20 => {
@@ -793,17 +776,13 @@ pub async fn run(
                 _ => slow.push((at, at, lat)),
             }
         }
-        if sent > 0 && r >= sent {
-            ringing.saturating_record(((r - sent) / 1000).max(1));
-        }
-        let t = trying_at[n].load(Ordering::Relaxed);
-        if sent > 0 && t >= sent {
-            trying_latency.saturating_record(((t - sent) / 1000).max(1));
-        }
-        let c = complete_at[n].load(Ordering::Relaxed);
-        if sent > 0 && c >= sent {
-            complete.saturating_record(((c - sent) / 1000).max(1));
-        }
+        record(&mut ringing, sent, r);
+        record(
+            &mut trying_latency,
+            sent,
+            trying_at[n].load(Ordering::Relaxed),
+        );
+        record(&mut complete, sent, complete_at[n].load(Ordering::Relaxed));
     }
     if !slow.is_empty() {
         let list: Vec<String> = slow
@@ -828,6 +807,28 @@ pub async fn run(
     })
 }
 
+/// Sends the CANCELs due by `now` (the queue is in time order).
+async fn send_due_cancels(
+    wire: &Wire,
+    plan: &Plan,
+    cancels: &mut VecDeque<(Instant, usize)>,
+    now: Instant,
+) -> anyhow::Result<()> {
+    while let Some(&(at, n)) = cancels.front()
+        && at <= now
+    {
+        cancels.pop_front();
+        wire.send(&plan.call(n).cancel(), n % plan.n_agents).await?;
+    }
+    Ok(())
+}
+
+/// Where the daemon's answers are read from.
+enum Reader {
+    Udp(Arc<tokio::net::UdpSocket>),
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+}
+
 /// Larger buffers for the generator's own UDP socket (best effort), so the generator's side
 /// is not where datagrams are lost.
 fn set_buffers(s: &tokio::net::UdpSocket) {
@@ -838,16 +839,11 @@ fn set_buffers(s: &tokio::net::UdpSocket) {
 
 /// The reader of the daemon's answers: counts 100 Trying, ACKs each 487.
 struct Answers {
-    run: u64,
+    plan: Arc<Plan>,
     wire: Arc<Wire>,
     trying: Arc<AtomicUsize>,
     trying_at: Arc<Vec<AtomicU64>>,
     epoch: Instant,
-    callers: Vec<String>,
-    offset: usize,
-    n_agents: usize,
-    local: SocketAddr,
-    via: &'static str,
 }
 
 impl Answers {
@@ -874,17 +870,7 @@ impl Answers {
         let Some((n, tag)) = std::str::from_utf8(msg).ok().and_then(call_and_tag) else {
             return;
         };
-        let ext = extension(n % self.n_agents);
-        let caller = &self.callers[(self.offset + n) % self.callers.len()];
-        let c = Call {
-            run: self.run,
-            n,
-            ext: &ext,
-            caller,
-            via: self.via,
-            local: self.local,
-        };
-        let _ = self.wire.send(&c.ack(tag), 0, self.local).await;
+        let _ = self.wire.send(&self.plan.call(n).ack(tag), 0).await;
     }
 
     async fn udp(self, socket: Arc<tokio::net::UdpSocket>) {
@@ -913,10 +899,7 @@ impl Answers {
 
 /// The call number, from the Call-ID.
 fn call_number(text: &str) -> Option<usize> {
-    const ID: &str = "Call-ID: lg-";
-    let at = text.find(ID)? + ID.len();
-    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
-    text[at..at + digits].parse().ok()
+    number_after(text.as_bytes(), b"Call-ID: lg-")
 }
 
 /// The call number and the To tag of a 487.
