@@ -3,9 +3,11 @@
 //! `schema/push-protocol.schema.json`.
 
 mod support;
+#[path = "support/ws.rs"]
+mod ws;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,24 +17,8 @@ use screenpop::config::TokenHash;
 use screenpop::telephony::sip::identity::{Caller, Source};
 use serde_json::{Value, json};
 use support::*;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-fn validator() -> &'static jsonschema::Validator {
-    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
-    V.get_or_init(|| {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schema/push-protocol.schema.json"
-        ))
-        .expect("schema");
-        jsonschema::validator_for(&serde_json::from_str(&text).expect("json"))
-            .expect("valid schema")
-    })
-}
+use ws::{Ws, validator};
 
 async fn connect(http: SocketAddr) -> Ws {
     tokio_tungstenite::connect_async(format!("ws://{http}/ws"))

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-fn validator() -> &'static jsonschema::Validator {
+/// The push protocol's JSON Schema, compiled once.
+pub fn validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| {
         let text = std::fs::read_to_string(concat!(
