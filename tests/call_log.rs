@@ -16,9 +16,9 @@ use screenpop::calls::{CallEvent, CallUpdate, Change, EndReason, Intake};
 use screenpop::config::TokenHash;
 use screenpop::daemon::Daemon;
 use screenpop::resolve::Resolution;
-use screenpop::telephony::sip::identity::{Caller, Source};
 use serde_json::{Value, json};
 use support::pg::TestDb;
+use support::ringing;
 use tokio_tungstenite::tungstenite::Message;
 
 const PG: &str = "127.0.0.1:5432";
@@ -54,21 +54,6 @@ async fn daemon(url: &str, call_log: &str) -> Daemon {
         .await
         .expect("settings");
     Daemon::start(settings).await.expect("start")
-}
-
-fn ringing(key: &str, extension: &str, number: &str) -> CallEvent {
-    CallEvent::Ringing {
-        key: key.into(),
-        intake: Intake::Sip,
-        extension: extension.into(),
-        caller: Caller {
-            number: Some(number.into()),
-            display: None,
-            source: Source::From,
-            withheld: false,
-        },
-        dialled: None,
-    }
 }
 
 fn ended(key: &str, reason: EndReason) -> CallEvent {

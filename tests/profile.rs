@@ -17,24 +17,9 @@ use screenpop::calls::{CallEvent, EndReason, Intake};
 use screenpop::config::TokenHash;
 use screenpop::daemon::Daemon;
 use screenpop::demo::data;
-use screenpop::telephony::sip::identity::{Caller, Source};
 use serde_json::{Value, json};
+use support::ringing;
 use ws::{Ws, expect, sign_in, until};
-
-fn ringing(key: &str, extension: &str, number: &str) -> CallEvent {
-    CallEvent::Ringing {
-        key: key.into(),
-        intake: Intake::Sip,
-        extension: extension.into(),
-        caller: Caller {
-            number: Some(number.into()),
-            display: None,
-            source: Source::From,
-            withheld: false,
-        },
-        dialled: None,
-    }
-}
 
 /// The messages of one pop: `ringing` first, then sections, ending with `complete`.
 async fn pop(ws: &mut Ws) -> (Value, Vec<Value>, Value, Vec<String>) {

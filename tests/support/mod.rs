@@ -314,3 +314,19 @@ pub async fn http_request(
     };
     (status, head.to_ascii_lowercase(), body)
 }
+
+/// A SIP `Ringing` event for `number` calling `extension`, as an intake would report it.
+pub fn ringing(key: &str, extension: &str, number: &str) -> screenpop::calls::CallEvent {
+    screenpop::calls::CallEvent::Ringing {
+        key: key.into(),
+        intake: screenpop::calls::Intake::Sip,
+        extension: extension.into(),
+        caller: screenpop::telephony::sip::identity::Caller {
+            number: Some(number.into()),
+            display: None,
+            source: screenpop::telephony::sip::identity::Source::From,
+            withheld: false,
+        },
+        dialled: None,
+    }
+}
