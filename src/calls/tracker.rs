@@ -198,11 +198,8 @@ impl Table {
         let Some((_, key)) = self.order.pop_first() else {
             return;
         };
-        if let Some(entry) = self.calls.remove(&key) {
-            self.deadlines.remove(&(entry.deadline, entry.seq));
-            if matches!(entry.call.state, CallState::Answered { .. }) {
-                self.answered -= 1;
-            }
+        // `remove` keeps the deadlines and the answered count right (its `order` entry is gone).
+        if let Some(entry) = self.remove(&key) {
             metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
             out.push(end_call(entry.call, EndReason::Expired));
         }
