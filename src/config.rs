@@ -247,6 +247,12 @@ pub struct Http {
     /// PEM private key for HTTPS/WSS (with `tls_cert`); relative to this file.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Browser origins (`scheme://host[:port]`) allowed to open `/ws`, e.g. the page's public
+    /// address `"https://screenpop.example.com"` or a CRM embedding it. Without it only the
+    /// page's own origin is allowed, and only when the page was reached by IP address or
+    /// `localhost`: an origin named by DNS must be listed, or a DNS-rebinding page could pass.
+    #[serde(default)]
+    pub allowed_origins: Vec<crate::web::AllowedOrigin>,
 }
 
 impl Default for Http {
@@ -255,6 +261,7 @@ impl Default for Http {
             listen: default_http(),
             tls_cert: None,
             tls_key: None,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -350,10 +357,10 @@ fn default_log_interval() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Push {
-    /// Browser origins (besides the daemon's own page) allowed to open `/ws`,
-    /// e.g. `"https://crm.example.com"`.
+    /// Browser origins allowed to open `/ws`; the same as `[http] allowed_origins` (both lists
+    /// apply), kept for configs written before that key.
     #[serde(default)]
-    pub allowed_origins: Vec<String>,
+    pub allowed_origins: Vec<crate::web::AllowedOrigin>,
     /// Most WebSocket connections at once.
     #[serde(default = "default_max_ws")]
     pub max_connections: usize,

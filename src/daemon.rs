@@ -291,6 +291,7 @@ impl Daemon {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.push.max_connections)),
             max_message_bytes: settings.push.max_message_bytes,
         });
+        let throttle = crate::throttle::AuthThrottle::default();
         let mut app = crate::web::router(crate::web::AppState {
             calls: calls.clone(),
             agents,
@@ -300,6 +301,7 @@ impl Daemon {
             journal: journal.clone(),
             call_log: call_log.clone(),
             shutdown: cancel.child_token(),
+            throttle: throttle.clone(),
         });
         let webhook = &settings.webhook;
         if !webhook.pbx.is_empty() {
@@ -318,6 +320,7 @@ impl Daemon {
                     webhook.replay_capacity,
                     known.clone(),
                     events_tx.clone(),
+                    throttle.clone(),
                 ),
             ));
         }
@@ -364,8 +367,11 @@ impl Daemon {
                     let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    let serve = axum::serve(http, app)
-                        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
+                    let serve = axum::serve(
+                        http,
+                        app.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move { http_cancel.cancelled().await });
                     if let Err(error) = serve.await {
                         tracing::error!(%error, "HTTP listener failed.");
                     }
@@ -687,7 +693,13 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
                     ring_sound: config.page.ring_sound,
                 }),
             },
-            allowed_origins: config.push.allowed_origins.clone(),
+            allowed_origins: config
+                .http
+                .allowed_origins
+                .iter()
+                .chain(&config.push.allowed_origins)
+                .map(|o| o.as_str().to_owned())
+                .collect(),
             max_connections: config.push.max_connections,
             max_message_bytes: config.push.max_message_bytes,
         },

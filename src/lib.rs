@@ -17,7 +17,8 @@
 //! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
 //!   embedded default and the PostgreSQL demo databases.
 //! - [`db`]: PostgreSQL connections and the schema migrations.
-//! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps.
+//! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps; [`throttle`]: failed
+//!   sign-ins per source address.
 
 pub mod agents;
 pub mod calls;
@@ -31,5 +32,6 @@ pub mod push;
 pub mod resolve;
 pub mod sources;
 pub mod telephony;
+pub mod throttle;
 pub mod time;
 pub mod web;

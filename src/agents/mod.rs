@@ -26,6 +26,17 @@ pub struct Agent {
     pub roles: Vec<String>,
 }
 
+impl Agent {
+    /// The one authorisation rule for every agent action on a call (pick, dismiss, notes,
+    /// callbacks): the call rang at one of the agent's extensions. `rang` lists the extensions
+    /// the call rang at. Callers answer "not yours" and "does not exist" alike, so that an
+    /// agent cannot probe other agents' call ids.
+    pub fn rang_at<'a>(&self, rang: impl IntoIterator<Item = &'a str>) -> bool {
+        rang.into_iter()
+            .any(|ext| self.extensions.iter().any(|own| own == ext))
+    }
+}
+
 /// Every agent, by token hash and by extension: the fixed ones (from the config) and, when
 /// the agents table is used, the ones loaded from it, replaced as a whole on every change.
 #[derive(Debug, Default)]
@@ -119,5 +130,25 @@ impl Agents {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_acts_only_on_calls_that_rang_at_its_extensions() {
+        let alice = Agent {
+            id: "alice".into(),
+            name: "Alice".into(),
+            extensions: vec!["1001".into(), "1003".into()],
+            roles: Vec::new(),
+        };
+        assert!(alice.rang_at(["1002", "1003"]));
+        assert!(!alice.rang_at(["1002"]));
+        assert!(!alice.rang_at([]));
+        // Exact match only: no prefix or suffix matches.
+        assert!(!alice.rang_at(["100", "10011"]));
     }
 }

@@ -109,3 +109,66 @@ pub enum CallEvent {
         reason: EndReason,
     },
 }
+
+/// Longest display name kept, in characters; the rest is cut (a caller-supplied string ends up
+/// in every agent's frame).
+pub const MAX_DISPLAY_CHARS: usize = 128;
+
+/// A caller-supplied text (display name, number) as agents may see it: control characters
+/// (C0, DEL, C1) and the Unicode controls that reorder or hide text (bidirectional embeddings,
+/// overrides and isolates, line and paragraph separators) become spaces, runs of spaces
+/// collapse, and the result is trimmed and cut to [`MAX_DISPLAY_CHARS`]. Nothing left: `None`.
+/// Applied once, where every intake's events enter the call table.
+pub fn clean_text(text: &str) -> Option<String> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+    };
+    if !text.chars().any(hidden) && text.trim() == text && !text.contains("  ") {
+        return (!text.is_empty()).then(|| text.chars().take(MAX_DISPLAY_CHARS).collect());
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let c = if hidden(c) { ' ' } else { c };
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    let out: String = out.trim_end().chars().take(MAX_DISPLAY_CHARS).collect();
+    let out = out.trim_end().to_owned();
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_text;
+
+    #[test]
+    fn control_characters_never_reach_agents() {
+        assert_eq!(
+            clean_text("Acme Front Desk").as_deref(),
+            Some("Acme Front Desk")
+        );
+        assert_eq!(
+            clean_text("Acme\r\nX-Injected: 1").as_deref(),
+            Some("Acme X-Injected: 1")
+        );
+        assert_eq!(
+            clean_text("\u{1b}[31mred\u{1b}[0m").as_deref(),
+            Some("[31mred [0m")
+        );
+        assert_eq!(
+            clean_text("abc\u{202e}gpj.exe").as_deref(),
+            Some("abc gpj.exe")
+        );
+        assert_eq!(clean_text("\u{0}\u{7f}\u{85}\t "), None);
+        assert_eq!(clean_text(""), None);
+        assert_eq!(clean_text("  Bob   Smith ").as_deref(), Some("Bob Smith"));
+        let long = "é".repeat(500);
+        assert_eq!(
+            clean_text(&long).map(|s| s.chars().count()),
+            Some(super::MAX_DISPLAY_CHARS)
+        );
+    }
+}

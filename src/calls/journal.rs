@@ -276,10 +276,7 @@ impl crate::calls::Observer for Journal {
 }
 
 fn rang_for(entry: &Entry, agent: &Agent) -> bool {
-    entry
-        .extensions
-        .iter()
-        .any(|ext| agent.extensions.contains(ext))
+    agent.rang_at(entry.extensions.iter().map(String::as_str))
 }
 
 #[cfg(test)]

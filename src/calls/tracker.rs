@@ -516,9 +516,9 @@ impl Calls {
         Call {
             id: format!("{:016x}", rand::random::<u64>()),
             intake,
-            caller_number: caller.number.clone(),
+            caller_number: caller.number.as_deref().and_then(super::event::clean_text),
             caller_key,
-            caller_display: caller.display.clone(),
+            caller_display: caller.display.as_deref().and_then(super::event::clean_text),
             withheld: caller.withheld,
             dialled,
             resolution,

@@ -35,6 +35,10 @@ use crate::resolve::Customer;
 use crate::resolve::Resolution;
 use crate::sources::Who;
 
+/// The answer to an action on a call that does not exist or did not ring at the agent: the
+/// same text for both, so that call ids cannot be probed.
+pub const NOT_YOURS: &str = "no such call at your extensions";
+
 /// Most picks remembered.
 const MAX_PICKS: usize = 100_000;
 
@@ -158,33 +162,39 @@ impl Hub {
         metrics::gauge!("screenpop_push_connections").decrement(1.0);
     }
 
+    /// The live call `call_id`, if it rang at one of `agent`'s extensions
+    /// ([`Agent::rang_at`], the one rule for agent actions); `None` alike for a call that does
+    /// not exist and for someone else's.
+    fn call_of(&self, agent: &Agent, call_id: &str) -> Option<Call> {
+        self.calls
+            .live(Some(&agent.extensions))
+            .into_iter()
+            .find(|c| c.id == call_id && agent.rang_at(c.legs.iter().map(|l| l.extension.as_str())))
+    }
+
     /// Records that `agent` dismissed the pop of a live call: later snapshots leave it out.
-    /// Returns false for a call that is not live (nothing to dismiss).
-    pub fn dismiss(&self, agent: &str, call_id: &str) -> bool {
-        if !self.calls.live(None).iter().any(|c| c.id == call_id) {
-            return false;
-        }
+    /// Fails with [`NOT_YOURS`] for a call that is not live or did not ring at the agent.
+    pub fn dismiss(&self, agent: &Agent, call_id: &str) -> Result<(), &'static str> {
+        self.call_of(agent, call_id).ok_or(NOT_YOURS)?;
         let mut dismissed = self.dismissed.lock().unwrap_or_else(|p| p.into_inner());
         dismissed
             .entry(call_id.to_owned())
             .or_default()
-            .insert(agent.to_owned());
-        true
+            .insert(agent.id.clone());
+        Ok(())
     }
 
-    /// Records that `agent` chose `customer_id` for a live call's caller. The customer must be
-    /// one the call offered (a candidate, or its match).
+    /// Records that `agent` chose `customer_id` for a live call's caller. The call must have
+    /// rung at one of the agent's extensions ([`NOT_YOURS`] otherwise, whether it exists or
+    /// not) and the customer must be one the call offered (a candidate, or its match).
     pub fn pick(
         self: &Arc<Self>,
-        agent: &str,
+        agent: &Agent,
         call_id: &str,
         customer_id: &str,
     ) -> Result<(), &'static str> {
-        let calls = self.calls.live(None);
-        let call = calls
-            .iter()
-            .find(|c| c.id == call_id)
-            .ok_or("no such live call")?;
+        let call = self.call_of(agent, call_id).ok_or(NOT_YOURS)?;
+        let call = &call;
         let offered = call.resolution.customers();
         let Some(customer) = offered.iter().find(|c| c.id() == customer_id) else {
             return Err("that customer was not offered for this call");
@@ -195,7 +205,7 @@ impl Hub {
         if let Resolution::Candidates { candidates } = &call.resolution
             && let Some(chosen) = candidates.iter().find(|c| c.customer.id() == customer_id)
         {
-            self.start_profile(call_id, Audience::Agent(agent.to_owned()), &chosen.customer);
+            self.start_profile(call_id, Audience::Agent(agent.id.clone()), &chosen.customer);
         }
         let Some(key) = caller_key(call) else {
             return Ok(()); // Nothing to remember it by (no number).
@@ -206,10 +216,10 @@ impl Hub {
                 // Bounded: forget the oldest generation wholesale rather than grow.
                 picks.clear();
             }
-            picks.insert((agent.to_owned(), key.clone()), customer_id.to_owned());
+            picks.insert((agent.id.clone(), key.clone()), customer_id.to_owned());
         }
         if let Some(log) = &self.log {
-            log.pick(agent, &key, customer_id, call_id);
+            log.pick(&agent.id, &key, customer_id, call_id);
         }
         metrics::counter!("screenpop_push_picks_total").increment(1);
         Ok(())

@@ -12,7 +12,8 @@
 //! overflows with 4429.
 //!
 //! Close codes: 4401 not authenticated (missing, wrong or late token), 4408 idle, 4429 too slow
-//! to read its pops, 1003 binary frame, 1001 server shutting down.
+//! to read its pops, 4430 too many failed sign-ins from the address, 1003 binary frame, 1009
+//! message too big, 1001 server shutting down.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -28,6 +29,7 @@ use tracing::Instrument;
 use super::hub::Hub;
 use super::message::{ClientMessage, Outbound, PageSettings, Ready};
 use crate::agents::{Agent, Agents};
+use crate::throttle::{AuthThrottle, Peer};
 
 /// Close: not authenticated.
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -35,6 +37,20 @@ pub const CLOSE_UNAUTHORIZED: u16 = 4401;
 pub const CLOSE_IDLE: u16 = 4408;
 /// Close: the client does not read its pops fast enough.
 pub const CLOSE_TOO_SLOW: u16 = 4429;
+/// Close: too many failed sign-ins from the client's address; try again later.
+pub const CLOSE_THROTTLED: u16 = 4430;
+/// The `channel` label of WebSocket sign-ins in the throttle's metrics.
+pub const CHANNEL: &str = "websocket";
+/// Close: a message larger than `[push] max_message_bytes` [RFC 6455 §7.4.1].
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Whether a read failed because the client's message or frame was over the size limit
+/// (tungstenite's capacity error, under axum's).
+fn too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
 
 /// How long a closing session waits for the client's Close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -71,6 +87,7 @@ pub async fn run(
     socket: WebSocket,
     hub: Arc<Hub>,
     agents: Arc<Agents>,
+    (throttle, peer): (AuthThrottle, Peer),
     config: SessionConfig,
     shutdown: CancellationToken,
 ) {
@@ -82,9 +99,26 @@ pub async fn run(
         }))
     };
 
-    // 1. Authentication: the first frame, within the deadline.
+    // 1. Authentication: the first frame, within the deadline; none at all from an address
+    //    that failed too often.
+    if !throttle.allows(peer.0, CHANNEL) {
+        let _ = sink
+            .send(close(
+                CLOSE_THROTTLED,
+                "too many failed sign-ins; try again later",
+            ))
+            .await;
+        return;
+    }
     let first = tokio::time::timeout(config.auth_timeout, stream.next()).await;
     let timed_out = first.is_err();
+    if let Ok(Some(Err(error))) = first {
+        if too_big(&error) {
+            metrics::counter!("screenpop_push_drops_total", "reason" => "too_big").increment(1);
+            let _ = sink.send(close(CLOSE_TOO_BIG, "message too big")).await;
+        }
+        return;
+    }
     let agent = match first {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ClientMessage>(&text) {
             Ok(ClientMessage::Auth { token }) => agents.authenticate(&token),
@@ -94,6 +128,7 @@ pub async fn run(
     };
     let Some(agent) = agent else {
         metrics::counter!("screenpop_push_drops_total", "reason" => "unauthenticated").increment(1);
+        throttle.failed(peer.0, CHANNEL);
         let why = if timed_out {
             "auth timeout"
         } else {
@@ -103,9 +138,17 @@ pub async fn run(
         return;
     };
     let span = tracing::info_span!("agent", agent = %agent.id);
-    live(sink, stream, agent, hub, agents, config, shutdown)
-        .instrument(span)
-        .await;
+    live(
+        (sink, stream),
+        agent,
+        hub,
+        agents,
+        (throttle, peer),
+        config,
+        shutdown,
+    )
+    .instrument(span)
+    .await;
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -113,11 +156,11 @@ type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// The authenticated part of a session.
 async fn live(
-    mut sink: Sink,
-    mut stream: Stream,
+    (mut sink, mut stream): (Sink, Stream),
     mut agent: Arc<Agent>,
     hub: Arc<Hub>,
     agents: Arc<Agents>,
+    (throttle, peer): (AuthThrottle, Peer),
     config: SessionConfig,
     shutdown: CancellationToken,
 ) {
@@ -174,7 +217,9 @@ async fn live(
             agents.clone(),
             tx.clone(),
         );
-        let agent_id = agent.id.clone();
+        // The agent as the reader acts for it: its extensions decide which calls it may pick or
+        // dismiss; a fresh token for the same agent replaces it.
+        let mut acting = agent.clone();
         async move {
             let mut drain_until: Option<Instant> = None;
             loop {
@@ -190,7 +235,17 @@ async fn live(
                     () = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => break,
                     f = stream.next() => f,
                 };
-                let Some(Ok(frame)) = frame else { break };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(error)) if drain_until.is_none() && too_big(&error) => {
+                        metrics::counter!("screenpop_push_drops_total", "reason" => "too_big")
+                            .increment(1);
+                        let _ = close_with.set((CLOSE_TOO_BIG, "message too big"));
+                        done.cancel();
+                        break;
+                    }
+                    _ => break,
+                };
                 if drain_until.is_some() {
                     if matches!(frame, Message::Close(_)) {
                         break;
@@ -205,14 +260,17 @@ async fn live(
                         }
                         Ok(ClientMessage::Dismiss { call_id }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "dismiss").increment(1);
-                            if hub.dismiss(&agent_id, &call_id) {
-                                Outbound::new("dismissed", Some(&call_id), serde_json::json!({}))
-                            } else {
-                                Outbound::new(
+                            match hub.dismiss(&acting, &call_id) {
+                                Ok(()) => Outbound::new(
+                                    "dismissed",
+                                    Some(&call_id),
+                                    serde_json::json!({}),
+                                ),
+                                Err(why) => Outbound::new(
                                     "error",
                                     Some(&call_id),
-                                    serde_json::json!({ "message": "no such live call" }),
-                                )
+                                    serde_json::json!({ "message": why }),
+                                ),
                             }
                         }
                         Ok(ClientMessage::Pick {
@@ -220,7 +278,7 @@ async fn live(
                             customer_id,
                         }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
-                            match hub.pick(&agent_id, &call_id, &customer_id) {
+                            match hub.pick(&acting, &call_id, &customer_id) {
                                 Ok(()) => Outbound::new(
                                     "picked",
                                     Some(&call_id),
@@ -234,11 +292,13 @@ async fn live(
                             }
                         }
                         Ok(ClientMessage::Auth { token }) => match agents.authenticate(&token) {
-                            Some(new) if new.id == agent_id => {
+                            Some(new) if new.id == acting.id => {
+                                acting = new.clone();
                                 let _ = reauth_tx.try_send(new);
                                 continue;
                             }
                             _ => {
+                                throttle.failed(peer.0, CHANNEL);
                                 let _ = close_with.set((CLOSE_UNAUTHORIZED, "token refused"));
                                 done.cancel();
                                 continue;

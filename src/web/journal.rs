@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::calls::journal::MAX_NOTE_CHARS;
+use crate::throttle::Peer;
 
 /// Largest note request accepted, bytes (a 4,000-character note in any script fits).
 pub const MAX_BODY: usize = 20 * 1024;
@@ -41,8 +42,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// `GET /api/calls?mine=1[&limit=N]`.
-pub fn recent(state: &AppState, headers: &HeaderMap, limit: Option<usize>) -> Response {
-    let agent = match super::agent_of(state, headers) {
+pub fn recent(state: &AppState, headers: &HeaderMap, peer: Peer, limit: Option<usize>) -> Response {
+    let agent = match super::agent_of(state, headers, peer) {
         Ok(agent) => agent,
         Err(response) => return *response,
     };
@@ -55,10 +56,11 @@ pub fn recent(state: &AppState, headers: &HeaderMap, limit: Option<usize>) -> Re
 pub async fn note(
     State(state): State<AppState>,
     Path(call_id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let agent = match super::agent_of(&state, &headers) {
+    let agent = match super::agent_of(&state, &headers, peer) {
         Ok(agent) => agent,
         Err(response) => return *response,
     };

@@ -29,6 +29,7 @@ use crate::calls::Calls;
 use crate::calls::journal::Journal;
 use crate::calls::log::CallLog;
 use crate::push::{Hub, SessionConfig};
+use crate::throttle::{AuthThrottle, Peer};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -49,6 +50,8 @@ pub struct AppState {
     pub call_log: Option<Arc<CallLog>>,
     /// Cancelled on shutdown (WebSocket sessions close with 1001).
     pub shutdown: CancellationToken,
+    /// Failed sign-ins per source address (API and WebSocket).
+    pub throttle: AuthThrottle,
 }
 
 /// WebSocket endpoint settings.
@@ -92,15 +95,33 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-fn agent_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Agent>, Box<Response>> {
+/// The agent whose token the request carries. Refused alike: a missing or wrong token (401,
+/// counted against the address) and any request from an address that failed too often (429).
+fn agent_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Peer,
+) -> Result<Arc<Agent>, Box<Response>> {
+    if !state.throttle.allows(peer.0, CHANNEL_API) {
+        return Err(Box::new(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "60")],
+                axum::Json(serde_json::json!({
+                    "error": "too many failed sign-ins from this address; try again later"
+                })),
+            )
+                .into_response(),
+        ));
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match token.and_then(|t| state.agents.authenticate(t)) {
         Some(agent) => Ok(agent),
         None => {
+            state.throttle.failed(peer.0, CHANNEL_API);
             metrics::counter!("screenpop_drops_total", "reason" => "http_unauthenticated")
                 .increment(1);
             Err(Box::new(
@@ -115,12 +136,67 @@ fn agent_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Agent>, Box<Res
     }
 }
 
-/// Whether a browser `Origin` may open `/ws`: absent (not a browser), the page's own origin
-/// (same host as the request), or one configured [RFC 6455 §10.2].
+/// The `channel` label of the agents' API in the throttle's metrics.
+pub const CHANNEL_API: &str = "api";
+
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme is case-insensitive
+/// [RFC 9110 §11.1] and may be followed by several spaces [RFC 6750 §2.1 `1*SP`].
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A browser origin allowed to open `/ws` (`[http] allowed_origins`): `http` or `https`, a
+/// host and an optional port, nothing else (no path, no trailing slash), compared
+/// case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedOrigin(String);
+
+impl AllowedOrigin {
+    /// Checks and keeps an origin as a browser sends it (RFC 6454 §6.1).
+    pub fn parse(text: &str) -> Result<AllowedOrigin, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| format!("`{text}`: an origin starts with http:// or https://"))?;
+        let valid = !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !valid {
+            return Err(format!(
+                "`{text}`: an origin is scheme://host[:port], with no path or trailing slash"
+            ));
+        }
+        Ok(AllowedOrigin(text.to_ascii_lowercase()))
+    }
+
+    /// The origin, lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AllowedOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AllowedOrigin::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether a browser `Origin` may open `/ws` [RFC 6455 §10.2]: absent (not a browser: the
+/// token still has to be right), one configured, or the page's own origin when the page was
+/// reached by IP address or `localhost`. An own origin named by DNS must be configured:
+/// otherwise a page on an attacker's name that resolves to this daemon (DNS rebinding) would
+/// pass, since its `Origin` equals its `Host`.
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -128,19 +204,42 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     let own = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|o| o == host);
-    own || allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        .is_some_and(|o| o.eq_ignore_ascii_case(host));
+    own && host_is_literal(host)
+}
+
+/// Whether a `Host` header names an IP address or `localhost` (with or without a port):
+/// names no rebinding attacker can make a browser send for its own page.
+fn host_is_literal(host: &str) -> bool {
+    if host.parse::<std::net::SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+        || name
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// `GET /ws`: the agents' push channel (protocol in docs/protocol.md).
 async fn websocket(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&headers, &state.push.allowed_origins) {
         metrics::counter!("screenpop_push_drops_total", "reason" => "origin").increment(1);
-        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "origin not allowed: list the page's address in [http] allowed_origins",
+        )
+            .into_response();
     }
     let Ok(slot) = state.push.slots.clone().try_acquire_owned() else {
         metrics::counter!("screenpop_push_drops_total", "reason" => "connection_limit")
@@ -160,6 +259,7 @@ async fn websocket(
                 socket,
                 state.hub.clone(),
                 state.agents.clone(),
+                (state.throttle.clone(), peer),
                 state.push.session.clone(),
                 state.shutdown.clone(),
             )
@@ -182,20 +282,94 @@ struct CallsQuery {
 async fn calls(
     State(state): State<AppState>,
     Query(query): Query<CallsQuery>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
     if matches!(query.mine.as_deref(), Some("1" | "true" | "yes")) {
-        return journal::recent(&state, &headers, query.limit);
+        return journal::recent(&state, &headers, peer, query.limit);
     }
-    live_calls(&state, &headers)
+    live_calls(&state, &headers, peer)
 }
 
 /// The calls ringing or answered now at the agent's extensions.
-fn live_calls(state: &AppState, headers: &HeaderMap) -> Response {
-    let agent = match agent_of(state, headers) {
+fn live_calls(state: &AppState, headers: &HeaderMap, peer: Peer) -> Response {
+    let agent = match agent_of(state, headers, peer) {
         Ok(agent) => agent,
         Err(response) => return *response,
     };
     let calls = state.calls.live(Some(&agent.extensions));
     axum::Json(serde_json::json!({ "agent": &*agent, "calls": calls })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER   abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer  "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+    }
+
+    #[test]
+    fn own_origin_passes_only_when_reached_by_address() {
+        assert!(origin_allowed(&headers(None, "evil.example:8080"), &[]));
+        assert!(origin_allowed(
+            &headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://[::1]:8080"), "[::1]:8080"),
+            &[]
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://localhost:8080"), "localhost:8080"),
+            &[]
+        ));
+        // DNS rebinding: the attacker's name resolves to us; Origin equals Host.
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.example:8080"), "evil.example:8080"),
+            &[]
+        ));
+        // A cross-origin page.
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.example"), "127.0.0.1:8080"),
+            &[]
+        ));
+        // Configured names pass, case-insensitively.
+        let allowed = vec!["https://screenpop.example.com".to_owned()];
+        assert!(origin_allowed(
+            &headers(
+                Some("https://ScreenPop.example.com"),
+                "screenpop.example.com"
+            ),
+            &allowed
+        ));
+    }
+
+    #[test]
+    fn allowed_origins_are_checked() {
+        assert!(AllowedOrigin::parse("https://crm.example.com").is_ok());
+        assert!(AllowedOrigin::parse("http://10.0.0.5:8080").is_ok());
+        assert!(AllowedOrigin::parse("http://[::1]:8080").is_ok());
+        assert!(AllowedOrigin::parse("crm.example.com").is_err());
+        assert!(AllowedOrigin::parse("https://crm.example.com/").is_err());
+        assert!(AllowedOrigin::parse("https://crm.example.com/app").is_err());
+        assert!(AllowedOrigin::parse("https://").is_err());
+    }
 }

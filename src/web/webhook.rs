@@ -12,7 +12,9 @@
 //! so a captured request cannot be replayed later; within the window a replay is recognised by
 //! its event `id` (else by its signature) and changes nothing, so a PBX may retry safely. The
 //! comparison is constant-time (`hmac`'s `verify_slice`). A request that fails authentication
-//! gets 401 and has no effect; nothing from it is logged but the fact.
+//! gets 401 and has no effect; nothing from it is logged but the fact, at most once a minute
+//! (with the count held back). An address with too many failures gets 429 for a while, right
+//! or wrong ([`crate::throttle`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::telephony::cti::{self, Emitter, Secret};
+use crate::throttle::{AuthThrottle, LogSampler, Peer};
 
 /// The `input` label of the CTI metrics.
 pub const INPUT: &str = "webhook";
@@ -123,6 +126,9 @@ pub struct Webhook {
     replay: Mutex<Replay>,
     known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     emitter: Emitter,
+    throttle: AuthThrottle,
+    /// Refusals are logged at most once a minute (anyone can cause them).
+    refusals: LogSampler,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -172,10 +178,16 @@ fn status(code: StatusCode, status: &str) -> Response {
     (code, axum::Json(json!({ "status": status }))).into_response()
 }
 
-fn refuse(why: &'static str) -> Response {
-    metrics::counter!("screenpop_drops_total", "reason" => "webhook_unauthenticated").increment(1);
-    tracing::warn!(why, "Webhook request refused.");
-    status(StatusCode::UNAUTHORIZED, "unauthenticated")
+/// The `channel` label of the webhook in the throttle's metrics.
+pub const CHANNEL: &str = "webhook";
+
+fn throttled() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(axum::http::header::RETRY_AFTER, "60")],
+        axum::Json(json!({ "status": "too many failed requests from this address" })),
+    )
+        .into_response()
 }
 
 impl Webhook {
@@ -186,6 +198,7 @@ impl Webhook {
         capacity: usize,
         known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
         events: mpsc::Sender<CallEvent>,
+        throttle: AuthThrottle,
     ) -> Arc<Self> {
         Arc::new(Webhook {
             pbxs,
@@ -194,6 +207,8 @@ impl Webhook {
             replay: Mutex::default(),
             known,
             emitter: Emitter::new(events),
+            throttle,
+            refusals: LogSampler::new(Duration::from_secs(60)),
         })
     }
 
@@ -230,7 +245,23 @@ impl Webhook {
         true
     }
 
-    fn handle(&self, headers: &HeaderMap, body: &[u8]) -> Response {
+    /// Refuses a request that failed authentication: 401, counted against its address, logged
+    /// at most once a minute.
+    fn refuse(&self, peer: Peer, why: &'static str) -> Response {
+        metrics::counter!("screenpop_drops_total", "reason" => "webhook_unauthenticated")
+            .increment(1);
+        self.throttle.failed(peer.0, CHANNEL);
+        if let Some(held_back) = self.refusals.sample() {
+            tracing::warn!(why, held_back, "Webhook request refused.");
+        }
+        status(StatusCode::UNAUTHORIZED, "unauthenticated")
+    }
+
+    fn handle(&self, headers: &HeaderMap, peer: Peer, body: &[u8]) -> Response {
+        if !self.throttle.allows(peer.0, CHANNEL) {
+            return throttled();
+        }
+        let refuse = |why| self.refuse(peer, why);
         let header = |name: &str| {
             headers
                 .get(name)
@@ -336,8 +367,13 @@ impl Webhook {
     }
 }
 
-async fn receive(State(webhook): State<Arc<Webhook>>, headers: HeaderMap, body: Bytes) -> Response {
-    webhook.handle(&headers, &body)
+async fn receive(
+    State(webhook): State<Arc<Webhook>>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    webhook.handle(&headers, peer, &body)
 }
 
 /// `POST /api/events`, to merge into the HTTP router.
@@ -363,6 +399,7 @@ mod tests {
             2,
             Arc::new(|e: &str| e == "1001"),
             tx,
+            AuthThrottle::default(),
         );
         (wh, rx)
     }
@@ -390,12 +427,12 @@ mod tests {
         let (wh, mut rx) = webhook();
         let h = signed("k2", now(), RING);
         assert_eq!(
-            wh.handle(&h, RING.as_bytes()).status(),
+            wh.handle(&h, Peer(None), RING.as_bytes()).status(),
             StatusCode::ACCEPTED
         );
         assert!(matches!(rx.try_recv(), Ok(CallEvent::Ringing { key, .. }) if key == "fs:c1"));
         assert_eq!(
-            wh.handle(&h, RING.as_bytes()).status(),
+            wh.handle(&h, Peer(None), RING.as_bytes()).status(),
             StatusCode::OK,
             "replay"
         );
@@ -411,27 +448,27 @@ mod tests {
             HeaderMap::new(),
         ] {
             assert_eq!(
-                wh.handle(&h, RING.as_bytes()).status(),
+                wh.handle(&h, Peer(None), RING.as_bytes()).status(),
                 StatusCode::UNAUTHORIZED
             );
         }
         let mut tampered = signed("k1", now(), RING);
         tampered.insert(SIGNATURE_HEADER, "sha256=zz".parse().expect("header"));
         assert_eq!(
-            wh.handle(&tampered, RING.as_bytes()).status(),
+            wh.handle(&tampered, Peer(None), RING.as_bytes()).status(),
             StatusCode::UNAUTHORIZED
         );
         let other = RING.replace("1001", "1002");
         let h = signed("k1", now(), RING);
         assert_eq!(
-            wh.handle(&h, other.as_bytes()).status(),
+            wh.handle(&h, Peer(None), other.as_bytes()).status(),
             StatusCode::UNAUTHORIZED,
             "body changed"
         );
         let claims = r#"{"event":"answered","call_id":"c1","pbx":"fs"}"#;
         let h = signed("k1", now(), claims);
         assert_eq!(
-            wh.handle(&h, claims.as_bytes()).status(),
+            wh.handle(&h, Peer(None), claims.as_bytes()).status(),
             StatusCode::UNAUTHORIZED,
             "pbx mismatch"
         );
@@ -453,7 +490,7 @@ mod tests {
         let body = RING.replace("1001", "9999");
         let h = signed("k1", now(), &body);
         assert_eq!(
-            wh.handle(&h, body.as_bytes()).status(),
+            wh.handle(&h, Peer(None), body.as_bytes()).status(),
             StatusCode::ACCEPTED
         );
         assert!(rx.try_recv().is_err(), "ignored");
@@ -464,7 +501,7 @@ mod tests {
         ] {
             let h = signed("k1", now(), body);
             assert_eq!(
-                wh.handle(&h, body.as_bytes()).status(),
+                wh.handle(&h, Peer(None), body.as_bytes()).status(),
                 StatusCode::BAD_REQUEST,
                 "{body}"
             );
