@@ -330,6 +330,32 @@ pub struct CallLogConfig {
     /// How often pending rows are written.
     #[serde(default = "default_log_interval", with = "duration")]
     pub flush_interval: Duration,
+    /// The local spool every row, note and pick goes through before PostgreSQL (relative to
+    /// this file). Default: `$STATE_DIRECTORY/spool` (systemd's `StateDirectory=`), else
+    /// `/var/lib/screenpop/spool`. One directory per daemon: a second process is refused.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold while PostgreSQL is away (default 1 GiB, about a
+    /// million calls); beyond it new rows are refused and counted, notes answered 503.
+    #[serde(default = "default_spool_max_bytes", deserialize_with = "positive")]
+    pub spool_max_bytes: usize,
+}
+
+impl CallLogConfig {
+    /// The spool directory, with relative paths taken from `base` (the config file's folder).
+    pub fn spool_dir(&self, base: &Path) -> PathBuf {
+        match &self.spool_dir {
+            Some(dir) => base.join(dir),
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd may pass several, colon-separated: the first is ours.
+                Some(dirs) => {
+                    PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
+                        .join("spool")
+                }
+                None => PathBuf::from("/var/lib/screenpop/spool"),
+            },
+        }
+    }
 }
 
 impl Default for CallLogConfig {
@@ -339,8 +365,14 @@ impl Default for CallLogConfig {
             buffer: default_log_buffer(),
             batch: default_log_batch(),
             flush_interval: default_log_interval(),
+            spool_dir: None,
+            spool_max_bytes: default_spool_max_bytes(),
         }
     }
+}
+
+fn default_spool_max_bytes() -> usize {
+    1 << 30
 }
 
 fn default_log_buffer() -> usize {

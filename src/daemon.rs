@@ -231,13 +231,19 @@ impl Daemon {
             .await
             .with_context(|| format!("binding HTTP {}", settings.http))?;
         bound.http = Some(http.local_addr()?);
-        let call_log = settings
-            .call_log
-            .clone()
-            .map(|s| crate::calls::log::CallLog::new(s, settings.agents.clone()));
+        let call_log = match settings.call_log.clone() {
+            Some(s) => Some(
+                crate::calls::log::CallLog::open(s, settings.agents.clone())
+                    .context("opening the call-log spool")?,
+            ),
+            None => None,
+        };
+        // The call log stops after the tracker has ended the calls still live (outcome
+        // `shutdown`), so that their last rows are in its final flush.
+        let log_stop = CancellationToken::new();
         if let Some(log) = &call_log {
             calls.observe(log.clone());
-            tasks.spawn(log.clone().write(cancel.child_token()));
+            tasks.spawn(log.clone().write(log_stop.clone()));
         }
         let journal =
             crate::calls::journal::Journal::new(settings.journal, settings.agents.clone());
@@ -408,7 +414,14 @@ impl Daemon {
             ));
         }
         tasks.spawn(endpoint.clone().run_timers(cancel.child_token()));
-        tasks.spawn(calls.clone().run(events_rx, cancel.child_token()));
+        tasks.spawn({
+            let (calls, stop) = (calls.clone(), cancel.child_token());
+            async move {
+                calls.clone().run(events_rx, stop).await;
+                calls.end_all(crate::calls::EndReason::Shutdown);
+                log_stop.cancel();
+            }
+        });
         tasks.close();
         Ok(Daemon {
             bound,
@@ -591,6 +604,8 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             buffer: config.call_log.buffer,
             batch: config.call_log.batch,
             flush_interval: config.call_log.flush_interval,
+            spool_dir: config.call_log.spool_dir(&config.base),
+            spool_max_bytes: config.call_log.spool_max_bytes as u64,
         });
     let picks = match &call_log {
         Some(log) => {

@@ -51,8 +51,9 @@ async fn agents_from_the_table_sign_in_and_changes_apply_live() {
         .await
         .expect("agent");
     let toml = format!(
-        "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[directory]\ndatabase_url = \"{}\"\n",
-        db.url
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n[directory]\ndatabase_url = \"{}\"\n[call_log]\n{}",
+        db.url,
+        db.spool_line()
     );
     let config = screenpop::config::Config::parse(&toml, std::path::Path::new("agents.toml"))
         .expect("config");

@@ -42,11 +42,12 @@ async fn seed(db: &TestDb) {
 async fn daemon(url: &str, call_log: &str) -> Daemon {
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [directory]\ndatabase_url = \"{url}\"\n[call_log]\nflush_interval = \"50ms\"\n{call_log}\n\
+         [directory]\ndatabase_url = \"{url}\"\n[call_log]\nflush_interval = \"50ms\"\nspool_dir = \"{spool}\"\n{call_log}\n\
          [[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\ntoken_sha256 = \"{}\"\n\
          [[agents]]\nid = \"bob\"\nextensions = [\"1002\"]\ntoken_sha256 = \"{}\"\n",
         TokenHash::of("alice-t").hex(),
         TokenHash::of("bob-t").hex(),
+        spool = support::pg::spool_dir().display(),
     );
     let config =
         screenpop::config::Config::parse(&toml, std::path::Path::new("log.toml")).expect("config");

@@ -259,9 +259,10 @@ async fn the_daemon_pops_customers_from_postgres_and_sees_edits_without_a_restar
         .expect("seed");
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
-         [directory]\ndatabase_url = \"{}\"\n[[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\ntoken_sha256 = \"{}\"\n",
+         [directory]\ndatabase_url = \"{}\"\n[[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\ntoken_sha256 = \"{}\"\n[call_log]\n{}",
         db.url,
-        screenpop::config::TokenHash::of("t").hex()
+        screenpop::config::TokenHash::of("t").hex(),
+        db.spool_line()
     );
     let config =
         screenpop::config::Config::parse(&toml, std::path::Path::new("pg.toml")).expect("config");

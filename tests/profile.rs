@@ -183,11 +183,13 @@ async fn pg_daemon(index: &str, sources: &str) -> Daemon {
 async fn pg_daemon_with(index: &str, compose: &str, sources: &str) -> Daemon {
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [call_log]\nspool_dir = \"{spool}\"\n\
          [directory]\ndatabase_url = \"{index}\"\n[compose]\ndeadline = \"3s\"\n{compose}\n\
          [[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\nroles = [\"credit\"]\ntoken_sha256 = \"{}\"\n\
          [[agents]]\nid = \"bob\"\nextensions = [\"1002\"]\ntoken_sha256 = \"{}\"\n{sources}",
         TokenHash::of("alice-t").hex(),
         TokenHash::of("bob-t").hex(),
+        spool = support::pg::spool_dir().display(),
     );
     let config = screenpop::config::Config::parse(&toml, std::path::Path::new("profile.toml"))
         .expect("config");

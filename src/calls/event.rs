@@ -41,7 +41,7 @@ impl Intake {
 }
 
 /// Why a call (or one leg of it) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The caller hung up (or the PBX gave up) before anyone answered.
@@ -56,9 +56,22 @@ pub enum EndReason {
     Rejected,
     /// The tracker forgot it: past the maximum call age, or evicted from a full table.
     Expired,
+    /// The daemon stopped while the call was still ringing or answered.
+    Shutdown,
 }
 
 impl EndReason {
+    /// Every reason, for parsing labels back.
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Cancelled,
+        EndReason::Completed,
+        EndReason::AnsweredElsewhere,
+        EndReason::Timeout,
+        EndReason::Rejected,
+        EndReason::Expired,
+        EndReason::Shutdown,
+    ];
+
     /// A metrics label.
     pub fn label(&self) -> &'static str {
         match self {
@@ -68,6 +81,7 @@ impl EndReason {
             EndReason::Timeout => "timeout",
             EndReason::Rejected => "rejected",
             EndReason::Expired => "expired",
+            EndReason::Shutdown => "shutdown",
         }
     }
 }

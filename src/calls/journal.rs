@@ -233,6 +233,14 @@ impl Journal {
         }
     }
 
+    /// Whether the journal knows `call_id` and it rang at one of `agent`'s extensions.
+    pub fn rang_at(&self, agent: &Agent, call_id: &str) -> bool {
+        self.lock()
+            .entries
+            .get(call_id)
+            .is_some_and(|e| rang_for(e, agent))
+    }
+
     /// Sets the note and disposition of a call that rang at one of `agent`'s extensions, and
     /// returns the entry; `None` for a call unknown to the journal or not the agent's.
     pub fn note(

@@ -2,23 +2,33 @@
 //! (`customer_picks`) and their notes and dispositions (`call_log.notes`, …), written
 //! asynchronously and in batches, never in a pop's way.
 //!
-//! Call updates are folded into a bounded buffer of pending rows, one per call (later updates
-//! of a call replace its row; they carry the whole call). A writer takes up to `batch` rows
-//! every `flush_interval` (or as soon as a batch is full) and upserts them in one transaction.
-//! When PostgreSQL is unreachable the rows stay in the buffer, the writer reconnects with
-//! backoff, and they are written when it is back. A new call that finds the buffer full is
+//! Everything goes through one durable path: each call update, pick and note is appended to
+//! the local spool ([`super::spool`]) and folded into a buffer of pending rows, one per call
+//! (later updates of a call replace its row; they carry the whole call). A pick or a note is
+//! acknowledged to the agent only once it is on disk ([`Ack`]); a call row is on disk within
+//! one group commit of its pop. A writer takes up to `batch` rows every `flush_interval` (or
+//! as soon as a batch is full) and upserts them in one transaction; once PostgreSQL has them,
+//! the spool segments that held them are deleted. When PostgreSQL is unreachable the rows stay
+//! in the buffer and in the spool, the writer reconnects with backoff, and they are written
+//! when it is back — or at the next start, which replays the spool, after a crash or a
+//! shutdown that could not reach the database. A new call that finds the buffer full is
 //! counted as dropped (`screenpop_call_log_rows_total{result="dropped"}`), never silently
-//! lost. On shutdown the writer makes one last attempt, bounded by [`FINAL_FLUSH`].
+//! lost. On shutdown the calls still live end as `shutdown`, and the writer makes one last
+//! attempt, bounded by [`FINAL_FLUSH`], and logs what it wrote and what it left in the spool.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::Notify;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::EndReason;
+use super::spool::{Spool, SpoolError};
 use super::tracker::{CallState, CallUpdate, Change};
 use crate::agents::Agents;
 use crate::db::DbError;
@@ -38,10 +48,14 @@ pub struct CallLogSettings {
     pub batch: usize,
     /// How often pending rows are written.
     pub flush_interval: Duration,
+    /// The spool directory (one per daemon).
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may hold on disk.
+    pub spool_max_bytes: u64,
 }
 
 /// One `call_log` row as it will be written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Row {
     caller_number: Option<String>,
     withheld: bool,
@@ -52,12 +66,15 @@ struct Row {
     started_at: SystemTime,
     answered_at: Option<SystemTime>,
     ended_at: Option<SystemTime>,
-    outcome: Option<&'static str>,
+    outcome: Option<EndReason>,
+    /// The oldest spool segment holding an update of this row not yet in PostgreSQL.
+    #[serde(skip)]
+    segment: u64,
 }
 
 impl Row {
     /// Keeps what an older row knew and this one does not (a row put back after a failed
-    /// write, under a newer one).
+    /// write, under a newer one; an earlier update replayed from the spool).
     fn inherit(&mut self, older: &Row) {
         if self.customer_id.is_none() {
             self.customer_id.clone_from(&older.customer_id);
@@ -68,41 +85,116 @@ impl Row {
         if self.ended_at.is_none() {
             self.ended_at = older.ended_at;
         }
+        self.segment = self.segment.min(older.segment);
     }
 }
 
 /// An agent's note on a call.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Note {
     note: Option<String>,
     disposition: Option<String>,
     agent: String,
     at: SystemTime,
+    #[serde(skip)]
+    segment: u64,
 }
 
 /// A pick to remember: `(agent, caller key)` → customer, and the call it was made on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Pick {
+    caller_key: String,
     customer_id: String,
     call_id: String,
     at: SystemTime,
+    #[serde(skip)]
+    segment: u64,
+}
+
+/// What the spool holds: one update of the call log.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Record {
+    Call { id: String, row: Row },
+    Pick { agent: String, pick: Pick },
+    Note { call_id: String, note: Note },
 }
 
 #[derive(Default)]
 struct Pending {
     calls: HashMap<String, Row>,
+    /// By `(agent, call id)`: every pick updates its call; the latest of an agent for a
+    /// caller key is the one remembered.
     picks: HashMap<(String, String), Pick>,
     /// By call id; the latest note of a call wins.
     notes: HashMap<String, Note>,
 }
 
-/// The call log: buffer and counters, shared by the update consumer and the writer.
+impl Pending {
+    fn len(&self) -> usize {
+        self.calls.len() + self.picks.len() + self.notes.len()
+    }
+
+    /// The oldest spool segment still needed.
+    fn oldest_segment(&self) -> Option<u64> {
+        let calls = self.calls.values().map(|r| r.segment);
+        let picks = self.picks.values().map(|p| p.segment);
+        let notes = self.notes.values().map(|n| n.segment);
+        calls.chain(picks).chain(notes).min()
+    }
+
+    fn add_call(&mut self, id: &str, row: Row) {
+        match self.calls.get_mut(id) {
+            Some(older) => {
+                let older = std::mem::replace(older, row);
+                if let Some(newer) = self.calls.get_mut(id) {
+                    newer.inherit(&older);
+                }
+            }
+            None => {
+                self.calls.insert(id.to_owned(), row);
+            }
+        }
+    }
+
+    fn add(&mut self, record: Record) {
+        match record {
+            Record::Call { id, row } => self.add_call(&id, row),
+            Record::Pick { agent, pick } => {
+                self.picks.insert((agent, pick.call_id.clone()), pick);
+            }
+            Record::Note { call_id, note } => {
+                self.notes.insert(call_id, note);
+            }
+        }
+    }
+}
+
+/// The acknowledgement of a pick or a note: resolves once it is on disk.
+#[derive(Debug)]
+#[must_use = "a pick or note is acknowledged only once it is durable"]
+pub struct Ack(Result<oneshot::Receiver<Result<(), SpoolError>>, SpoolError>);
+
+impl Ack {
+    /// Waits until the record is on disk (or says why it is not).
+    pub async fn durable(self) -> Result<(), SpoolError> {
+        match self.0 {
+            Ok(rx) => rx.await.map_err(|_| SpoolError::Closed)?,
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The call log: buffer, spool and counters, shared by the update consumer and the writer.
 pub struct CallLog {
     settings: CallLogSettings,
     agents: Arc<Agents>,
+    spool: Spool,
     pending: Mutex<Pending>,
     wake: Notify,
     written: AtomicU64,
+    /// Calls, picks and notes written.
+    written_items: AtomicU64,
     dropped: AtomicU64,
 }
 
@@ -122,16 +214,52 @@ impl std::fmt::Debug for CallLog {
 }
 
 impl CallLog {
-    /// A call log writing to `settings.database_url`; `agents` names who answered.
-    pub fn new(settings: CallLogSettings, agents: Arc<Agents>) -> Arc<CallLog> {
-        Arc::new(CallLog {
+    /// A call log writing to `settings.database_url` through the spool in
+    /// `settings.spool_dir`, with whatever an earlier run left in the spool pending;
+    /// `agents` names who answered.
+    pub fn open(
+        settings: CallLogSettings,
+        agents: Arc<Agents>,
+    ) -> Result<Arc<CallLog>, SpoolError> {
+        let (spool, replayed) = Spool::open(&settings.spool_dir, settings.spool_max_bytes)?;
+        let mut pending = Pending::default();
+        let (mut records, mut unreadable) = (0u64, 0u64);
+        for r in replayed {
+            match serde_json::from_slice::<Record>(&r.payload) {
+                Ok(mut record) => {
+                    match &mut record {
+                        Record::Call { row, .. } => row.segment = r.segment,
+                        Record::Pick { pick, .. } => pick.segment = r.segment,
+                        Record::Note { note, .. } => note.segment = r.segment,
+                    }
+                    pending.add(record);
+                    records += 1;
+                }
+                Err(_) => unreadable += 1,
+            }
+        }
+        if records > 0 || unreadable > 0 {
+            metrics::counter!("screenpop_spool_replayed_records_total").increment(records);
+            tracing::info!(
+                records,
+                unreadable,
+                calls = pending.calls.len(),
+                notes = pending.notes.len(),
+                picks = pending.picks.len(),
+                spool = %settings.spool_dir.display(),
+                "Spool replayed; its rows are written to the call log."
+            );
+        }
+        Ok(Arc::new(CallLog {
             settings,
             agents,
-            pending: Mutex::default(),
+            spool,
+            pending: Mutex::new(pending),
             wake: Notify::new(),
             written: AtomicU64::new(0),
+            written_items: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-        })
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -153,7 +281,12 @@ impl CallLog {
         self.lock().calls.len()
     }
 
-    /// Folds one call update into the buffer.
+    /// Calls, picks and notes waiting to be written.
+    pub fn pending_all(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Folds one call update into the buffer and queues it for the spool.
     pub fn record(&self, update: &CallUpdate) {
         let call = &update.call;
         let now = SystemTime::now();
@@ -175,10 +308,10 @@ impl CallLog {
         });
         let answered_at = call.answered_at;
         let (ended_at, outcome) = match &update.change {
-            Change::Ended { reason } => (Some(now), Some(reason.label())),
+            Change::Ended { reason } => (Some(now), Some(*reason)),
             _ => (None, None),
         };
-        let row = Row {
+        let mut row = Row {
             caller_number: call.caller_number.clone(),
             withheld: call.withheld,
             customer_id: match &call.resolution {
@@ -197,31 +330,35 @@ impl CallLog {
             answered_at,
             ended_at,
             outcome,
+            segment: 0,
         };
+        let record = Record::Call {
+            id: call.id.clone(),
+            row,
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let Record::Call { row: taken, .. } = record else {
+            return;
+        };
+        row = taken;
         let mut pending = self.lock();
-        let full = pending.calls.len() >= self.settings.buffer;
-        match pending.calls.get_mut(&call.id) {
-            Some(older) => {
-                let older = std::mem::replace(older, row);
-                if let Some(newer) = pending.calls.get_mut(&call.id) {
-                    newer.inherit(&older);
-                }
+        if !pending.calls.contains_key(&call.id) && pending.calls.len() >= self.settings.buffer {
+            drop(pending);
+            // Counted once per call: its later updates find it missing too, but only a
+            // new call (Ringing) is counted.
+            if matches!(update.change, Change::Ringing { .. }) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("screenpop_call_log_rows_total", "result" => "dropped")
+                    .increment(1);
             }
-            None if full => {
-                drop(pending);
-                // Counted once per call: its later updates find it missing too, but only a
-                // new call (Ringing) is counted.
-                if matches!(update.change, Change::Ringing { .. }) {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("screenpop_call_log_rows_total", "result" => "dropped")
-                        .increment(1);
-                }
-                return;
-            }
-            None => {
-                pending.calls.insert(call.id.clone(), row);
-            }
+            return;
         }
+        // Tagged and queued under the lock: the spool holds the updates of a call in the
+        // order they were folded, each in a segment no earlier than its tag.
+        row.segment = self.spool.segment();
+        pending.add_call(&call.id, row);
+        // A refused record stays in memory (written while the daemon runs) and is counted.
+        let _ = self.spool.enqueue(bytes);
         let size = pending.calls.len();
         drop(pending);
         metrics::gauge!("screenpop_call_log_pending").set(size as f64);
@@ -230,80 +367,171 @@ impl CallLog {
         }
     }
 
-    /// Remembers that `agent` picked `customer_id` for callers with this key, on `call_id`.
-    pub fn pick(&self, agent: &str, caller_key: &str, customer_id: &str, call_id: &str) {
+    /// Submits one pick or note: on the spool's queue and in the buffer, or neither.
+    fn submit(&self, record: Record, full: impl FnOnce(&Pending) -> bool) -> Ack {
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return Ack(Err(SpoolError::Write("unencodable record".into())));
+        };
         let mut pending = self.lock();
-        if pending.picks.len() >= self.settings.buffer {
-            return;
+        if full(&pending) {
+            return Ack(Err(SpoolError::Full("buffer")));
         }
-        pending.picks.insert(
-            (agent.to_owned(), caller_key.to_owned()),
-            Pick {
+        // Read before queueing: the record lands in this segment or a later one.
+        let segment = self.spool.segment();
+        let ack = match self.spool.submit(bytes) {
+            Ok(rx) => rx,
+            Err(error) => return Ack(Err(error)),
+        };
+        let mut record = record;
+        match &mut record {
+            Record::Call { row, .. } => row.segment = segment,
+            Record::Pick { pick, .. } => pick.segment = segment,
+            Record::Note { note, .. } => note.segment = segment,
+        }
+        pending.add(record);
+        drop(pending);
+        self.wake.notify_one();
+        Ack(Ok(ack))
+    }
+
+    /// Remembers that `agent` picked `customer_id` for callers with this key, on `call_id`.
+    pub fn pick(&self, agent: &str, caller_key: &str, customer_id: &str, call_id: &str) -> Ack {
+        let key = (agent.to_owned(), call_id.to_owned());
+        let record = Record::Pick {
+            agent: key.0.clone(),
+            pick: Pick {
+                caller_key: caller_key.to_owned(),
                 customer_id: customer_id.to_owned(),
                 call_id: call_id.to_owned(),
                 at: SystemTime::now(),
+                segment: 0,
             },
-        );
+        };
+        let buffer = self.settings.buffer;
+        self.submit(record, |p| {
+            p.picks.len() >= buffer && !p.picks.contains_key(&key)
+        })
     }
 
     /// Records `agent`'s note and disposition on a call. Written after the call's row (in the
     /// same transaction when the row is still pending), so it lands on the row.
-    pub fn note(&self, call_id: &str, agent: &str, note: Option<&str>, disposition: Option<&str>) {
-        let mut pending = self.lock();
-        if pending.notes.len() >= self.settings.buffer && !pending.notes.contains_key(call_id) {
-            drop(pending);
-            metrics::counter!("screenpop_call_log_rows_total", "result" => "note_dropped")
-                .increment(1);
-            return;
-        }
-        pending.notes.insert(
-            call_id.to_owned(),
-            Note {
+    pub fn note(
+        &self,
+        call_id: &str,
+        agent: &str,
+        note: Option<&str>,
+        disposition: Option<&str>,
+    ) -> Ack {
+        let record = Record::Note {
+            call_id: call_id.to_owned(),
+            note: Note {
                 note: note.map(str::to_owned),
                 disposition: disposition.map(str::to_owned),
                 agent: agent.to_owned(),
                 at: SystemTime::now(),
+                segment: 0,
             },
-        );
-        drop(pending);
-        self.wake.notify_one();
+        };
+        let buffer = self.settings.buffer;
+        let ack = self.submit(record, |p| {
+            p.notes.len() >= buffer && !p.notes.contains_key(call_id)
+        });
+        if ack.0.is_err() {
+            metrics::counter!("screenpop_call_log_rows_total", "result" => "note_refused")
+                .increment(1);
+        }
+        ack
     }
 
-    /// Writes pending rows until cancelled, then makes one last bounded attempt.
-    pub async fn write(self: Arc<Self>, cancel: CancellationToken) {
+    /// Writes pending rows until `stop` fires, then makes one last bounded attempt and says
+    /// what it wrote and what it left in the spool. `stop` should fire once the call tracker
+    /// has ended the calls still live, so that their last rows are in that attempt.
+    pub async fn write(self: Arc<Self>, stop: CancellationToken) {
         let mut client: Option<Client> = None;
         let mut backoff = Duration::from_millis(100);
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = cancel.cancelled() => break,
+                () = stop.cancelled() => break,
                 _ = tick.tick() => {}
                 () = self.wake.notified() => {}
             }
             match self.flush(&mut client).await {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    self.checkpoint().await;
+                }
                 Err(error) => {
                     client = None;
                     metrics::counter!("screenpop_call_log_write_errors_total").increment(1);
-                    tracing::warn!(%error, pending = self.pending(), retry_in = ?backoff, "Call log not written; rows kept for later.");
+                    tracing::warn!(%error, pending = self.pending_all(), retry_in = ?backoff, "Call log not written; rows kept in the spool for later.");
                     tokio::select! {
-                        () = cancel.cancelled() => break,
+                        () = stop.cancelled() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        if self.pending() > 0 {
-            let last = tokio::time::timeout(FINAL_FLUSH, self.flush(&mut client)).await;
-            if !matches!(last, Ok(Ok(()))) {
-                tracing::warn!(
-                    pending = self.pending(),
-                    "Call log rows not written at shutdown."
-                );
+        self.shutdown(client).await;
+    }
+
+    /// The last attempt: bounded by [`FINAL_FLUSH`]; whatever it cannot write stays in the
+    /// spool for the next start.
+    async fn shutdown(&self, mut client: Option<Client>) {
+        let before = self.written_items.load(Ordering::Relaxed);
+        let waiting = self.pending_all();
+        let last = if waiting > 0 {
+            tokio::time::timeout(FINAL_FLUSH, self.flush(&mut client)).await
+        } else {
+            Ok(Ok(()))
+        };
+        let written = self.written_items.load(Ordering::Relaxed) - before;
+        let synced = self.spool.sync().await;
+        let spool = self.spool.dir().display().to_string();
+        match (last, synced) {
+            (Ok(Ok(())), _) => {
+                self.checkpoint().await;
+                tracing::info!(written, left_in_spool = 0, "Call log flushed at shutdown.");
+            }
+            (last, synced) => {
+                let left = (waiting as u64).saturating_sub(written);
+                let why = match last {
+                    Err(_) => "timed out".to_owned(),
+                    Ok(Err(error)) => error.to_string(),
+                    Ok(Ok(())) => String::new(),
+                };
+                match synced {
+                    Ok(()) => tracing::warn!(
+                        written,
+                        left_in_spool = left,
+                        %spool,
+                        why,
+                        "Call log not fully written at shutdown; the rest is in the spool and is written at the next start."
+                    ),
+                    Err(error) => tracing::error!(
+                        written,
+                        lost = left,
+                        %error,
+                        why,
+                        "Call log not fully written at shutdown and the spool failed too."
+                    ),
+                }
             }
         }
+    }
+
+    /// Deletes the spool segments whose records are all in PostgreSQL.
+    async fn checkpoint(&self) {
+        if self.spool.bytes() == 0 {
+            return;
+        }
+        let Ok(next) = self.spool.rotate().await else {
+            return;
+        };
+        let oldest = self.lock().oldest_segment().unwrap_or(next);
+        self.spool.release(oldest.min(next)).await;
     }
 
     /// Writes everything pending, batch by batch; stops at the first failure (the failed
@@ -312,8 +540,7 @@ impl CallLog {
         loop {
             let (calls, picks, notes) = {
                 let mut pending = self.lock();
-                if pending.calls.is_empty() && pending.picks.is_empty() && pending.notes.is_empty()
-                {
+                if pending.len() == 0 {
                     return Ok(());
                 }
                 let keys: Vec<String> = pending
@@ -326,9 +553,18 @@ impl CallLog {
                     .into_iter()
                     .filter_map(|k| pending.calls.remove_entry(&k))
                     .collect();
-                let picks: Vec<((String, String), Pick)> = pending.picks.drain().collect();
-                // A note waits for its call's row: taken once the row is in this batch or
-                // already written.
+                // A pick or a note waits for its call's row: taken once the row is in this
+                // batch or already written (they update it).
+                let ready: Vec<(String, String)> = pending
+                    .picks
+                    .iter()
+                    .filter(|(_, p)| !pending.calls.contains_key(&p.call_id))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let picks: Vec<((String, String), Pick)> = ready
+                    .into_iter()
+                    .filter_map(|k| pending.picks.remove_entry(&k))
+                    .collect();
                 let ready: Vec<String> = pending
                     .notes
                     .keys()
@@ -363,6 +599,10 @@ impl CallLog {
             }
             self.written
                 .fetch_add(calls.len() as u64, Ordering::Relaxed);
+            self.written_items.fetch_add(
+                (calls.len() + picks.len() + notes.len()) as u64,
+                Ordering::Relaxed,
+            );
             metrics::counter!("screenpop_call_log_rows_total", "result" => "written")
                 .increment(calls.len() as u64);
             metrics::gauge!("screenpop_call_log_pending").set(self.pending() as f64);
@@ -385,10 +625,22 @@ impl CallLog {
             }
         }
         for (key, pick) in picks {
-            pending.picks.entry(key).or_insert(pick);
+            match pending.picks.get_mut(&key) {
+                // The newer pick wins, but the older one's segment is still needed until
+                // the newer is written.
+                Some(newer) => newer.segment = newer.segment.min(pick.segment),
+                None => {
+                    pending.picks.insert(key, pick);
+                }
+            }
         }
         for (id, note) in notes {
-            pending.notes.entry(id).or_insert(note);
+            match pending.notes.get_mut(&id) {
+                Some(newer) => newer.segment = newer.segment.min(note.segment),
+                None => {
+                    pending.notes.insert(id, note);
+                }
+            }
         }
     }
 }
@@ -429,7 +681,8 @@ const UPSERT_PICKS: &str = "
 INSERT INTO customer_picks (agent_id, caller_key, customer_id, picked_at)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
 ON CONFLICT (agent_id, caller_key) DO UPDATE SET
-    customer_id = EXCLUDED.customer_id, picked_at = EXCLUDED.picked_at";
+    customer_id = EXCLUDED.customer_id, picked_at = EXCLUDED.picked_at
+WHERE customer_picks.picked_at <= EXCLUDED.picked_at";
 
 const PICKED_CALLS: &str = "
 UPDATE call_log c SET customer_id = p.customer_id
@@ -440,7 +693,7 @@ UPDATE call_log c SET notes = n.notes, disposition = n.disposition, noted_by = n
                       noted_at = n.noted_at
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
      AS n(call_id, notes, disposition, noted_by, noted_at)
-WHERE c.call_id = n.call_id";
+WHERE c.call_id = n.call_id AND (c.noted_at IS NULL OR c.noted_at <= n.noted_at)";
 
 /// One transaction: the calls, then the picks and what they say about their calls, then the
 /// notes (after the rows they land on).
@@ -482,21 +735,41 @@ async fn write_batch(
                 &started,
                 &answered_at,
                 &ended_at,
-                &col(&|r| r.outcome.map(str::to_owned)),
+                &col(&|r| r.outcome.map(|o| o.label().to_owned())),
             ],
         )
         .await
         .map_err(q("writing the call log"))?;
     }
     if !picks.is_empty() {
-        let agents: Vec<&str> = picks.iter().map(|((a, _), _)| a.as_str()).collect();
-        let keys: Vec<&str> = picks.iter().map(|((_, k), _)| k.as_str()).collect();
-        let customers: Vec<&str> = picks.iter().map(|(_, p)| p.customer_id.as_str()).collect();
-        let at: Vec<SystemTime> = picks.iter().map(|(_, p)| p.at).collect();
-        let call_ids: Vec<&str> = picks.iter().map(|(_, p)| p.call_id.as_str()).collect();
+        // One row per statement target (PostgreSQL refuses to update a row twice in one
+        // statement): the latest pick per agent and caller key, and per call.
+        let mut remembered: HashMap<(&str, &str), &Pick> = HashMap::new();
+        let mut by_call: HashMap<&str, &Pick> = HashMap::new();
+        for ((agent, _), pick) in picks {
+            let slot = remembered
+                .entry((agent.as_str(), pick.caller_key.as_str()))
+                .or_insert(pick);
+            if pick.at > slot.at {
+                *slot = pick;
+            }
+            let slot = by_call.entry(pick.call_id.as_str()).or_insert(pick);
+            if pick.at > slot.at {
+                *slot = pick;
+            }
+        }
+        let agents: Vec<&str> = remembered.keys().map(|(a, _)| *a).collect();
+        let keys: Vec<&str> = remembered.keys().map(|(_, k)| *k).collect();
+        let customers: Vec<&str> = remembered
+            .values()
+            .map(|p| p.customer_id.as_str())
+            .collect();
+        let at: Vec<SystemTime> = remembered.values().map(|p| p.at).collect();
         tx.execute(UPSERT_PICKS, &[&agents, &keys, &customers, &at])
             .await
             .map_err(q("writing picks"))?;
+        let call_ids: Vec<&str> = by_call.keys().copied().collect();
+        let customers: Vec<&str> = by_call.values().map(|p| p.customer_id.as_str()).collect();
         tx.execute(PICKED_CALLS, &[&call_ids, &customers])
             .await
             .map_err(q("writing picks"))?;
@@ -559,19 +832,11 @@ pub async fn load_journal(
         .await
         .map_err(DbError::query("loading recent calls"))?;
     let outcome = |o: Option<String>| -> &'static str {
-        use super::EndReason::*;
-        [
-            Cancelled,
-            Completed,
-            AnsweredElsewhere,
-            Timeout,
-            Rejected,
-            Expired,
-        ]
-        .into_iter()
-        .map(|r| r.label())
-        .find(|l| o.as_deref() == Some(*l))
-        .unwrap_or("expired")
+        EndReason::ALL
+            .into_iter()
+            .map(|r| r.label())
+            .find(|l| o.as_deref() == Some(*l))
+            .unwrap_or("expired")
     };
     Ok(rows
         .iter()

@@ -9,6 +9,7 @@
 pub mod event;
 pub mod journal;
 pub mod log;
+pub mod spool;
 pub mod tracker;
 
 pub use event::{CallEvent, EndReason, Intake};

@@ -529,6 +529,22 @@ impl Calls {
         }
     }
 
+    /// Ends every live call with `reason` (the daemon stopping).
+    pub fn end_all(&self, reason: EndReason) {
+        let mut out = Vec::new();
+        {
+            let mut table = self.lock();
+            let keys: Vec<(Intake, String)> = table.calls.keys().cloned().collect();
+            for key in keys {
+                if let Some(entry) = table.remove(&key) {
+                    out.push(end_call(entry.call, reason));
+                }
+            }
+            table.gauges();
+        }
+        self.publish(out);
+    }
+
     fn expire(&self, now: Instant) {
         let mut out = Vec::new();
         {

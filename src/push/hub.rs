@@ -186,13 +186,15 @@ impl Hub {
 
     /// Records that `agent` chose `customer_id` for a live call's caller. The call must have
     /// rung at one of the agent's extensions ([`NOT_YOURS`] otherwise, whether it exists or
-    /// not) and the customer must be one the call offered (a candidate, or its match).
+    /// not) and the customer must be one the call offered (a candidate, or its match). With a
+    /// call log, the returned acknowledgement says when the pick is durable: answer the agent
+    /// only then.
     pub fn pick(
         self: &Arc<Self>,
         agent: &Agent,
         call_id: &str,
         customer_id: &str,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Option<crate::calls::log::Ack>, &'static str> {
         let call = self.call_of(agent, call_id).ok_or(NOT_YOURS)?;
         let call = &call;
         let offered = call.resolution.customers();
@@ -208,7 +210,7 @@ impl Hub {
             self.start_profile(call_id, Audience::Agent(agent.id.clone()), &chosen.customer);
         }
         let Some(key) = caller_key(call) else {
-            return Ok(()); // Nothing to remember it by (no number).
+            return Ok(None); // Nothing to remember it by (no number).
         };
         {
             let mut picks = self.picks.lock().unwrap_or_else(|p| p.into_inner());
@@ -218,11 +220,12 @@ impl Hub {
             }
             picks.insert((agent.id.clone(), key.clone()), customer_id.to_owned());
         }
-        if let Some(log) = &self.log {
-            log.pick(&agent.id, &key, customer_id, call_id);
-        }
+        let ack = self
+            .log
+            .as_ref()
+            .map(|log| log.pick(&agent.id, &key, customer_id, call_id));
         metrics::counter!("screenpop_push_picks_total").increment(1);
-        Ok(())
+        Ok(ack)
     }
 
     /// Loads remembered picks `(agent, caller key, customer)`, most recent first.

@@ -278,7 +278,15 @@ async fn live(
                             customer_id,
                         }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
-                            match hub.pick(&acting, &call_id, &customer_id) {
+                            let picked = match hub.pick(&acting, &call_id, &customer_id) {
+                                Ok(Some(ack)) => ack.durable().await.map_err(|error| {
+                                    tracing::warn!(%error, "Pick not saved.");
+                                    "pick not saved; try again"
+                                }),
+                                Ok(None) => Ok(()),
+                                Err(why) => Err(why),
+                            };
+                            match picked {
                                 Ok(()) => Outbound::new(
                                     "picked",
                                     Some(&call_id),

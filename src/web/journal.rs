@@ -101,15 +101,29 @@ pub async fn note(
             "unknown disposition: use one of the configured [page] dispositions",
         );
     }
+    if !state.journal.rang_at(&agent, &call_id) {
+        return error(StatusCode::NOT_FOUND, crate::push::hub::NOT_YOURS);
+    }
+    // Durable first: 200 means the note is on disk and reaches `call_log` even across a
+    // database outage, a crash or a restart.
+    if let Some(log) = &state.call_log
+        && let Err(why) = log
+            .note(&call_id, &agent.id, note.as_deref(), disposition.as_deref())
+            .durable()
+            .await
+    {
+        tracing::warn!(error = %why, "Note not saved.");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the note could not be saved; try again",
+        );
+    }
     let Some(entry) = state
         .journal
         .note(&agent, &call_id, note.clone(), disposition.clone())
     else {
-        return error(StatusCode::NOT_FOUND, "no such call at your extensions");
+        return error(StatusCode::NOT_FOUND, crate::push::hub::NOT_YOURS);
     };
-    if let Some(log) = &state.call_log {
-        log.note(&call_id, &agent.id, note.as_deref(), disposition.as_deref());
-    }
     metrics::counter!("screenpop_notes_total").increment(1);
     axum::Json(entry).into_response()
 }

@@ -39,6 +39,12 @@ impl TestDb {
         screenpop::db::connect(&self.url).await.expect("connect")
     }
 
+    /// A fresh call-log spool directory for a daemon on this database (each daemon needs its
+    /// own), as the `[call_log]` line that names it.
+    pub fn spool_line(&self) -> String {
+        format!("spool_dir = \"{}\"\n", spool_dir().display())
+    }
+
     /// Drops the database, ending its connections.
     pub async fn drop_now(self) {
         let admin = screenpop::db::connect(&format!("{}/postgres", self.server))
@@ -51,4 +57,13 @@ impl TestDb {
             ))
             .await;
     }
+}
+
+/// A fresh, empty spool directory under the system's temp dir.
+pub fn spool_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "screenpop-test-spool-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
 }

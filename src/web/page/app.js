@@ -112,7 +112,7 @@
   const ageText = (seconds) => seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
   const REASONS = {
     cancelled: "Caller hung up", completed: "Call ended", answered_elsewhere: "Answered elsewhere",
-    timeout: "Not answered", rejected: "Rejected", expired: "No longer tracked",
+    timeout: "Not answered", rejected: "Rejected", expired: "No longer tracked", shutdown: "Screenpop restarted",
   };
 
   // ---- connection ---------------------------------------------------------------------------
