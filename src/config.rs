@@ -188,9 +188,29 @@ pub struct Sip {
     /// Most INVITE transactions held at once.
     #[serde(default = "default_max_transactions")]
     pub max_transactions: usize,
-    /// Most concurrent TCP connections.
-    #[serde(default = "default_max_tcp")]
+    /// Most concurrent TCP connections; when full, a new one evicts the least useful (see
+    /// `listener`).
+    #[serde(default = "default_max_tcp", deserialize_with = "positive")]
     pub max_tcp_connections: usize,
+    /// Most concurrent TCP connections from one source address.
+    #[serde(default = "default_max_tcp_per_source", deserialize_with = "positive")]
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP connection without traffic for this long is closed (PBXs keep theirs alive with
+    /// CRLF pings). Never shorter than `ring_timeout` + 32 s: a longer-ringing INVITE's final
+    /// response must find its connection open, so a shorter value is raised to that (see
+    /// [`Sip::tcp_idle_timeout_in_force`]).
+    #[serde(default = "default_tcp_idle", with = "duration")]
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Sip {
+    /// The idle timeout in force: `tcp_idle_timeout`, raised to `ring_timeout` + 32 s.
+    pub fn tcp_idle_timeout_in_force(&self) -> Duration {
+        self.tcp_idle_timeout
+            .max(crate::telephony::sip::tcp::min_idle_timeout(
+                self.ring_timeout,
+            ))
+    }
 }
 
 impl Default for Sip {
@@ -202,6 +222,8 @@ impl Default for Sip {
             ring_timeout: default_ring_timeout(),
             max_transactions: default_max_transactions(),
             max_tcp_connections: default_max_tcp(),
+            max_tcp_connections_per_source: default_max_tcp_per_source(),
+            tcp_idle_timeout: default_tcp_idle(),
         }
     }
 }
@@ -215,9 +237,15 @@ fn default_max_transactions() -> usize {
 fn default_max_tcp() -> usize {
     1024
 }
+fn default_max_tcp_per_source() -> usize {
+    32
+}
+fn default_tcp_idle() -> Duration {
+    Duration::from_secs(120)
+}
 
 /// `[hep]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hep {
     /// UDP addresses to listen on.
@@ -232,6 +260,29 @@ pub struct Hep {
     /// The capture password (HEP chunk 0x0e) every packet must carry, if set.
     #[serde(default)]
     pub password: Option<String>,
+    /// Most concurrent TCP connections; when full, a new one evicts the least useful.
+    #[serde(default = "default_max_tcp", deserialize_with = "positive")]
+    pub max_tcp_connections: usize,
+    /// Most concurrent TCP connections from one source address.
+    #[serde(default = "default_max_tcp_per_source", deserialize_with = "positive")]
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP connection without a packet for this long is closed.
+    #[serde(default = "default_tcp_idle", with = "duration")]
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for Hep {
+    fn default() -> Self {
+        Hep {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            allow: Vec::new(),
+            password: None,
+            max_tcp_connections: default_max_tcp(),
+            max_tcp_connections_per_source: default_max_tcp_per_source(),
+            tcp_idle_timeout: default_tcp_idle(),
+        }
+    }
 }
 
 /// `[http]`
@@ -253,6 +304,37 @@ pub struct Http {
     /// `localhost`: an origin named by DNS must be listed, or a DNS-rebinding page could pass.
     #[serde(default)]
     pub allowed_origins: Vec<crate::web::AllowedOrigin>,
+    /// Most connections at once (WebSockets included); when full, a new one evicts the least
+    /// useful (see `listener`).
+    #[serde(default = "default_http_max", deserialize_with = "positive")]
+    pub max_connections: usize,
+    /// Most connections at once from one client address.
+    #[serde(
+        default = "default_http_max_per_address",
+        deserialize_with = "positive"
+    )]
+    pub max_connections_per_address: usize,
+    /// A request's headers must be complete this long after its first byte (after the
+    /// connection opened, for the first request); slower clients are disconnected.
+    #[serde(default = "default_header_read_timeout", with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed (WebSockets have
+    /// their own heartbeat, `[push]`).
+    #[serde(default = "default_keep_alive_timeout", with = "duration")]
+    pub keep_alive_timeout: Duration,
+}
+
+impl Http {
+    /// The listener's limits.
+    pub fn limits(&self) -> crate::web::serve::HttpLimits {
+        crate::web::serve::HttpLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            header_read_timeout: self.header_read_timeout,
+            keep_alive_timeout: self.keep_alive_timeout,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for Http {
@@ -262,8 +344,25 @@ impl Default for Http {
             tls_cert: None,
             tls_key: None,
             allowed_origins: Vec::new(),
+            max_connections: default_http_max(),
+            max_connections_per_address: default_http_max_per_address(),
+            header_read_timeout: default_header_read_timeout(),
+            keep_alive_timeout: default_keep_alive_timeout(),
         }
     }
+}
+
+fn default_http_max() -> usize {
+    crate::web::serve::HttpLimits::default().max_connections
+}
+fn default_http_max_per_address() -> usize {
+    crate::web::serve::HttpLimits::default().max_connections_per_address
+}
+fn default_header_read_timeout() -> Duration {
+    crate::web::serve::HttpLimits::default().header_read_timeout
+}
+fn default_keep_alive_timeout() -> Duration {
+    crate::web::serve::HttpLimits::default().keep_alive_timeout
 }
 
 fn default_http() -> SocketAddr {
@@ -1182,5 +1281,57 @@ mod tests {
             .expect("example config is valid");
         assert!(!config.sip.udp.is_empty());
         assert!(!config.agents.is_empty());
+    }
+
+    #[test]
+    fn listener_budgets() {
+        let sip = "[sip]\nudp = [\"0.0.0.0:5060\"]\n";
+        let defaults = Config::parse(sip, Path::new("site.toml")).expect("valid");
+        assert_eq!(defaults.sip.max_tcp_connections_per_source, 32);
+        // 2 min asked, but the 120 s ring timeout needs 152 s.
+        assert_eq!(
+            defaults.sip.tcp_idle_timeout_in_force(),
+            Duration::from_secs(152)
+        );
+        assert_eq!(
+            defaults.hep.max_tcp_connections,
+            defaults.sip.max_tcp_connections
+        );
+        assert_eq!(defaults.hep.tcp_idle_timeout, Duration::from_secs(120));
+        assert_eq!(
+            defaults.http.limits(),
+            crate::web::serve::HttpLimits::default()
+        );
+        let config = Config::parse(
+            "[sip]\nudp = [\"0.0.0.0:5060\"]\nring_timeout = \"30s\"\nmax_tcp_connections_per_source = 4\ntcp_idle_timeout = \"5m\"\n\
+             [hep]\nmax_tcp_connections = 8\ntcp_idle_timeout = \"30s\"\n\
+             [http]\nmax_connections = 100\nmax_connections_per_address = 10\nheader_read_timeout = \"2s\"\nkeep_alive_timeout = \"1m\"\n",
+            Path::new("site.toml"),
+        )
+        .expect("valid");
+        assert_eq!(config.sip.max_tcp_connections_per_source, 4);
+        assert_eq!(
+            config.sip.tcp_idle_timeout_in_force(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(config.hep.max_tcp_connections, 8);
+        assert_eq!(config.hep.tcp_idle_timeout, Duration::from_secs(30));
+        let limits = config.http.limits();
+        assert_eq!(
+            (limits.max_connections, limits.max_connections_per_address),
+            (100, 10)
+        );
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(limits.keep_alive_timeout, Duration::from_secs(60));
+        let (line, key, msg) = err(&format!("{sip}max_tcp_connections_per_source = 0\n"));
+        assert_eq!(
+            (line, key.as_str()),
+            (3, "sip.max_tcp_connections_per_source"),
+            "{msg}"
+        );
+        let (line, key, _) = err(&format!("{sip}[hep]\ntcp_idle_timeout = \"0s\"\n"));
+        assert_eq!((line, key.as_str()), (4, "hep.tcp_idle_timeout"));
+        let (line, key, _) = err(&format!("{sip}[http]\nheader_read_timeout = \"soon\"\n"));
+        assert_eq!((line, key.as_str()), (4, "http.header_read_timeout"));
     }
 }

@@ -49,8 +49,12 @@ pub struct Settings {
     pub ring_timeout: Duration,
     /// INVITE transaction cap.
     pub max_transactions: usize,
-    /// TCP connection cap per listener.
-    pub max_tcp_connections: usize,
+    /// Connection budget of each SIP TCP listener.
+    pub sip_tcp_budget: crate::listener::Budget,
+    /// Connection budget of each HEP TCP listener.
+    pub hep_tcp_budget: crate::listener::Budget,
+    /// The HTTP listener's connection caps and timeouts.
+    pub http_limits: crate::web::serve::HttpLimits,
     /// Call tracker settings.
     pub tracker: TrackerConfig,
     /// The customer directory.
@@ -160,6 +164,7 @@ impl Daemon {
     /// Binds every listener and starts every task.
     pub async fn start(mut settings: Settings) -> anyhow::Result<Daemon> {
         let metrics = metrics_handle();
+        crate::listener::report_open_files_limit();
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         let (events_tx, events_rx) = mpsc::channel(CALL_EVENT_QUEUE);
@@ -203,7 +208,7 @@ impl Daemon {
                 listener,
                 endpoint.clone(),
                 settings.sip_allow.clone(),
-                settings.max_tcp_connections,
+                settings.sip_tcp_budget,
                 cancel.child_token(),
             ));
         }
@@ -223,7 +228,7 @@ impl Daemon {
                 listener,
                 observer.clone(),
                 settings.hep_allow.clone(),
-                settings.max_tcp_connections,
+                settings.hep_tcp_budget,
                 cancel.child_token(),
             ));
         }
@@ -363,44 +368,18 @@ impl Daemon {
             Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
             None => None,
         };
-        let http_cancel = cancel.child_token();
-        match &tls {
-            None => {
-                tasks.spawn(async move {
-                    // Pops are small frames, often several in a row (ringing, then sections):
-                    // with Nagle's algorithm each would wait for the ACK of the one before,
-                    // which a delayed ACK holds for up to 40 ms.
-                    let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    let serve = axum::serve(
-                        http,
-                        app.into_make_service_with_connect_info::<SocketAddr>(),
-                    )
-                    .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-                    if let Err(error) = serve.await {
-                        tracing::error!(%error, "HTTP listener failed.");
-                    }
-                });
-            }
-            Some(tls) => {
-                let listener =
-                    crate::web::tls::TlsListener::new(http, tls.clone(), cancel.child_token())?;
-                tasks.spawn(async move {
-                    let serve = axum::serve(listener, app)
-                        .with_graceful_shutdown(async move { http_cancel.cancelled().await });
-                    if let Err(error) = serve.await {
-                        tracing::error!(%error, "HTTPS listener failed.");
-                    }
-                });
-                #[cfg(unix)]
-                {
-                    let hup =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                            .context("installing the SIGHUP handler")?;
-                    tasks.spawn(reload_on_sighup(tls.clone(), hup, cancel.child_token()));
-                }
-            }
+        tasks.spawn(crate::web::serve::serve(
+            http,
+            app,
+            tls.clone(),
+            settings.http_limits,
+            cancel.child_token(),
+        ));
+        #[cfg(unix)]
+        if let Some(tls) = &tls {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("installing the SIGHUP handler")?;
+            tasks.spawn(reload_on_sighup(tls.clone(), hup, cancel.child_token()));
         }
         if let Some(directory) = &settings.directory_sync {
             tasks.spawn(directory.clone().run(cancel.child_token()));
@@ -688,7 +667,17 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         http: config.http.listen,
         ring_timeout: config.sip.ring_timeout,
         max_transactions: config.sip.max_transactions,
-        max_tcp_connections: config.sip.max_tcp_connections,
+        sip_tcp_budget: crate::listener::Budget {
+            max_connections: config.sip.max_tcp_connections,
+            max_per_source: config.sip.max_tcp_connections_per_source,
+            idle_timeout: Some(config.sip.tcp_idle_timeout_in_force()),
+        },
+        hep_tcp_budget: crate::listener::Budget {
+            max_connections: config.hep.max_tcp_connections,
+            max_per_source: config.hep.max_tcp_connections_per_source,
+            idle_timeout: Some(config.hep.tcp_idle_timeout),
+        },
+        http_limits: config.http.limits(),
         tracker: TrackerConfig {
             max_calls: config.calls.max_calls,
             ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),

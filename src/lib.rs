@@ -19,6 +19,8 @@
 //! - [`db`]: PostgreSQL connections and the schema migrations.
 //! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps; [`throttle`]: failed
 //!   sign-ins per source address.
+//! - [`listener`]: the accept loop of every TCP listener (connection budgets, eviction of the
+//!   least useful connection, idle timeouts, accept backoff, the open-files limit).
 
 pub mod agents;
 pub mod calls;
@@ -27,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod demo;
+pub mod listener;
 pub mod pii;
 pub mod push;
 pub mod resolve;

@@ -344,6 +344,12 @@ fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
 }
 
 async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<()> {
+    // Every connection is a file descriptor: the common soft limit of 1,024 would cap the
+    // listeners' budgets long before they are reached. The hard limit is the operator's.
+    match screenpop::listener::raise_open_files_limit() {
+        Some(limit) => tracing::info!(limit, "Open-files limit (RLIMIT_NOFILE) in force."),
+        None => tracing::warn!("Could not raise the open-files limit (RLIMIT_NOFILE)."),
+    }
     let cti: Vec<String> = settings
         .ami
         .iter()

@@ -239,8 +239,8 @@ pub fn spawn_daemon(exe: &Path, opts: &DaemonOptions) -> anyhow::Result<(Target,
         "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n\
          max_transactions = 400000\nmax_tcp_connections = 64\n\
          [hep]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\
-         [push]\nmax_connections = {}\n[calls]\nmax_calls = 400000\nanswered_ttl = \"60s\"\n",
+         [http]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_address = {0}\n\
+         [push]\nmax_connections = {0}\n[calls]\nmax_calls = 400000\nanswered_ttl = \"60s\"\n",
         opts.agents + 100
     );
     if !has_directory {

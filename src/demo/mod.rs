@@ -151,6 +151,12 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
     }));
     let composer = composer(&accounts(), std::time::SystemTime::now())?;
     let loopback = Allow::new(["127.0.0.0/8".parse()?, "::1/128".parse()?]);
+    let ring_timeout = Duration::from_secs(120);
+    let tcp_budget = crate::listener::Budget {
+        max_connections: 256,
+        max_per_source: 32,
+        idle_timeout: Some(crate::telephony::sip::tcp::min_idle_timeout(ring_timeout)),
+    };
     Ok(Settings {
         sip_udp: vec![addrs.sip],
         sip_tcp: vec![addrs.sip],
@@ -160,9 +166,11 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         hep_allow: loopback,
         hep_password: None,
         http: addrs.http,
-        ring_timeout: Duration::from_secs(120),
+        ring_timeout,
         max_transactions: 50_000,
-        max_tcp_connections: 256,
+        sip_tcp_budget: tcp_budget,
+        hep_tcp_budget: tcp_budget,
+        http_limits: crate::web::serve::HttpLimits::default(),
         tracker: TrackerConfig {
             max_calls: 20_000,
             ring_timeout: Duration::from_secs(125),

@@ -1,63 +1,37 @@
-//! The accept loop shared by the TCP listeners (SIP and HEP): source allow-list, a cap on
-//! concurrent connections, one cancellable task per connection, and a wait for them all on
-//! shutdown. Refused connections are closed at once and counted.
+//! The TCP accept loop of the SIP and HEP listeners: [`crate::listener`]'s (budgets, eviction,
+//! idle timeout, accept backoff) behind the source allow-list. A source outside the list is
+//! closed at once and counted in `screenpop_drops_total{reason="source_not_allowed"}`, as over
+//! UDP.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::allow::Allow;
+use crate::listener::{Budget, Conn, Tracked};
 
 /// Accepts on an already-bound listener until cancelled, running `serve` for each allowed
-/// connection while fewer than `max_connections` are open.
+/// connection that `budget` has room for. `name` labels the listener's metrics.
 pub async fn serve_connections<F, Fut>(
     listener: TcpListener,
+    name: &'static str,
     allow: Allow,
-    max_connections: usize,
+    budget: Budget,
     cancel: CancellationToken,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    F: Fn(Tracked<TcpStream>, SocketAddr, Conn) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "TCP accept failed.");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if !allow.permits(peer.ip()) {
+    let admit = move |ip| {
+        let permitted = allow.permits(ip);
+        if !permitted {
             metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
                 .increment(1);
-            continue;
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("screenpop_drops_total", "reason" => "tcp_connection_limit")
-                .increment(1);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = serve(stream, peer, cancel.child_token());
-        tracker.spawn(async move {
-            connection.await;
-            drop(permit);
-        });
-    }
-    tracker.close();
-    tracker.wait().await;
+        permitted
+    };
+    crate::listener::serve(listener, name, budget, admit, cancel, serve).await;
 }

@@ -8,7 +8,8 @@
 //! - `cti`: what the event-stream intakes share (idempotent call book, backoff, metrics);
 //!   the third of them, the HTTP webhook, lives in `web::webhook`.
 //! - `allow`: source-address allow-lists shared by the listeners.
-//! - `accept`: the TCP accept loop shared by the listeners (allow-list, connection cap).
+//! - `accept`: the SIP and HEP TCP listeners' allow-list, in front of the shared accept loop
+//!   (`crate::listener`).
 //! - `uac`: a minimal SIP client, for `screenpop call` and the tests.
 
 pub mod accept;

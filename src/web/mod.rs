@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub mod journal;
 pub mod page;
+pub mod serve;
 pub mod tls;
 pub mod webhook;
 

@@ -4,27 +4,17 @@
 //! daemon calls it on SIGHUP): new connections get the new certificate, open ones keep theirs,
 //! nothing is dropped; a reload that fails keeps the old certificate and says why.
 //!
-//! TLS handshakes run off the accept loop, each under a deadline and at most
-//! [`MAX_HANDSHAKES`] at once, so a slow or silent client cannot stall other connections.
+//! Handshakes run in each connection's own task under a deadline (`web::serve`), so a slow or
+//! silent client cannot stall the others; until its first request a connection is among the
+//! first evicted when the listener is full.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_util::sync::CancellationToken;
-
-/// Handshakes in progress at most.
-pub const MAX_HANDSHAKES: usize = 256;
-/// A handshake that takes longer is abandoned.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the certificate or key cannot be used; the operator is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +65,8 @@ impl Tls {
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
+    /// An acceptor with the current certificate.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(
             self.current
                 .read()
@@ -115,74 +106,6 @@ fn build(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, TlsError> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A listener yielding TLS streams, for `axum::serve`.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    /// Accepts on `listener` until `cancel`, handshaking with the current certificate.
-    pub fn new(
-        listener: TcpListener,
-        tls: Arc<Tls>,
-        cancel: CancellationToken,
-    ) -> std::io::Result<TlsListener> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                // Small frames in a row must not wait for ACKs (see the plain listener).
-                let _ = stream.set_nodelay(true);
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    metrics::counter!("screenpop_drops_total", "reason" => "tls_handshakes_busy")
-                        .increment(1);
-                    continue;
-                };
-                let (acceptor, tx) = (tls.acceptor(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let _ = tx.send((tls_stream, peer)).await;
-                        }
-                        _ => metrics::counter!("screenpop_drops_total", "reason" => "tls_handshake_failed").increment(1),
-                    }
-                    drop(permit);
-                });
-            }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The acceptor stopped (shutdown): never yield again; graceful shutdown ends serve.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }
 
 /// A TLS client configuration: rustls with ring, the WebPKI roots, plus the PEM certificates in

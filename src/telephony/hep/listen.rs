@@ -1,5 +1,9 @@
 //! HEP listeners: UDP (one packet per datagram) and TCP (back-to-back packets framed by their
 //! total length). Passive: nothing is sent back.
+//!
+//! TCP connections are budgeted by [`crate::listener`] (`[hep] max_tcp_connections`,
+//! `max_tcp_connections_per_source`, `tcp_idle_timeout`): a connection proves itself with its
+//! first valid packet, and one silent for the idle timeout is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::decode::frame_len;
 use super::observe::Observer;
+use crate::listener::{Budget, Conn, Tracked};
 use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
 
@@ -32,7 +37,7 @@ pub async fn serve_udp(
                 .increment(1);
             continue;
         }
-        observer.handle(&buf[..len], peer);
+        let _ = observer.handle(&buf[..len], peer);
     }
 }
 
@@ -41,15 +46,16 @@ pub async fn serve_tcp(
     listener: TcpListener,
     observer: Arc<Observer>,
     allow: Allow,
-    max_connections: usize,
+    budget: Budget,
     cancel: CancellationToken,
 ) {
     serve_connections(
         listener,
+        "hep",
         allow,
-        max_connections,
+        budget,
         cancel,
-        move |stream, peer, cancel| connection(stream, peer, observer.clone(), cancel),
+        move |stream, peer, conn| connection(stream, peer, observer.clone(), conn),
     )
     .await;
 }
@@ -57,10 +63,10 @@ pub async fn serve_tcp(
 /// Reads back-to-back HEP packets framed by their total length until the peer closes, a
 /// framing error, or cancellation.
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: Tracked<TcpStream>,
     peer: SocketAddr,
     observer: Arc<Observer>,
-    cancel: CancellationToken,
+    conn: Conn,
 ) {
     let mut buf = BytesMut::with_capacity(8192);
     loop {
@@ -68,7 +74,9 @@ async fn connection(
             match frame_len(&buf) {
                 Ok(Some(len)) => {
                     let packet = buf.split_to(len);
-                    observer.handle(&packet, peer);
+                    if observer.handle(&packet, peer) {
+                        conn.prove();
+                    }
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -82,7 +90,7 @@ async fn connection(
             buf.reserve(16 * 1024);
         }
         let read = tokio::select! {
-            () = cancel.cancelled() => return,
+            () = conn.shutdown.cancelled() => return,
             r = stream.read_buf(&mut buf) => r,
         };
         if !matches!(read, Ok(n) if n > 0) {

@@ -73,39 +73,41 @@ impl Observer {
         }
     }
 
-    /// Takes one HEP packet. Never panics, never replies.
-    pub fn handle(&self, bytes: &[u8], sender: SocketAddr) {
+    /// Takes one HEP packet. Never panics, never replies. Returns whether it was a valid packet
+    /// (decoded, with the right password, carrying SIP): what proves a TCP connection to be a
+    /// capture agent's.
+    pub fn handle(&self, bytes: &[u8], sender: SocketAddr) -> bool {
         let packet = match decode(bytes) {
             Ok(p) => p,
             Err(error) => {
                 metrics::counter!("screenpop_hep_packets_total", "result" => error.kind())
                     .increment(1);
                 tracing::debug!(%sender, %error, "Dropped a HEP packet.");
-                return;
+                return false;
             }
         };
         if let Some(password) = &self.config.password
             && packet.auth_key != Some(password.as_bytes())
         {
             metrics::counter!("screenpop_hep_packets_total", "result" => "bad_auth").increment(1);
-            return;
+            return false;
         }
         if packet.proto_type.is_some_and(|t| t != 1) {
             metrics::counter!("screenpop_hep_packets_total", "result" => "not_sip").increment(1);
-            return;
+            return false;
         }
         let msg = match scan(&packet.payload, Transport::Datagram) {
             Ok(m) if m.defect.is_none() => m,
             Ok(_) | Err(_) => {
                 metrics::counter!("screenpop_hep_packets_total", "result" => "bad_sip")
                     .increment(1);
-                return;
+                return false;
             }
         };
         let now = Instant::now();
         let Some(fingerprint) = fingerprint(&msg) else {
             metrics::counter!("screenpop_hep_packets_total", "result" => "bad_sip").increment(1);
-            return;
+            return false;
         };
         let mut events = Vec::new();
         {
@@ -123,7 +125,7 @@ impl Observer {
             if state.seen.contains_key(&fingerprint) {
                 metrics::counter!("screenpop_hep_packets_total", "result" => "duplicate")
                     .increment(1);
-                return;
+                return true;
             }
             state.seen.insert(fingerprint, now);
             state.seen_order.push_back((now, fingerprint));
@@ -136,6 +138,7 @@ impl Observer {
                     .increment(1);
             }
         }
+        true
     }
 
     fn observe(&self, msg: &Message<'_>, state: &mut State, events: &mut Vec<CallEvent>) {

@@ -204,8 +204,15 @@ impl Endpoint {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes one message from the network. Never panics, never blocks.
-    pub fn handle(&self, bytes: &[u8], transport: Transport, source: SocketAddr, path: &ReplyPath) {
+    /// Takes one message from the network. Never panics, never blocks. Returns whether it was a
+    /// valid request (what proves a TCP connection to be a real peer's).
+    pub fn handle(
+        &self,
+        bytes: &[u8],
+        transport: Transport,
+        source: SocketAddr,
+        path: &ReplyPath,
+    ) -> bool {
         let transport_label = if path.reliable() { "tcp" } else { "udp" };
         let msg = match scan(bytes, transport) {
             Ok(msg) => msg,
@@ -213,7 +220,7 @@ impl Endpoint {
                 metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
                     .increment(1);
                 tracing::debug!(%source, %error, "Dropped an unreadable SIP message.");
-                return;
+                return false;
             }
         };
         let method_raw = match msg.start {
@@ -223,7 +230,7 @@ impl Endpoint {
                 metrics::counter!("screenpop_sip_messages_total", "transport" => transport_label, "method" => "response")
                     .increment(1);
                 tracing::trace!(%source, code, "Ignored a SIP response.");
-                return;
+                return false;
             }
             StartLine::Request { method, .. } => method,
         };
@@ -262,7 +269,7 @@ impl Endpoint {
                     count_response(rejection.code);
                     path.send(out.into());
                 }
-                return;
+                return false;
             }
         };
         let mut fx = Effects::default();
@@ -280,6 +287,7 @@ impl Endpoint {
             Method::NotServed | Method::Unknown => {}
         }
         self.apply(fx);
+        true
     }
 
     fn invite(

@@ -2,9 +2,15 @@
 //! connection they came in on [§18.2.2].
 //!
 //! Each connection is a reader and a writer; when one ends, the other is cancelled. The writer's
-//! queue is bounded; the reader's buffer is capped at one maximum-size message; the number of
-//! connections is capped. A framing error (no Content-Length, oversized message) gets a 400 when
-//! one can be built, then the connection is closed: a byte stream cannot be re-synchronised.
+//! queue is bounded; the reader's buffer is capped at one maximum-size message. A framing error
+//! (no Content-Length, oversized message) gets a 400 when one can be built, then the connection
+//! is closed: a byte stream cannot be re-synchronised.
+//!
+//! Connections are budgeted by [`crate::listener`] (`[sip] max_tcp_connections`,
+//! `max_tcp_connections_per_source`, `tcp_idle_timeout`): a connection proves itself with its
+//! first valid request, and an idle one is closed. The idle timeout is never shorter than
+//! [`min_idle_timeout`]: a connection carrying a ringing INVITE must live to send its final
+//! response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,39 +24,49 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{Endpoint, ReplyPath};
 use super::scan::{Frame, MAX_MESSAGE_BYTES, Transport, frame};
+use crate::listener::{Budget, Conn, Tracked};
 use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
 
 /// Replies queued per connection before further replies are dropped (and counted).
 pub const WRITE_QUEUE: usize = 256;
-/// A connection with no traffic for this long is closed (PBXs keep theirs alive with CRLF pings).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// A server transaction outlives its ring timeout by at most 64·T1 = 32 s [RFC 3261 §17.2.1,
+/// Timer H]: the connection it came on must stay open that long.
+pub const TRANSACTION_SLACK: Duration = Duration::from_secs(32);
+
+/// The shortest idle timeout allowed with `ring_timeout`: an INVITE may ring that long without
+/// a byte on its connection, and its final response (480) must still find the connection open.
+pub fn min_idle_timeout(ring_timeout: Duration) -> Duration {
+    ring_timeout + TRANSACTION_SLACK
+}
 
 /// Accepts connections on an already-bound listener until cancelled.
 pub async fn serve(
     listener: TcpListener,
     endpoint: Arc<Endpoint>,
     allow: Allow,
-    max_connections: usize,
+    budget: Budget,
     cancel: CancellationToken,
 ) {
     serve_connections(
         listener,
+        "sip",
         allow,
-        max_connections,
+        budget,
         cancel,
-        move |stream, peer, cancel| connection(stream, peer, endpoint.clone(), cancel),
+        move |stream, peer, conn| connection(stream, peer, endpoint.clone(), conn),
     )
     .await;
 }
 
 async fn connection(
-    stream: TcpStream,
+    stream: Tracked<TcpStream>,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
-    cancel: CancellationToken,
+    conn: Conn,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
+    let cancel = conn.shutdown.clone();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer_cancel = cancel.clone();
     let write_task = tokio::spawn(async move {
@@ -81,7 +97,9 @@ async fn connection(
                 }
                 Ok(Frame::Message(len)) => {
                     let message = buf.split_to(len);
-                    endpoint.handle(&message, Transport::Stream, peer, &path);
+                    if endpoint.handle(&message, Transport::Stream, peer, &path) {
+                        conn.prove();
+                    }
                 }
                 Err(error) => {
                     metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
@@ -89,7 +107,7 @@ async fn connection(
                     tracing::debug!(%peer, %error, "SIP TCP framing error; closing the connection.");
                     // Answer what can be answered (a 400 naming the defect), then close.
                     let end = buf.len().min(MAX_MESSAGE_BYTES);
-                    endpoint.handle(&buf[..end], Transport::Stream, peer, &path);
+                    let _ = endpoint.handle(&buf[..end], Transport::Stream, peer, &path);
                     break 'conn;
                 }
             }
@@ -99,11 +117,11 @@ async fn connection(
         }
         let read = tokio::select! {
             () = cancel.cancelled() => break,
-            r = tokio::time::timeout(IDLE_TIMEOUT, reader.read_buf(&mut buf)) => r,
+            r = reader.read_buf(&mut buf) => r,
         };
         match read {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(_)) => {}
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
     }
     drop(path);

@@ -44,6 +44,6 @@ pub async fn serve(
             socket: socket.clone(),
             peer,
         };
-        endpoint.handle(&buf[..len], Transport::Datagram, peer, &path);
+        let _ = endpoint.handle(&buf[..len], Transport::Datagram, peer, &path);
     }
 }
