@@ -167,6 +167,17 @@ pub struct Log {
     /// Log phone numbers and customer data in clear (off: numbers are masked).
     #[serde(default)]
     pub pii: bool,
+    /// What to log, in `tracing` filter syntax (`info`, `screenpop=debug,warn`); the
+    /// `SCREENPOP_LOG` environment variable, when set, wins. Applied again on a reload.
+    #[serde(default, deserialize_with = "log_level")]
+    pub level: Option<String>,
+}
+
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let level = String::deserialize(d)?;
+    tracing_subscriber::EnvFilter::try_new(&level)
+        .map_err(|e| serde::de::Error::custom(format!("not a log filter: {e}")))?;
+    Ok(Some(level))
 }
 
 /// `[sip]`

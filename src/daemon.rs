@@ -85,6 +85,10 @@ pub struct Settings {
     pub webhook: crate::web::webhook::WebhookConfig,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
     pub journal: usize,
+    /// The config file, re-read on SIGHUP ([`crate::reload`]); none for the demo.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Sets the log filter on a reload (installed by the binary).
+    pub log_filter: Option<crate::reload::LogFilter>,
 }
 
 /// WebSocket push settings.
@@ -142,6 +146,8 @@ pub struct Daemon {
     pub endpoint: Arc<Endpoint>,
     /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
     pub tls: Option<Arc<crate::web::tls::Tls>>,
+    /// Applies a changed config file (what SIGHUP does).
+    pub reloader: Arc<crate::reload::Reloader>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
@@ -307,67 +313,53 @@ impl Daemon {
             calls: calls.clone(),
             agents,
             metrics,
-            hub,
+            hub: hub.clone(),
             push,
             journal: journal.clone(),
             call_log: call_log.clone(),
             shutdown: cancel.child_token(),
             throttle: throttle.clone(),
         });
-        let webhook = &settings.webhook;
-        if !webhook.pbx.is_empty() {
-            let pbxs = webhook
-                .pbx
-                .iter()
-                .filter_map(|p| {
-                    let p = p.get_ref();
-                    Some((p.name.clone(), p.secret.clone()?))
-                })
-                .collect();
-            app = app.merge(crate::web::webhook::router(
-                crate::web::webhook::Webhook::new(
-                    pbxs,
-                    webhook.max_skew,
-                    webhook.replay_capacity,
-                    known.clone(),
-                    events_tx.clone(),
-                    throttle.clone(),
-                ),
-            ));
-        }
-        for ami in &settings.ami {
-            tasks.spawn(crate::telephony::ami::run(
-                ami.clone(),
-                known.clone(),
-                events_tx.clone(),
-                cancel.child_token(),
-            ));
-        }
-        for esl in &settings.esl {
-            tasks.spawn(crate::telephony::esl::run(
-                esl.clone(),
-                known.clone(),
-                events_tx.clone(),
-                cancel.child_token(),
-            ));
-        }
-        for dialog in &settings.dialog {
-            let socket = UdpSocket::bind(dialog.bind)
-                .await
-                .with_context(|| format!("binding dialog `{}` UDP {}", dialog.name, dialog.bind))?;
-            bound.dialog.push(socket.local_addr()?);
-            tasks.spawn(crate::telephony::dialog::run(
-                dialog.clone(),
-                socket,
-                events_tx.clone(),
-                cancel.child_token(),
-            ));
-        }
-        drop(events_tx);
+        // Always mounted: PBXs added by a reload are served; without any, every request is
+        // refused as unsigned.
+        let webhook = crate::web::webhook::Webhook::new(
+            webhook_pbxs(&settings.webhook),
+            settings.webhook.max_skew,
+            settings.webhook.replay_capacity,
+            known.clone(),
+            events_tx.clone(),
+            throttle.clone(),
+        );
+        app = app.merge(crate::web::webhook::router(webhook.clone()));
         let tls = match &settings.tls {
             Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
             None => None,
         };
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            settings.config_path.clone(),
+            settings.agents.clone(),
+            hub.clone(),
+            settings.push.session.page.clone(),
+            webhook,
+            (settings.sip_allow.clone(), settings.hep_allow.clone()),
+            tls.clone(),
+            settings.log_filter.clone(),
+            crate::reload::IntakeContext {
+                events: events_tx.clone(),
+                known: known.clone(),
+                tasks: tasks.clone(),
+                cancel: cancel.clone(),
+            },
+        ));
+        bound.dialog = reloader
+            .start_intakes(&Intakes {
+                ami: settings.ami.clone(),
+                esl: settings.esl.clone(),
+                dialog: settings.dialog.clone(),
+                webhook: settings.webhook.clone(),
+            })
+            .await?;
+        drop(events_tx);
         tasks.spawn(crate::web::serve::serve(
             http,
             app,
@@ -376,10 +368,14 @@ impl Daemon {
             cancel.child_token(),
         ));
         #[cfg(unix)]
-        if let Some(tls) = &tls {
+        {
             let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .context("installing the SIGHUP handler")?;
-            tasks.spawn(reload_on_sighup(tls.clone(), hup, cancel.child_token()));
+            tasks.spawn(reload_on_sighup(
+                reloader.clone(),
+                hup,
+                cancel.child_token(),
+            ));
         }
         if let Some(directory) = &settings.directory_sync {
             tasks.spawn(directory.clone().run(cancel.child_token()));
@@ -409,6 +405,7 @@ impl Daemon {
             journal,
             endpoint,
             tls,
+            reloader,
             cancel,
             tasks,
         })
@@ -508,22 +505,22 @@ fn receive_buffer(socket: &UdpSocket, what: &str) {
     }
 }
 
-/// Re-reads the TLS certificate and key on every SIGHUP until cancelled. The signal handler is
-/// installed by the caller, before the daemon reports itself started, so an early SIGHUP is
-/// never fatal.
+/// Reloads the config (and the TLS certificate) on every SIGHUP until cancelled. The signal
+/// handler is installed by the caller, before the daemon reports itself started, so an early
+/// SIGHUP is never fatal.
 #[cfg(unix)]
 async fn reload_on_sighup(
-    tls: Arc<crate::web::tls::Tls>,
+    reloader: Arc<crate::reload::Reloader>,
     mut hup: tokio::signal::unix::Signal,
     cancel: CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            _ = hup.recv() => match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded."),
-                Err(error) => tracing::error!(%error, "TLS reload failed; keeping the previous certificate."),
-            },
+            _ = hup.recv() => {
+                // The outcome is logged and counted by the reloader.
+                let _ = reloader.reload().await;
+            }
         }
     }
 }
@@ -550,24 +547,21 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The agent page's settings from `[page]`.
+pub fn page_settings(config: &crate::config::Config) -> crate::push::message::PageSettings {
+    crate::push::message::PageSettings {
+        crm_url: config.page.crm_url.clone(),
+        dispositions: config.page.dispositions.clone(),
+        ring_sound: config.page.ring_sound,
+    }
+}
+
 /// Resolves a validated config into settings: loads the directory, hashes nothing (the config
 /// holds hashes), switches PII logging.
 pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
-    use crate::agents::Agent;
     crate::pii::set_logging(config.log.pii);
     let (resolver, directory_sync) = crate::resolve::open(config).await?;
-    let agents = Agents::new(config.agents.iter().map(|a| {
-        let id = a.id.get_ref().clone();
-        (
-            a.token_sha256,
-            Agent {
-                name: a.name.clone().unwrap_or_else(|| id.clone()),
-                id,
-                extensions: a.extensions.clone(),
-                roles: a.roles.clone(),
-            },
-        )
-    }));
+    let agents = Agents::new(config_agents(config));
     // With the customer index in PostgreSQL, agents come from its agents table too.
     let agents_sync = match &config.directory.database_url {
         Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
@@ -593,6 +587,120 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         }
         None => Vec::new(),
     };
+    let Intakes {
+        ami,
+        esl,
+        dialog,
+        webhook,
+    } = intakes_from(config)?;
+    let composer = composer_from(config)?;
+    Ok(Settings {
+        ami,
+        esl,
+        dialog,
+        webhook,
+        composer,
+        call_log,
+        picks,
+        sip_udp: config.sip.udp.clone(),
+        sip_tcp: config.sip.tcp.clone(),
+        sip_allow: Allow::new(config.sip.allow.iter().copied()),
+        hep_udp: config.hep.udp.clone(),
+        hep_tcp: config.hep.tcp.clone(),
+        hep_allow: Allow::new(config.hep.allow.iter().copied()),
+        hep_password: config.hep.password.clone(),
+        http: config.http.listen,
+        ring_timeout: config.sip.ring_timeout,
+        max_transactions: config.sip.max_transactions,
+        sip_tcp_budget: crate::listener::Budget {
+            max_connections: config.sip.max_tcp_connections,
+            max_per_source: config.sip.max_tcp_connections_per_source,
+            idle_timeout: Some(config.sip.tcp_idle_timeout_in_force()),
+        },
+        hep_tcp_budget: crate::listener::Budget {
+            max_connections: config.hep.max_tcp_connections,
+            max_per_source: config.hep.max_tcp_connections_per_source,
+            idle_timeout: Some(config.hep.tcp_idle_timeout),
+        },
+        http_limits: config.http.limits(),
+        tracker: TrackerConfig {
+            max_calls: config.calls.max_calls,
+            ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),
+            answered_ttl: config.calls.answered_ttl,
+        },
+        resolver,
+        agents: Arc::new(agents),
+        push: PushConfig {
+            session: crate::push::SessionConfig {
+                auth_timeout: config.push.auth_timeout,
+                heartbeat: config.push.heartbeat,
+                idle_timeout: config.push.idle_timeout,
+                queue: config.push.queue,
+                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(page_settings(
+                    config,
+                )))),
+            },
+            allowed_origins: config
+                .http
+                .allowed_origins
+                .iter()
+                .chain(&config.push.allowed_origins)
+                .map(|o| o.as_str().to_owned())
+                .collect(),
+            max_connections: config.push.max_connections,
+            max_message_bytes: config.push.max_message_bytes,
+        },
+        tls: config
+            .http
+            .tls_cert
+            .clone()
+            .zip(config.http.tls_key.clone()),
+        directory_sync,
+        agents_sync,
+        journal: config.page.journal,
+        config_path: None,
+        log_filter: None,
+    })
+}
+
+/// The config's own agents (`[[agents]]`).
+pub fn config_agents(
+    config: &crate::config::Config,
+) -> Vec<(crate::config::TokenHash, crate::agents::Agent)> {
+    config
+        .agents
+        .iter()
+        .map(|a| {
+            let id = a.id.get_ref().clone();
+            (
+                a.token_sha256,
+                crate::agents::Agent {
+                    name: a.name.clone().unwrap_or_else(|| id.clone()),
+                    id,
+                    extensions: a.extensions.clone(),
+                    roles: a.roles.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The PBX intakes of a config, secrets resolved from the environment.
+#[derive(Debug, Clone)]
+pub struct Intakes {
+    /// Asterisk AMI clients.
+    pub ami: Vec<crate::telephony::ami::AmiConfig>,
+    /// FreeSWITCH event-socket clients.
+    pub esl: Vec<crate::telephony::esl::EslConfig>,
+    /// Dialog-event subscriptions.
+    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
+    /// The webhook and its PBXs.
+    pub webhook: crate::web::webhook::WebhookConfig,
+}
+
+/// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
+/// names the intake and the variable.
+pub fn intakes_from(config: &crate::config::Config) -> anyhow::Result<Intakes> {
     let from_env = |what: String, var: &str| {
         crate::telephony::cti::secret_from_env(var)
             .map(crate::telephony::cti::Secret::new)
@@ -639,7 +747,19 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             )?);
         }
     }
-    let composer = if config.sources.is_empty() {
+    Ok(Intakes {
+        ami,
+        esl,
+        dialog,
+        webhook,
+    })
+}
+
+/// The profile composer over the config's `[[sources]]`, if any.
+pub fn composer_from(
+    config: &crate::config::Config,
+) -> anyhow::Result<Option<Arc<crate::compose::Composer>>> {
+    Ok(if config.sources.is_empty() {
         None
     } else {
         let sources: Vec<crate::compose::SourceConfig> =
@@ -648,72 +768,20 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
                 .map_err(anyhow::Error::msg)?,
         ))
-    };
-    Ok(Settings {
-        ami,
-        esl,
-        dialog,
-        webhook,
-        composer,
-        call_log,
-        picks,
-        sip_udp: config.sip.udp.clone(),
-        sip_tcp: config.sip.tcp.clone(),
-        sip_allow: Allow::new(config.sip.allow.iter().copied()),
-        hep_udp: config.hep.udp.clone(),
-        hep_tcp: config.hep.tcp.clone(),
-        hep_allow: Allow::new(config.hep.allow.iter().copied()),
-        hep_password: config.hep.password.clone(),
-        http: config.http.listen,
-        ring_timeout: config.sip.ring_timeout,
-        max_transactions: config.sip.max_transactions,
-        sip_tcp_budget: crate::listener::Budget {
-            max_connections: config.sip.max_tcp_connections,
-            max_per_source: config.sip.max_tcp_connections_per_source,
-            idle_timeout: Some(config.sip.tcp_idle_timeout_in_force()),
-        },
-        hep_tcp_budget: crate::listener::Budget {
-            max_connections: config.hep.max_tcp_connections,
-            max_per_source: config.hep.max_tcp_connections_per_source,
-            idle_timeout: Some(config.hep.tcp_idle_timeout),
-        },
-        http_limits: config.http.limits(),
-        tracker: TrackerConfig {
-            max_calls: config.calls.max_calls,
-            ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),
-            answered_ttl: config.calls.answered_ttl,
-        },
-        resolver,
-        agents: Arc::new(agents),
-        push: PushConfig {
-            session: crate::push::SessionConfig {
-                auth_timeout: config.push.auth_timeout,
-                heartbeat: config.push.heartbeat,
-                idle_timeout: config.push.idle_timeout,
-                queue: config.push.queue,
-                page: Arc::new(crate::push::message::PageSettings {
-                    crm_url: config.page.crm_url.clone(),
-                    dispositions: config.page.dispositions.clone(),
-                    ring_sound: config.page.ring_sound,
-                }),
-            },
-            allowed_origins: config
-                .http
-                .allowed_origins
-                .iter()
-                .chain(&config.push.allowed_origins)
-                .map(|o| o.as_str().to_owned())
-                .collect(),
-            max_connections: config.push.max_connections,
-            max_message_bytes: config.push.max_message_bytes,
-        },
-        tls: config
-            .http
-            .tls_cert
-            .clone()
-            .zip(config.http.tls_key.clone()),
-        directory_sync,
-        agents_sync,
-        journal: config.page.journal,
     })
+}
+
+/// The webhook's PBXs with their secrets (those without one are left out: they can never
+/// authenticate).
+pub fn webhook_pbxs(
+    webhook: &crate::web::webhook::WebhookConfig,
+) -> Vec<(String, crate::telephony::cti::Secret)> {
+    webhook
+        .pbx
+        .iter()
+        .filter_map(|p| {
+            let p = p.get_ref();
+            Some((p.name.clone(), p.secret.clone()?))
+        })
+        .collect()
 }

@@ -14,7 +14,8 @@
 //! - [`agents`]: who may see which extensions (and which restricted sections).
 //! - [`push`]: WebSocket delivery of pops to agents.
 //! - [`web`]: the HTTP listener (agent page, API, health, metrics, the signed PBX webhook).
-//! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`demo`]: the
+//! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`reload`]:
+//!   applying a changed config (SIGHUP) without dropping agents or calls; [`demo`]: the
 //!   embedded default and the PostgreSQL demo databases.
 //! - [`db`]: PostgreSQL connections and the schema migrations.
 //! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps; [`throttle`]: failed
@@ -32,6 +33,7 @@ pub mod demo;
 pub mod listener;
 pub mod pii;
 pub mod push;
+pub mod reload;
 pub mod resolve;
 pub mod sources;
 pub mod telephony;

@@ -23,6 +23,21 @@ enum Command {
         /// The TOML configuration (see config/screenpop.example.toml).
         #[arg(long, short)]
         config: PathBuf,
+        /// Write the process id here (for `screenpop reload`); default
+        /// `$RUNTIME_DIRECTORY/screenpop.pid` under systemd, else none.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+    },
+    /// Re-read the running daemon's config without dropping agents or calls: validates the
+    /// file first (errors name file, line and key), then signals the daemon (SIGHUP).
+    Reload {
+        /// The TOML configuration the daemon runs with.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The daemon's pid file (as given to `run --pid-file`); default
+        /// `$RUNTIME_DIRECTORY/screenpop.pid`.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Validate a configuration file; errors name the file, line and key.
     CheckConfig {
@@ -135,13 +150,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SCREENPOP_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_filter = logging();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
@@ -280,14 +289,26 @@ fn main() -> ExitCode {
             println!("{}", screenpop::config::TokenHash::of(&token).hex());
             ExitCode::SUCCESS
         }
-        Command::Run { config } => runtime(async move {
-            let config = Config::load(&config)?;
-            let settings = screenpop::daemon::settings_from(&config).await?;
-            serve(settings, None).await
+        Command::Run {
+            config: path,
+            pid_file,
+        } => runtime(async move {
+            let config = Config::load(&path)?;
+            if let Some(level) = &config.log.level
+                && std::env::var_os("SCREENPOP_LOG").is_none()
+            {
+                log_filter(level).map_err(anyhow::Error::msg)?;
+            }
+            let mut settings = screenpop::daemon::settings_from(&config).await?;
+            settings.config_path = Some(path);
+            settings.log_filter = Some(log_filter);
+            let pid_file = pid_file.or_else(default_pid_file);
+            serve(settings, None, pid_file).await
         }),
+        Command::Reload { config, pid_file } => reload(&config, pid_file.or_else(default_pid_file)),
         Command::Demo { sip, hep, http } => runtime(async move {
             let settings = demo::settings(demo::DemoAddrs { sip, hep, http })?;
-            serve(settings, Some(())).await
+            serve(settings, Some(()), None).await
         }),
         Command::Call {
             to,
@@ -343,7 +364,135 @@ fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
     }
 }
 
-async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<()> {
+/// Logs to stderr, filtered by `SCREENPOP_LOG` (default `info`); returns what changes the
+/// filter later (`[log] level`, on start and on every reload).
+fn logging() -> screenpop::reload::LogFilter {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCREENPOP_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    std::sync::Arc::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}
+
+/// `$RUNTIME_DIRECTORY/screenpop.pid` (systemd's `RuntimeDirectory=`), if set.
+fn default_pid_file() -> Option<PathBuf> {
+    let dirs = std::env::var_os("RUNTIME_DIRECTORY")?;
+    let first = dirs.to_string_lossy().split(':').next()?.to_owned();
+    Some(PathBuf::from(first).join("screenpop.pid"))
+}
+
+/// `screenpop reload`: the file must validate, then the daemon gets SIGHUP and this waits (up
+/// to 5 s) for its reload counter on `/metrics` to say how it went.
+fn reload(path: &std::path::Path, pid_file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            eprintln!("not reloaded: the running daemon keeps its config");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(pid_file) = pid_file else {
+        eprintln!(
+            "error: no pid file: pass --pid-file (as given to `screenpop run --pid-file`), or run under systemd (RuntimeDirectory=) where `systemctl reload screenpop` does the same"
+        );
+        return ExitCode::FAILURE;
+    };
+    let pid = match std::fs::read_to_string(&pid_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
+    {
+        Ok(pid) => pid,
+        Err(error) => {
+            eprintln!("error: {}: {error}", pid_file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = config.http.listen;
+    let metrics = if config.http.tls_cert.is_some() {
+        None
+    } else {
+        Some(std::net::SocketAddr::new(
+            match http.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+                ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+                ip => ip,
+            },
+            http.port(),
+        ))
+    };
+    let before = metrics.and_then(reloads);
+    let Some(target) = rustix::process::Pid::from_raw(pid) else {
+        eprintln!("error: {}: not a process id", pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    if let Err(error) = rustix::process::kill_process(target, rustix::process::Signal::HUP) {
+        eprintln!("error: signalling pid {pid}: {error}");
+        return ExitCode::FAILURE;
+    }
+    let Some(before) = before else {
+        println!(
+            "{}: OK; SIGHUP sent to pid {pid} (its log says what was applied)",
+            path.display()
+        );
+        return ExitCode::SUCCESS;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Some(now) = metrics.and_then(reloads) else {
+            continue;
+        };
+        if now.0 > before.0 {
+            println!("{}: reloaded by pid {pid}", path.display());
+            return ExitCode::SUCCESS;
+        }
+        if now.1 > before.1 {
+            eprintln!("pid {pid} refused the config; it keeps the running one (see its log)");
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!("pid {pid} did not report a reload within 5 s (see its log)");
+    ExitCode::FAILURE
+}
+
+/// `screenpop_config_reloads_total` (ok, refused) from a daemon's `/metrics`.
+fn reloads(http: SocketAddr) -> Option<(f64, f64)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&http, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    let value = |result: &str| {
+        body.lines()
+            .filter(|l| {
+                l.starts_with(screenpop::reload::RELOADS)
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    Some((value("ok"), value("refused")))
+}
+
+async fn serve(
+    settings: daemon::Settings,
+    demo: Option<()>,
+    pid_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     // Every connection is a file descriptor: the common soft limit of 1,024 would cap the
     // listeners' budgets long before they are reached. The hard limit is the operator's.
     match screenpop::listener::raise_open_files_limit() {
@@ -403,7 +552,14 @@ async fn serve(settings: daemon::Settings, demo: Option<()>) -> anyhow::Result<(
         println!("See it as alice:");
         println!("  curl -s -H 'Authorization: Bearer alice-demo-token' http://{http}/api/calls");
     }
+    if let Some(path) = &pid_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| anyhow::anyhow!("writing the pid file {}: {e}", path.display()))?;
+    }
     daemon::shutdown_signal().await;
+    if let Some(path) = &pid_file {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("Shutting down.");
     let clean = running.stop().await;
     if !clean {

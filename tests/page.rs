@@ -760,10 +760,10 @@ async fn customer_data_is_shown_as_text_never_run_as_markup() {
         .expect("csv");
         s.resolver = Arc::new(screenpop::resolve::Index::new(directory));
         // No CRM template: the customer's own crm_url (javascript:) must not become a link.
-        s.push.session.page = Arc::new(PageSettings {
+        s.push.session.page = Arc::new(tokio::sync::watch::Sender::new(Arc::new(PageSettings {
             crm_url: None,
             ..PageSettings::default()
-        });
+        })));
     })
     .await;
     let http = daemon.bound.http.expect("http");

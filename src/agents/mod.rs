@@ -2,13 +2,17 @@
 //!
 //! Tokens are never stored, only their SHA-256; a presented token is hashed and looked up.
 //! Agents come from the config and, with `[directory] database_url`, from the `agents` table,
-//! kept fresh by LISTEN/NOTIFY (`agents::sync`). An agent's changed extensions apply to its
-//! next connection.
+//! kept fresh by LISTEN/NOTIFY (`agents::sync`), and the config's are replaced on a reload.
+//! Every change bumps a generation that signed-in sessions watch ([`Agents::changes`]): an
+//! agent removed (or whose token changed) is signed out, one whose extensions, name or roles
+//! changed is re-routed at once.
 
 pub mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
 
 use crate::config::TokenHash;
 
@@ -37,12 +41,23 @@ impl Agent {
     }
 }
 
+/// Agents as listed by one source (the config, the table), with their token hashes.
+type Listed = Vec<(TokenHash, Agent)>;
+
 /// Every agent, by token hash and by extension: the fixed ones (from the config) and, when
 /// the agents table is used, the ones loaded from it, replaced as a whole on every change.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Agents {
-    fixed: Vec<(TokenHash, Agent)>,
+    /// The config's agents, then the table's.
+    sources: RwLock<(Listed, Listed)>,
     table: RwLock<Table>,
+    generation: watch::Sender<u64>,
+}
+
+impl Default for Agents {
+    fn default() -> Self {
+        Agents::new([])
+    }
 }
 
 #[derive(Debug, Default)]
@@ -80,23 +95,54 @@ impl Agents {
     pub fn new(agents: impl IntoIterator<Item = (TokenHash, Agent)>) -> Self {
         let fixed: Vec<_> = agents.into_iter().collect();
         let table = RwLock::new(Table::build(&fixed));
-        Agents { fixed, table }
+        Agents {
+            sources: RwLock::new((fixed, Vec::new())),
+            table,
+            generation: watch::Sender::new(0),
+        }
     }
 
     /// Replaces the loaded (non-fixed) agents; fixed agents keep precedence for their tokens.
     pub fn replace_loaded(&self, loaded: Vec<(TokenHash, Agent)>) {
-        let table = Table::build(self.fixed.iter().chain(loaded.iter()));
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        self.rebuild(|sources| sources.1 = loaded);
     }
 
-    /// The agent a token belongs to.
-    pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
+    /// Replaces the fixed agents (the config's, on a reload).
+    pub fn replace_fixed(&self, fixed: Vec<(TokenHash, Agent)>) {
+        self.rebuild(|sources| sources.0 = fixed);
+    }
+
+    fn rebuild(
+        &self,
+        change: impl FnOnce(&mut (Vec<(TokenHash, Agent)>, Vec<(TokenHash, Agent)>)),
+    ) {
+        {
+            let mut sources = self.sources.write().unwrap_or_else(|p| p.into_inner());
+            change(&mut sources);
+            let table = Table::build(sources.0.iter().chain(sources.1.iter()));
+            *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Notified after every change of the agents.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The agent a token hash belongs to now.
+    pub fn by_hash(&self, hash: &TokenHash) -> Option<Arc<Agent>> {
         self.table
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .by_token
-            .get(&TokenHash::of(token))
+            .get(hash)
             .cloned()
+    }
+
+    /// The agent a token belongs to.
+    pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
+        self.by_hash(&TokenHash::of(token))
     }
 
     /// Whether some agent has this extension.

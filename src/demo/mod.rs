@@ -180,10 +180,12 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         agents: Arc::new(agents),
         push: crate::daemon::PushConfig {
             session: crate::push::SessionConfig {
-                page: Arc::new(crate::push::message::PageSettings {
-                    crm_url: Some(CRM_URL.into()),
-                    ..Default::default()
-                }),
+                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(
+                    crate::push::message::PageSettings {
+                        crm_url: Some(CRM_URL.into()),
+                        ..Default::default()
+                    },
+                ))),
                 ..Default::default()
             },
             ..Default::default()
@@ -199,5 +201,7 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         dialog: Vec::new(),
         webhook: Default::default(),
         journal: 10_000,
+        config_path: None,
+        log_filter: None,
     })
 }

@@ -66,7 +66,7 @@ pub struct Hub {
     /// Where picked calls' customers are shown in the agents' recent calls.
     journal: Option<Arc<Journal>>,
     /// Profile composition, when sources are configured.
-    composer: Option<Arc<Composer>>,
+    composer: RwLock<Option<Arc<Composer>>>,
     /// The sections composed per live call.
     profiles: Profiles,
     /// Ends running compositions at shutdown.
@@ -116,7 +116,7 @@ impl Hub {
             picks: Mutex::default(),
             log,
             journal,
-            composer: composer.filter(|c| !c.is_empty()),
+            composer: RwLock::new(composer.filter(|c| !c.is_empty())),
             profiles: Profiles::default(),
             cancel,
             calls,
@@ -388,11 +388,23 @@ impl Hub {
         }
     }
 
+    /// Replaces the composer (a reload): compositions already running finish on the old one,
+    /// the next pop uses the new one.
+    pub fn set_composer(&self, composer: Option<Arc<Composer>>) {
+        *self.composer.write().unwrap_or_else(|p| p.into_inner()) =
+            composer.filter(|c| !c.is_empty());
+    }
+
     /// Starts composing `customer`'s profile for a call, unless there is no composer or the
     /// call already has everyone's profile. Never waits: the composition runs on its own task,
     /// bounded by the composer's deadline and ended by shutdown.
     fn start_profile(self: &Arc<Self>, call_id: &str, audience: Audience, customer: &Customer) {
-        let Some(composer) = self.composer.clone() else {
+        let composer = self
+            .composer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(composer) = composer else {
             return;
         };
         let Some(generation) = self.profiles.begin(call_id, &audience, customer.id()) else {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -29,6 +29,7 @@ use tracing::Instrument;
 use super::hub::Hub;
 use super::message::{ClientMessage, Outbound, PageSettings, Ready};
 use crate::agents::{Agent, Agents};
+use crate::config::TokenHash;
 use crate::throttle::{AuthThrottle, Peer};
 
 /// Close: not authenticated.
@@ -66,8 +67,8 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Messages queued per connection before it is closed as too slow.
     pub queue: usize,
-    /// The agent page's settings, sent in `ready`.
-    pub page: Arc<PageSettings>,
+    /// The agent page's settings, sent in `ready` (again to every session when they change).
+    pub page: Arc<watch::Sender<Arc<PageSettings>>>,
 }
 
 impl Default for SessionConfig {
@@ -77,7 +78,7 @@ impl Default for SessionConfig {
             heartbeat: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             queue: 256,
-            page: Arc::default(),
+            page: Arc::new(watch::Sender::new(Arc::default())),
         }
     }
 }
@@ -121,12 +122,15 @@ pub async fn run(
     }
     let agent = match first {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(ClientMessage::Auth { token }) => agents.authenticate(&token),
+            Ok(ClientMessage::Auth { token }) => {
+                let hash = TokenHash::of(&token);
+                agents.by_hash(&hash).map(|agent| (agent, hash))
+            }
             _ => None,
         },
         _ => None,
     };
-    let Some(agent) = agent else {
+    let Some((agent, hash)) = agent else {
         metrics::counter!("screenpop_push_drops_total", "reason" => "unauthenticated").increment(1);
         throttle.failed(peer.0, CHANNEL);
         let why = if timed_out {
@@ -140,7 +144,7 @@ pub async fn run(
     let span = tracing::info_span!("agent", agent = %agent.id);
     live(
         (sink, stream),
-        agent,
+        (agent, hash),
         hub,
         agents,
         (throttle, peer),
@@ -157,7 +161,7 @@ type Stream = futures_util::stream::SplitStream<WebSocket>;
 /// The authenticated part of a session.
 async fn live(
     (mut sink, mut stream): (Sink, Stream),
-    mut agent: Arc<Agent>,
+    (mut agent, mut hash): (Arc<Agent>, TokenHash),
     hub: Arc<Hub>,
     agents: Arc<Agents>,
     (throttle, peer): (AuthThrottle, Peer),
@@ -177,8 +181,12 @@ async fn live(
     let (tx, mut rx) = mpsc::channel::<Outbound>(config.queue);
     let done = shutdown.child_token();
     let slow = CancellationToken::new();
-    let registration = hub.register(&agent, tx.clone(), slow.clone());
-    let ready = |agent: &Agent| {
+    let mut registration = hub.register(&agent, tx.clone(), slow.clone());
+    let writer_hub = hub.clone();
+    // Watched from here on: a change after this point is seen, one before is already in.
+    let mut agents_changed = agents.changes();
+    let mut page = config.page.subscribe();
+    let ready = |agent: &Agent, page: &PageSettings| {
         Outbound::new(
             "ready",
             None,
@@ -187,13 +195,14 @@ async fn live(
                 name: &agent.name,
                 extensions: &agent.extensions,
                 heartbeat_ms: config.heartbeat.as_millis() as u64,
-                page: &config.page,
+                page,
             })
             .unwrap_or_default(),
         )
     };
     let mut seq = 0u64;
-    for msg in [ready(&agent), hub.snapshot(&agent)] {
+    let first = ready(&agent, &page.borrow_and_update());
+    for msg in [first, hub.snapshot(&agent)] {
         if sink
             .send(Message::Text(msg.render(seq).into()))
             .await
@@ -208,18 +217,21 @@ async fn live(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let close_with: Arc<OnceLock<(u16, &'static str)>> = Arc::default();
-    let (reauth_tx, mut reauth_rx) = mpsc::channel::<Arc<Agent>>(1);
+    let (reauth_tx, mut reauth_rx) = mpsc::channel::<(Arc<Agent>, TokenHash)>(1);
+    // The agent as the reader acts for it: its extensions decide which calls it may pick or
+    // dismiss. Replaced by a fresh token for the same agent (reader) and by a change of the
+    // agent's extensions on a reload (writer).
+    let acting = Arc::new(std::sync::RwLock::new(agent.clone()));
     let reader = tokio::spawn({
-        let (done, last_seen, close_with, agents, tx) = (
+        let (done, last_seen, close_with, agents, tx, acting) = (
             done.clone(),
             last_seen.clone(),
             close_with.clone(),
             agents.clone(),
             tx.clone(),
+            acting.clone(),
         );
-        // The agent as the reader acts for it: its extensions decide which calls it may pick or
-        // dismiss; a fresh token for the same agent replaces it.
-        let mut acting = agent.clone();
+        let acting = move || acting.read().unwrap_or_else(|p| p.into_inner()).clone();
         async move {
             let mut drain_until: Option<Instant> = None;
             loop {
@@ -260,7 +272,7 @@ async fn live(
                         }
                         Ok(ClientMessage::Dismiss { call_id }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "dismiss").increment(1);
-                            match hub.dismiss(&acting, &call_id) {
+                            match hub.dismiss(&acting(), &call_id) {
                                 Ok(()) => Outbound::new(
                                     "dismissed",
                                     Some(&call_id),
@@ -278,7 +290,7 @@ async fn live(
                             customer_id,
                         }) => {
                             metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
-                            let picked = match hub.pick(&acting, &call_id, &customer_id) {
+                            let picked = match hub.pick(&acting(), &call_id, &customer_id) {
                                 Ok(Some(ack)) => ack.durable().await.map_err(|error| {
                                     tracing::warn!(%error, "Pick not saved.");
                                     "pick not saved; try again"
@@ -300,9 +312,8 @@ async fn live(
                             }
                         }
                         Ok(ClientMessage::Auth { token }) => match agents.authenticate(&token) {
-                            Some(new) if new.id == acting.id => {
-                                acting = new.clone();
-                                let _ = reauth_tx.try_send(new);
+                            Some(new) if new.id == acting().id => {
+                                let _ = reauth_tx.try_send((new, TokenHash::of(&token)));
                                 continue;
                             }
                             _ => {
@@ -334,7 +345,8 @@ async fn live(
             done.cancel();
         }
     });
-    drop(tx);
+    // The writer queues a fresh snapshot behind a `ready` when the agent is re-routed.
+    let requeue = tx;
 
     let mut heartbeat =
         tokio::time::interval_at(Instant::now() + config.heartbeat, config.heartbeat);
@@ -342,11 +354,35 @@ async fn live(
         let frame = tokio::select! {
             () = done.cancelled() => break,
             () = slow.cancelled() => break,
-            Some(new) = reauth_rx.recv() => {
+            Some((new, new_hash)) = reauth_rx.recv() => {
                 // The same agent with a fresh token: same extensions, same routes.
                 agent = new;
+                hash = new_hash;
+                *acting.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
                 metrics::counter!("screenpop_push_client_messages_total", "type" => "reauth").increment(1);
-                Message::Text(ready(&agent).render(seq).into())
+                Message::Text(ready(&agent, &page.borrow()).render(seq).into())
+            }
+            Ok(()) = agents_changed.changed() => {
+                match agents.by_hash(&hash) {
+                    // Removed, or its token changed: signed out.
+                    None => {
+                        let _ = close_with.set((CLOSE_UNAUTHORIZED, "signed out: agent removed"));
+                        break;
+                    }
+                    Some(now) if now == agent => continue,
+                    // Its extensions, name or roles changed: routed anew, told, and given the
+                    // calls of its new extensions.
+                    Some(now) => {
+                        agent = now;
+                        *acting.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
+                        registration = writer_hub.register(&agent, requeue.clone(), slow.clone());
+                        let _ = requeue.try_send(writer_hub.snapshot(&agent));
+                        Message::Text(ready(&agent, &page.borrow()).render(seq).into())
+                    }
+                }
+            }
+            Ok(()) = page.changed() => {
+                Message::Text(ready(&agent, &page.borrow_and_update()).render(seq).into())
             }
             msg = rx.recv() => match msg {
                 Some(msg) => {

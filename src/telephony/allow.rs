@@ -3,16 +3,21 @@
 
 use ipnet::IpNet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-/// A shared, immutable list of allowed networks.
+/// A shared list of allowed networks: every clone sees a [`Allow::replace`] (a reload).
 #[derive(Debug, Clone, Default)]
-pub struct Allow(Arc<[IpNet]>);
+pub struct Allow(Arc<RwLock<Arc<[IpNet]>>>);
 
 impl Allow {
     /// Allows the given networks.
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        Allow(nets.into_iter().collect())
+        Allow(Arc::new(RwLock::new(nets.into_iter().collect())))
+    }
+
+    /// Allows these networks from now on, in every clone.
+    pub fn replace(&self, nets: impl IntoIterator<Item = IpNet>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = nets.into_iter().collect();
     }
 
     /// Whether `ip` is inside one of the networks (IPv4-mapped IPv6 addresses count as IPv4).
@@ -21,7 +26,11 @@ impl Allow {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        self.0.iter().any(|net| net.contains(&ip))
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|net| net.contains(&ip))
     }
 }
 

@@ -94,7 +94,7 @@ pub async fn note(
         .map(|d| d.trim().to_owned())
         .filter(|d| !d.is_empty());
     if let Some(d) = &disposition
-        && !state.push.session.page.dispositions.contains(d)
+        && !state.push.session.page.borrow().dispositions.contains(d)
     {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,

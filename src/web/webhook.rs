@@ -120,7 +120,8 @@ struct Replay {
 
 /// The running endpoint.
 pub struct Webhook {
-    pbxs: Vec<(String, Secret)>,
+    /// The PBXs and their secrets; replaced on a reload.
+    pbxs: std::sync::RwLock<Vec<(String, Secret)>>,
     max_skew: Duration,
     capacity: usize,
     replay: Mutex<Replay>,
@@ -134,7 +135,10 @@ pub struct Webhook {
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhook")
-            .field("pbxs", &self.pbxs.len())
+            .field(
+                "pbxs",
+                &self.pbxs.read().unwrap_or_else(|p| p.into_inner()).len(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -201,7 +205,7 @@ impl Webhook {
         throttle: AuthThrottle,
     ) -> Arc<Self> {
         Arc::new(Webhook {
-            pbxs,
+            pbxs: std::sync::RwLock::new(pbxs),
             max_skew,
             capacity: capacity.max(1),
             replay: Mutex::default(),
@@ -213,14 +217,20 @@ impl Webhook {
     }
 
     /// The PBX whose secret signed this, if any.
-    fn authenticate(&self, timestamp: &str, body: &[u8], signature: &[u8]) -> Option<&str> {
-        self.pbxs.iter().find_map(|(name, secret)| {
+    fn authenticate(&self, timestamp: &str, body: &[u8], signature: &[u8]) -> Option<String> {
+        let pbxs = self.pbxs.read().unwrap_or_else(|p| p.into_inner());
+        pbxs.iter().find_map(|(name, secret)| {
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).ok()?;
             mac.update(timestamp.as_bytes());
             mac.update(b".");
             mac.update(body);
-            mac.verify_slice(signature).ok().map(|()| name.as_str())
+            mac.verify_slice(signature).ok().map(|()| name.clone())
         })
+    }
+
+    /// Replaces the PBXs and their secrets (a reload).
+    pub fn set_pbxs(&self, pbxs: Vec<(String, Secret)>) {
+        *self.pbxs.write().unwrap_or_else(|p| p.into_inner()) = pbxs;
     }
 
     /// Records `key` as seen at `now`; `false` if it was already seen within the window.
@@ -373,6 +383,15 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Off without PBXs (as if not mounted); a reload that adds one turns it on.
+    if webhook
+        .pbxs
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty()
+    {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     webhook.handle(&headers, peer, &body)
 }
 
