@@ -22,15 +22,19 @@
 //!   sign-ins per source address.
 //! - [`listener`]: the accept loop of every TCP listener (connection budgets, eviction of the
 //!   least useful connection, idle timeouts, accept backoff, the open-files limit).
+//! - [`customer`]: the customer record every stage shares; [`tls_client`]: TLS for outgoing
+//!   connections; [`lookup`]: the `screenpop lookup` report.
 
 pub mod agents;
 pub mod calls;
 pub mod compose;
 pub mod config;
+pub mod customer;
 pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod listener;
+pub mod lookup;
 pub mod pii;
 pub mod push;
 pub mod reload;
@@ -39,4 +43,5 @@ pub mod sources;
 pub mod telephony;
 pub mod throttle;
 pub mod time;
+pub mod tls_client;
 pub mod web;

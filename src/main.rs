@@ -227,7 +227,7 @@ fn main() -> ExitCode {
             json,
             profile,
         } => runtime(async move {
-            use screenpop::resolve::lookup;
+            use screenpop::lookup;
             let config = Config::load(&config)?;
             let (resolver, _) = screenpop::resolve::open(&config).await?;
             let key =

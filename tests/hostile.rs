@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use screenpop::calls::{CallEvent, Intake};
-use screenpop::telephony::sip::identity::{Caller, Source};
+use screenpop::calls::{Caller, IdentitySource as Source};
 use serde_json::{Value, json};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use screenpop::calls::Change;
-use screenpop::telephony::sip::identity::{self, Source, Target};
+use screenpop::calls::IdentitySource as Source;
+use screenpop::telephony::sip::identity::{self, Target};
 use screenpop::telephony::sip::scan::{StartLine, Transport, scan};
 use support::*;
 

@@ -6,7 +6,31 @@
 //! watching the same PBX never merge calls by accident; CTI keys are also prefixed with the
 //! PBX's configured name (`pbx1:1731000.81`).
 
-use crate::telephony::sip::identity::Caller;
+/// Which header the caller identity came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentitySource {
+    /// `P-Asserted-Identity`.
+    Pai,
+    /// `Remote-Party-ID` with `party=calling`.
+    Rpid,
+    /// `From`.
+    From,
+}
+
+/// The caller as the INVITE presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user part of the identity URI (tel: the number), percent-decoded, without user
+    /// parameters (`;npdi;rn=…`, `;isub=…`). Not yet normalised to E.164.
+    pub number: Option<String>,
+    /// The display name, unescaped.
+    pub display: Option<String>,
+    /// Where the identity came from.
+    pub source: IdentitySource,
+    /// The caller asked not to be identified.
+    pub withheld: bool,
+}
 
 /// Which intake reported an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -291,10 +291,10 @@ fn rang_for(entry: &Entry, agent: &Agent) -> bool {
 mod tests {
     use super::*;
     use crate::calls::{CallEvent, EndReason};
+    use crate::calls::{Caller, IdentitySource as Source};
     use crate::calls::{Calls, Intake, TrackerConfig};
     use crate::config::TokenHash;
     use crate::resolve::Resolver;
-    use crate::telephony::sip::identity::{Caller, Source};
     use std::time::Duration;
     use tokio::sync::broadcast;
 

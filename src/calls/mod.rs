@@ -12,7 +12,7 @@ pub mod log;
 pub mod spool;
 pub mod tracker;
 
-pub use event::{CallEvent, EndReason, Intake};
+pub use event::{CallEvent, Caller, EndReason, IdentitySource, Intake};
 pub use tracker::{
     Call, CallState, CallUpdate, Calls, Change, Leg, LegState, Observer, TrackerConfig,
 };

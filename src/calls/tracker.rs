@@ -23,10 +23,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::event::Caller;
 use super::event::{CallEvent, EndReason, Intake};
 use crate::pii::Masked;
 use crate::resolve::{Resolution, Resolver};
-use crate::telephony::sip::identity::Caller;
 
 /// Capacity of the update broadcast; a subscriber that falls further behind must resync from
 /// [`Calls::live`].
@@ -585,8 +585,8 @@ fn end_call(mut call: Call, reason: EndReason) -> CallUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calls::IdentitySource as Source;
     use crate::resolve::Resolution;
-    use crate::telephony::sip::identity::Source;
 
     struct NoDirectory;
     impl Resolver for NoDirectory {

@@ -22,9 +22,9 @@ use std::io::Read;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-pub use super::customer::{Customer, CustomerFields, NumberKind};
 use super::normalise::{Key, Normaliser};
 use super::{Candidate, Resolution};
+pub use crate::customer::{Customer, CustomerFields, NumberKind};
 
 /// Why a CSV could not be loaded; the file's author is at fault.
 #[derive(Debug, thiserror::Error)]

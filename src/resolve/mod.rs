@@ -7,21 +7,18 @@
 //! - `index`: the directory as lookups see it, behind its caches.
 //! - `postgres`: the directory loaded from PostgreSQL and kept fresh by LISTEN/NOTIFY.
 //! - `import`: bulk import of customers into PostgreSQL.
-//! - `lookup`: the `screenpop lookup` report.
 //!
 //! A lookup never waits on I/O: it is a hash-map probe.
 
-pub mod customer;
 pub mod directory;
 pub mod import;
 pub mod index;
-pub mod lookup;
 pub mod normalise;
 pub mod postgres;
 
 use std::sync::Arc;
 
-pub use customer::{Customer, CustomerFields, NumberKind};
+pub use crate::customer::{Customer, CustomerFields, NumberKind};
 pub use directory::Directory;
 pub use index::Index;
 pub use normalise::{Key, Normaliser};

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::task::{Context, Poll};
 
 use super::{Section, Source, Who};
-use crate::resolve::{Customer, CustomerFields};
+use crate::customer::{Customer, CustomerFields};
 
 /// Runs the contract; returns the known customer's section, or what was breached.
 pub async fn check<S: Source>(source: &S, known: &Who, unknown: &Who) -> Result<Section, String> {

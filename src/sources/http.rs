@@ -160,7 +160,7 @@ pub fn client_builder() -> Result<reqwest::ClientBuilder, String> {
 
 /// rustls with ring and the WebPKI roots, plus the PEM certificates in `ca_file`.
 fn tls(ca_file: Option<PathBuf>) -> Result<rustls::ClientConfig, String> {
-    crate::web::tls::client_config(ca_file.as_deref()).map_err(|e| format!("ca_file {e}"))
+    crate::tls_client::client_config(ca_file.as_deref()).map_err(|e| format!("ca_file {e}"))
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

@@ -9,7 +9,7 @@
 //! [`contract::check`] is the test every adapter should pass.
 //!
 //! Adapters only fetch: they do not spawn, retry, cache or time themselves out. The composer
-//! (`crate::compose`) does that for all of them alike.
+//! (the composer) does that for all of them alike.
 
 pub mod contract;
 pub mod csv;
@@ -23,7 +23,7 @@ use std::pin::Pin;
 
 use serde::Deserialize;
 
-use crate::resolve::Customer;
+use crate::customer::Customer;
 
 /// A section's data: a JSON object (one record) or array (several), or null (nothing on file).
 pub type Section = serde_json::Value;
@@ -214,7 +214,7 @@ pub fn check_template(template: &str) -> Result<(), String> {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
-    use crate::resolve::CustomerFields;
+    use crate::customer::CustomerFields;
 
     /// A customer for adapter tests.
     pub fn who(id: &str, account: &str) -> Who {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::calls::{CallEvent, EndReason, Intake};
-use crate::telephony::sip::identity::{Caller, Source};
+use crate::calls::{Caller, IdentitySource as Source};
 
 /// Most calls a book holds for one PBX; beyond it new calls are dropped and counted (a resync
 /// removes the stale ones).

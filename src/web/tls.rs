@@ -8,7 +8,7 @@
 //! silent client cannot stall the others; until its first request a connection is among the
 //! first evicted when the listener is full.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rustls::ServerConfig;
@@ -106,28 +106,4 @@ fn build(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, TlsError> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// A TLS client configuration: rustls with ring, the WebPKI roots, plus the PEM certificates in
-/// `ca_file` (a company CA, or a PBX's self-signed certificate). For everything screenpop
-/// connects to over TLS (HTTP sources, Asterisk AMI).
-pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(file) = ca_file {
-        let certs =
-            CertificateDer::pem_file_iter(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

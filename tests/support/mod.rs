@@ -321,10 +321,10 @@ pub fn ringing(key: &str, extension: &str, number: &str) -> screenpop::calls::Ca
         key: key.into(),
         intake: screenpop::calls::Intake::Sip,
         extension: extension.into(),
-        caller: screenpop::telephony::sip::identity::Caller {
+        caller: screenpop::calls::Caller {
             number: Some(number.into()),
             display: None,
-            source: screenpop::telephony::sip::identity::Source::From,
+            source: screenpop::calls::IdentitySource::From,
             withheld: false,
         },
         dialled: None,

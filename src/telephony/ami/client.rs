@@ -153,7 +153,7 @@ impl AmiConfig {
         };
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| format!("`{host}` is not a TLS server name; set tls_server_name"))?;
-        let config = crate::web::tls::client_config(self.tls_ca_file.as_deref())
+        let config = crate::tls_client::client_config(self.tls_ca_file.as_deref())
             .map_err(|e| format!("tls_ca_file {e}"))?;
         Ok(Some((
             tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::frame::Message;
+use crate::calls::Caller;
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::telephony::cti::{self, Book};
-use crate::telephony::sip::identity::Caller;
 
 /// Most channels remembered; a resync forgets the ones the PBX no longer has.
 pub const CHANNEL_CAPACITY: usize = 50_000;

@@ -17,10 +17,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::info::{DialogInfo, DialogState, Direction, DocState};
+use crate::calls::Caller;
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::telephony::cti::{self, Book};
 use crate::telephony::sip::grammar::{Scheme, Uri};
-use crate::telephony::sip::identity::Caller;
 
 /// Most dialogs remembered per extension; beyond it new ones are dropped and counted.
 pub const LEGS_PER_EXTENSION: usize = 1024;

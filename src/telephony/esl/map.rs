@@ -182,11 +182,7 @@ impl Mapper {
         Some(uuid)
     }
 
-    fn ring(
-        &mut self,
-        uuid: &str,
-        caller: crate::telephony::sip::identity::Caller,
-    ) -> Option<CallEvent> {
+    fn ring(&mut self, uuid: &str, caller: crate::calls::Caller) -> Option<CallEvent> {
         let leg = self.legs.get(uuid)?;
         let ext = leg.extension.clone()?;
         let key = leg.key.clone();

@@ -14,32 +14,7 @@
 
 use super::grammar::{NameAddr, Scheme, Uri, param, split_list};
 use super::scan::{Message, Name, trim};
-
-/// Which header the caller identity came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// `P-Asserted-Identity`.
-    Pai,
-    /// `Remote-Party-ID` with `party=calling`.
-    Rpid,
-    /// `From`.
-    From,
-}
-
-/// The caller as the INVITE presents it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The user part of the identity URI (tel: the number), percent-decoded, without user
-    /// parameters (`;npdi;rn=…`, `;isub=…`). Not yet normalised to E.164.
-    pub number: Option<String>,
-    /// The display name, unescaped.
-    pub display: Option<String>,
-    /// Where the identity came from.
-    pub source: Source,
-    /// The caller asked not to be identified.
-    pub withheld: bool,
-}
+use crate::calls::{Caller, IdentitySource as Source};
 
 /// Users that mean "no identity" (RFC 3323 §4.1.1.3 and common gateway practice).
 const ANONYMOUS_USERS: &[&str] = &[

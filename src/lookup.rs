@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::{Key, Resolution, Resolver};
 use crate::compose::{Composer, Part, Summary};
+use crate::resolve::{Key, Resolution, Resolver};
 use crate::sources::Who;
 
 /// A composed profile, for the report.
@@ -139,7 +139,7 @@ pub fn text(key: &Key, resolution: &Resolution) -> String {
         Key::Digits(k) if k.is_empty() => "key     (no digits: nothing to look up)\n".to_owned(),
         Key::Digits(k) => format!("key     {k} (not a valid number: exact digits match)\n"),
     };
-    let who = |c: &super::Customer| {
+    let who = |c: &crate::resolve::Customer| {
         format!(
             "{} ({}){}",
             c.name(),
