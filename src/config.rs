@@ -99,67 +99,6 @@ pub struct Config {
     pub dialog: Vec<Spanned<crate::telephony::dialog::DialogConfig>>,
 }
 
-/// `[numbers]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Numbers {
-    /// Region for numbers written in national format (ISO 3166 alpha-2).
-    #[serde(default = "default_region")]
-    pub default_region: Region,
-    /// How many trailing digits of a company's main number may differ for an unknown caller to
-    /// be offered that company as an approximate match (a DID block behind a switchboard);
-    /// 0 turns the fallback off. At most 6.
-    #[serde(
-        default = "default_switchboard_digits",
-        deserialize_with = "switchboard_digits"
-    )]
-    pub switchboard_digits: u8,
-}
-
-impl Default for Numbers {
-    fn default() -> Self {
-        Numbers {
-            default_region: default_region(),
-            switchboard_digits: default_switchboard_digits(),
-        }
-    }
-}
-
-fn default_switchboard_digits() -> u8 {
-    2
-}
-
-fn switchboard_digits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
-    let n = u8::deserialize(d)?;
-    if n > 6 {
-        return Err(serde::de::Error::custom(format!(
-            "{n} is too many: at most 6 trailing digits (0 turns the fallback off)"
-        )));
-    }
-    Ok(n)
-}
-
-fn default_region() -> Region {
-    Region(phonenumber::country::Id::US)
-}
-
-/// A validated region code.
-#[derive(Debug, Clone, Copy)]
-pub struct Region(pub phonenumber::country::Id);
-
-impl<'de> Deserialize<'de> for Region {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = String::deserialize(d)?;
-        crate::resolve::Normaliser::region(&code)
-            .map(Region)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown region `{code}` (use ISO 3166 alpha-2, e.g. \"US\")"
-                ))
-            })
-    }
-}
-
 /// `[log]`
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -409,19 +348,6 @@ fn default_answered_ttl() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
-/// `[directory]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirectoryConfig {
-    /// A customers CSV (`id,name,company,account,crm_url,tags,numbers`), relative to this file.
-    #[serde(default)]
-    pub csv: Option<PathBuf>,
-    /// The customer index in PostgreSQL (`schema/`), mirrored in memory and kept fresh by
-    /// LISTEN/NOTIFY. Exclusive with `csv`.
-    #[serde(default)]
-    pub database_url: Option<String>,
-}
-
 /// `[call_log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -556,82 +482,6 @@ fn default_ws_message() -> usize {
     64 * 1024
 }
 
-/// `[page]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Page {
-    /// "Open in CRM" link template, `http(s)://…` with `{id}` and `{account}` placeholders
-    /// (filled URL-encoded by the page); unset: the customer's own `crm_url`, if any.
-    #[serde(default, deserialize_with = "crm_template")]
-    pub crm_url: Option<String>,
-    /// The dispositions an agent picks from after a call (each 1 to 64 characters).
-    #[serde(default = "default_dispositions", deserialize_with = "dispositions")]
-    pub dispositions: Vec<String>,
-    /// Whether the page may play a ring tone while the tab is in the background.
-    #[serde(default = "default_true")]
-    pub ring_sound: bool,
-    /// Most recent calls kept in memory for the page's journal (notes, "recent calls").
-    #[serde(default = "default_journal", deserialize_with = "positive")]
-    pub journal: usize,
-}
-
-impl Default for Page {
-    fn default() -> Self {
-        Page {
-            crm_url: None,
-            dispositions: default_dispositions(),
-            ring_sound: true,
-            journal: default_journal(),
-        }
-    }
-}
-
-/// The dispositions when none are configured.
-pub fn default_dispositions() -> Vec<String> {
-    ["Resolved", "Callback", "Escalated", "Sale", "Wrong number"]
-        .map(String::from)
-        .to_vec()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_journal() -> usize {
-    10_000
-}
-
-fn crm_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let url = String::deserialize(d)?;
-    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-    if !scheme_ok || url.chars().any(char::is_whitespace) {
-        return Err(serde::de::Error::custom(format!(
-            "`{url}` is not an http(s) URL template (e.g. \"https://crm.example/customers/{{id}}\")"
-        )));
-    }
-    Ok(Some(url))
-}
-
-fn dispositions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    let mut seen = HashSet::new();
-    for item in &list {
-        let len = item.trim().chars().count();
-        if len == 0 || len > 64 || item.chars().any(char::is_control) {
-            return Err(serde::de::Error::custom(format!(
-                "`{item}`: each disposition is 1 to 64 printable characters"
-            )));
-        }
-        if !seen.insert(item.trim()) {
-            return Err(serde::de::Error::custom(format!(
-                "`{item}` is listed twice"
-            )));
-        }
-    }
-    if list.len() > 50 {
-        return Err(serde::de::Error::custom("at most 50 dispositions"));
-    }
-    Ok(list.into_iter().map(|s| s.trim().to_owned()).collect())
-}
-
 /// `[[agents]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -696,45 +546,14 @@ impl<'de> Deserialize<'de> for TokenHash {
     }
 }
 
-/// Durations written as `"30s"`, `"2m"`, `"1h 30m"` (humantime).
-pub(crate) mod duration {
-    use serde::Deserialize;
-    use std::time::Duration;
+pub use crate::push::section::{Page, default_dispositions};
+pub use crate::resolve::section::{DirectoryConfig, Numbers, Region};
+use crate::serde_ext::{duration, positive};
 
-    /// Parses a duration; zero is refused (every duration here is a timeout or an interval).
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        let parsed = humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration `{s}`: {e}")))?;
-        if parsed.is_zero() {
-            return Err(serde::de::Error::custom(format!(
-                "`{s}` is zero; give a duration such as \"200ms\" or \"5s\""
-            )));
-        }
-        Ok(parsed)
-    }
-}
-
-/// Optional durations (`"30s"`), zero refused like [`duration`].
-pub(crate) mod duration_opt {
-    use std::time::Duration;
-
-    /// Parses an optional duration.
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        super::duration::deserialize(d).map(Some)
-    }
-}
-
-/// A count that must be at least 1 (a queue or buffer of zero would hold nothing).
-fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    let n = usize::deserialize(d)?;
-    if n == 0 {
-        return Err(serde::de::Error::custom("must be at least 1"));
-    }
-    Ok(n)
-}
+mod assemble;
+pub use assemble::{
+    Intakes, composer_from, config_agents, intakes_from, page_settings, webhook_pbxs,
+};
 
 impl Config {
     /// Reads and validates a file.

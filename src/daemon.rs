@@ -323,7 +323,7 @@ impl Daemon {
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
         let webhook = crate::web::webhook::Webhook::new(
-            webhook_pbxs(&settings.webhook),
+            crate::config::webhook_pbxs(&settings.webhook),
             settings.webhook.max_skew,
             settings.webhook.replay_capacity,
             known.clone(),
@@ -352,7 +352,7 @@ impl Daemon {
             },
         ));
         bound.dialog = reloader
-            .start_intakes(&Intakes {
+            .start_intakes(&crate::config::Intakes {
                 ami: settings.ami.clone(),
                 esl: settings.esl.clone(),
                 dialog: settings.dialog.clone(),
@@ -547,21 +547,13 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The agent page's settings from `[page]`.
-pub fn page_settings(config: &crate::config::Config) -> crate::push::message::PageSettings {
-    crate::push::message::PageSettings {
-        crm_url: config.page.crm_url.clone(),
-        dispositions: config.page.dispositions.clone(),
-        ring_sound: config.page.ring_sound,
-    }
-}
-
 /// Resolves a validated config into settings: loads the directory, hashes nothing (the config
 /// holds hashes), switches PII logging.
 pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
     crate::pii::set_logging(config.log.pii);
-    let (resolver, directory_sync) = crate::resolve::open(config).await?;
-    let agents = Agents::new(config_agents(config));
+    let (resolver, directory_sync) =
+        crate::resolve::open(&config.numbers, &config.directory).await?;
+    let agents = Agents::new(crate::config::config_agents(config));
     // With the customer index in PostgreSQL, agents come from its agents table too.
     let agents_sync = match &config.directory.database_url {
         Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
@@ -587,13 +579,13 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         }
         None => Vec::new(),
     };
-    let Intakes {
+    let crate::config::Intakes {
         ami,
         esl,
         dialog,
         webhook,
-    } = intakes_from(config)?;
-    let composer = composer_from(config)?;
+    } = crate::config::intakes_from(config)?;
+    let composer = crate::config::composer_from(config)?;
     Ok(Settings {
         ami,
         esl,
@@ -636,9 +628,9 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
                 heartbeat: config.push.heartbeat,
                 idle_timeout: config.push.idle_timeout,
                 queue: config.push.queue,
-                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(page_settings(
-                    config,
-                )))),
+                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(
+                    crate::config::page_settings(config),
+                ))),
             },
             allowed_origins: config
                 .http
@@ -661,127 +653,4 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         config_path: None,
         log_filter: None,
     })
-}
-
-/// The config's own agents (`[[agents]]`).
-pub fn config_agents(
-    config: &crate::config::Config,
-) -> Vec<(crate::config::TokenHash, crate::agents::Agent)> {
-    config
-        .agents
-        .iter()
-        .map(|a| {
-            let id = a.id.get_ref().clone();
-            (
-                a.token_sha256,
-                crate::agents::Agent {
-                    name: a.name.clone().unwrap_or_else(|| id.clone()),
-                    id,
-                    extensions: a.extensions.clone(),
-                    roles: a.roles.clone(),
-                },
-            )
-        })
-        .collect()
-}
-
-/// The PBX intakes of a config, secrets resolved from the environment.
-#[derive(Debug, Clone)]
-pub struct Intakes {
-    /// Asterisk AMI clients.
-    pub ami: Vec<crate::telephony::ami::AmiConfig>,
-    /// FreeSWITCH event-socket clients.
-    pub esl: Vec<crate::telephony::esl::EslConfig>,
-    /// Dialog-event subscriptions.
-    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
-    /// The webhook and its PBXs.
-    pub webhook: crate::web::webhook::WebhookConfig,
-}
-
-/// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
-/// names the intake and the variable.
-pub fn intakes_from(config: &crate::config::Config) -> anyhow::Result<Intakes> {
-    let from_env = |what: String, var: &str| {
-        crate::telephony::cti::secret_from_env(var)
-            .map(crate::telephony::cti::Secret::new)
-            .with_context(|| format!("{what}: environment variable `{var}` is not set or empty"))
-    };
-    let mut ami = Vec::new();
-    for c in &config.ami {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.secret_env.clone() {
-            c.secret = Some(from_env(format!("ami `{}` secret_env", c.name), &var)?);
-        }
-        if let Some(ca) = &c.tls_ca_file
-            && ca.is_relative()
-        {
-            c.tls_ca_file = Some(config.base.join(ca));
-        }
-        c.tls_connector()
-            .map_err(|e| anyhow::anyhow!("ami `{}`: {e}", c.name))?;
-        ami.push(c);
-    }
-    let mut esl = Vec::new();
-    for c in &config.esl {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.password_env.clone() {
-            c.password = Some(from_env(format!("esl `{}` password_env", c.name), &var)?);
-        }
-        esl.push(c);
-    }
-    let mut dialog = Vec::new();
-    for c in &config.dialog {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.password_env.clone() {
-            c.password = Some(from_env(format!("dialog `{}` password_env", c.name), &var)?);
-        }
-        dialog.push(c);
-    }
-    let mut webhook = config.webhook.clone();
-    for p in &mut webhook.pbx {
-        let p = p.get_mut();
-        if let Some(var) = p.secret_env.clone() {
-            p.secret = Some(from_env(
-                format!("webhook pbx `{}` secret_env", p.name),
-                &var,
-            )?);
-        }
-    }
-    Ok(Intakes {
-        ami,
-        esl,
-        dialog,
-        webhook,
-    })
-}
-
-/// The profile composer over the config's `[[sources]]`, if any.
-pub fn composer_from(
-    config: &crate::config::Config,
-) -> anyhow::Result<Option<Arc<crate::compose::Composer>>> {
-    Ok(if config.sources.is_empty() {
-        None
-    } else {
-        let sources: Vec<crate::compose::SourceConfig> =
-            config.sources.iter().map(|s| s.get_ref().clone()).collect();
-        Some(Arc::new(
-            crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
-                .map_err(anyhow::Error::msg)?,
-        ))
-    })
-}
-
-/// The webhook's PBXs with their secrets (those without one are left out: they can never
-/// authenticate).
-pub fn webhook_pbxs(
-    webhook: &crate::web::webhook::WebhookConfig,
-) -> Vec<(String, crate::telephony::cti::Secret)> {
-    webhook
-        .pbx
-        .iter()
-        .filter_map(|p| {
-            let p = p.get_ref();
-            Some((p.name.clone(), p.secret.clone()?))
-        })
-        .collect()
 }

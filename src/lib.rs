@@ -22,7 +22,8 @@
 //!   sign-ins per source address.
 //! - [`listener`]: the accept loop of every TCP listener (connection budgets, eviction of the
 //!   least useful connection, idle timeouts, accept backoff, the open-files limit).
-//! - [`customer`]: the customer record every stage shares; [`tls_client`]: TLS for outgoing
+//! - [`customer`]: the customer record every stage shares; [`serde_ext`]: durations and
+//!   counts in config sections; [`tls_client`]: TLS for outgoing
 //!   connections; [`lookup`]: the `screenpop lookup` report.
 
 pub mod agents;
@@ -39,6 +40,7 @@ pub mod pii;
 pub mod push;
 pub mod reload;
 pub mod resolve;
+pub mod serde_ext;
 pub mod sources;
 pub mod telephony;
 pub mod throttle;

@@ -229,7 +229,8 @@ fn main() -> ExitCode {
         } => runtime(async move {
             use screenpop::lookup;
             let config = Config::load(&config)?;
-            let (resolver, _) = screenpop::resolve::open(&config).await?;
+            let (resolver, _) =
+                screenpop::resolve::open(&config.numbers, &config.directory).await?;
             let key =
                 screenpop::resolve::Normaliser::new(config.numbers.default_region.0).key(&number);
             let resolution = resolver.resolve(&number);

@@ -129,7 +129,7 @@ impl Planned {
     }
 }
 
-fn plan(intakes: &crate::daemon::Intakes) -> Vec<Planned> {
+fn plan(intakes: &crate::config::Intakes) -> Vec<Planned> {
     let ami = intakes.ami.iter().cloned().map(Planned::Ami);
     let esl = intakes.esl.iter().cloned().map(Planned::Esl);
     let dialog = intakes.dialog.iter().cloned().map(Planned::Dialog);
@@ -170,7 +170,7 @@ impl Reloader {
     /// Starts the configured intakes (at start-up); the dialog sockets' addresses, in order.
     pub(crate) async fn start_intakes(
         &self,
-        intakes: &crate::daemon::Intakes,
+        intakes: &crate::config::Intakes,
     ) -> anyhow::Result<Vec<std::net::SocketAddr>> {
         let mut bound = Vec::new();
         let mut running = self.running.lock().await;
@@ -297,7 +297,7 @@ impl Reloader {
                 Changed {
                     sources: differs(&|c| format!("{:?}{:?}", c.compose, c.sources)),
                     log_level: differs(&|c| format!("{:?}", c.log.level)),
-                    agents: differs(&|c| format!("{:?}", crate::daemon::config_agents(c))),
+                    agents: differs(&|c| format!("{:?}", crate::config::config_agents(c))),
                     webhook: differs(&|c| format!("{:?}", c.webhook)),
                     sip_allow: differs(&|c| format!("{:?}", c.sip.allow)),
                     hep_allow: differs(&|c| format!("{:?}", c.hep.allow)),
@@ -306,9 +306,9 @@ impl Reloader {
             )
         };
         // Everything that can fail, before anything is applied.
-        let intakes = crate::daemon::intakes_from(&config).map_err(ReloadError::Build)?;
+        let intakes = crate::config::intakes_from(&config).map_err(ReloadError::Build)?;
         let composer = if changed.sources {
-            Some(crate::daemon::composer_from(&config).map_err(ReloadError::Build)?)
+            Some(crate::config::composer_from(&config).map_err(ReloadError::Build)?)
         } else {
             None
         };
@@ -337,10 +337,10 @@ impl Reloader {
         }
         if changed.agents {
             self.agents
-                .replace_fixed(crate::daemon::config_agents(&config));
+                .replace_fixed(crate::config::config_agents(&config));
             report.applied.push("agents".into());
         }
-        let page = crate::daemon::page_settings(&config);
+        let page = crate::config::page_settings(&config);
         if self.page.send_if_modified(|now| {
             let changed = **now != page;
             if changed {
@@ -365,7 +365,7 @@ impl Reloader {
         }
         // Always: a secret from the environment may have changed with the config unchanged.
         self.webhook
-            .set_pbxs(crate::daemon::webhook_pbxs(&intakes.webhook));
+            .set_pbxs(crate::config::webhook_pbxs(&intakes.webhook));
         if changed.webhook {
             report.applied.push("webhook".into());
         }

@@ -36,7 +36,7 @@ pub const CACHE_CAPACITY: u64 = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct ComposeConfig {
     /// Every section not in by then is reported `timeout`, and `complete` is sent.
-    #[serde(default = "default_deadline", with = "crate::config::duration")]
+    #[serde(default = "default_deadline", with = "crate::serde_ext::duration")]
     pub deadline: Duration,
     /// Most compositions running at once (a call burst beyond it gets its sections as
     /// `skipped`, and the pops still go out at once).
@@ -70,20 +70,20 @@ pub struct SourceSettings {
     #[serde(default)]
     pub title: Option<String>,
     /// How long one fetch may take.
-    #[serde(default = "default_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_timeout", with = "crate::serde_ext::duration")]
     pub timeout: Duration,
     /// How long a fetched section is served from cache (absent: no cache).
-    #[serde(default, with = "crate::config::duration_opt")]
+    #[serde(default, with = "crate::serde_ext::duration_opt")]
     pub cache_ttl: Option<Duration>,
     /// After `cache_ttl`, how much longer a section may be served stale while it is fetched
     /// again in the background (absent: never stale). The page shows its age.
-    #[serde(default, with = "crate::config::duration_opt")]
+    #[serde(default, with = "crate::serde_ext::duration_opt")]
     pub serve_stale: Option<Duration>,
     /// Consecutive failures (or timeouts) that open the circuit breaker (0: never).
     #[serde(default = "default_failures")]
     pub breaker_failures: u32,
     /// How long an open breaker skips the source before one trial call.
-    #[serde(default = "default_cooldown", with = "crate::config::duration")]
+    #[serde(default = "default_cooldown", with = "crate::serde_ext::duration")]
     pub breaker_cooldown: Duration,
     /// Most fetches in flight to this source; beyond it calls skip it.
     #[serde(default = "default_concurrency")]

@@ -271,7 +271,7 @@ impl Default for PageSettings {
     fn default() -> Self {
         PageSettings {
             crm_url: None,
-            dispositions: crate::config::default_dispositions(),
+            dispositions: super::section::default_dispositions(),
             ring_sound: true,
         }
     }

@@ -10,6 +10,7 @@
 pub mod hub;
 pub mod message;
 pub mod profiles;
+pub mod section;
 pub mod session;
 
 pub use hub::Hub;

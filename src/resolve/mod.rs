@@ -15,6 +15,7 @@ pub mod import;
 pub mod index;
 pub mod normalise;
 pub mod postgres;
+pub mod section;
 
 use std::sync::Arc;
 
@@ -107,35 +108,34 @@ impl Resolution {
 /// The configured directory: PostgreSQL (`[directory] database_url`, with the index to keep in
 /// sync), a CSV file, or an empty one.
 pub async fn open(
-    config: &crate::config::Config,
+    numbers: &section::Numbers,
+    directory: &section::DirectoryConfig,
 ) -> anyhow::Result<(Arc<dyn Resolver>, Option<Arc<postgres::PgDirectory>>)> {
     use anyhow::Context as _;
-    let normaliser = Normaliser::new(config.numbers.default_region.0);
-    let digits = config.numbers.switchboard_digits;
-    Ok(
-        match (&config.directory.csv, &config.directory.database_url) {
-            (_, Some(url)) => {
-                let directory = postgres::PgDirectory::load(url, normaliser, digits).await?;
-                (directory.clone(), Some(directory))
-            }
-            (Some(path), None) => {
-                let file = std::fs::File::open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                let directory =
-                    Directory::from_csv(file, &path.display().to_string(), normaliser, digits)?;
-                tracing::info!(
-                    customers = directory.customers(),
-                    numbers = directory.keys(),
-                    "Customer directory loaded."
-                );
-                (Arc::new(Index::new(directory)), None)
-            }
-            (None, None) => (
-                Arc::new(Index::new(Directory::new(normaliser, digits))),
-                None,
-            ),
-        },
-    )
+    let normaliser = Normaliser::new(numbers.default_region.0);
+    let digits = numbers.switchboard_digits;
+    Ok(match (&directory.csv, &directory.database_url) {
+        (_, Some(url)) => {
+            let directory = postgres::PgDirectory::load(url, normaliser, digits).await?;
+            (directory.clone(), Some(directory))
+        }
+        (Some(path), None) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let directory =
+                Directory::from_csv(file, &path.display().to_string(), normaliser, digits)?;
+            tracing::info!(
+                customers = directory.customers(),
+                numbers = directory.keys(),
+                "Customer directory loaded."
+            );
+            (Arc::new(Index::new(directory)), None)
+        }
+        (None, None) => (
+            Arc::new(Index::new(Directory::new(normaliser, digits))),
+            None,
+        ),
+    })
 }
 
 /// Anything that can resolve a caller number without waiting.

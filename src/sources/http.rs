@@ -60,7 +60,10 @@ pub struct HttpConfig {
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// How long connecting may take.
-    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        with = "crate::serde_ext::duration"
+    )]
     pub connect_timeout: Duration,
 }
 

@@ -39,7 +39,10 @@ pub struct PostgresConfig {
     #[serde(default = "default_warm")]
     pub warm_connections: usize,
     /// How long connecting may take.
-    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        with = "crate::serde_ext::duration"
+    )]
     pub connect_timeout: Duration,
 }
 

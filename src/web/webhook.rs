@@ -50,7 +50,7 @@ pub const TIMESTAMP_HEADER: &str = "x-screenpop-timestamp";
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Requests whose timestamp is further than this from our clock are refused (replay bound).
-    #[serde(default = "default_max_skew", with = "crate::config::duration")]
+    #[serde(default = "default_max_skew", with = "crate::serde_ext::duration")]
     pub max_skew: Duration,
     /// Most event ids remembered to recognise retries (oldest forgotten first).
     #[serde(default = "default_replay_capacity")]

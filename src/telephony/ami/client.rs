@@ -56,19 +56,22 @@ pub struct AmiConfig {
     #[serde(default = "default_events")]
     pub events: String,
     /// How often to send `Action: Ping`.
-    #[serde(default = "default_ping_interval", with = "crate::config::duration")]
+    #[serde(default = "default_ping_interval", with = "crate::serde_ext::duration")]
     pub ping_interval: Duration,
     /// No response to a ping within this → reconnect.
-    #[serde(default = "default_ping_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_ping_timeout", with = "crate::serde_ext::duration")]
     pub ping_timeout: Duration,
     /// TCP connect timeout.
-    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        with = "crate::serde_ext::duration"
+    )]
     pub connect_timeout: Duration,
     /// First reconnect delay; it doubles up to `reconnect_max`.
-    #[serde(default = "default_reconnect_min", with = "crate::config::duration")]
+    #[serde(default = "default_reconnect_min", with = "crate::serde_ext::duration")]
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
-    #[serde(default = "default_reconnect_max", with = "crate::config::duration")]
+    #[serde(default = "default_reconnect_max", with = "crate::serde_ext::duration")]
     pub reconnect_max: Duration,
     /// Connect with TLS (Asterisk's `tlsenable = yes` in manager.conf; its port is usually
     /// 5039).

@@ -50,13 +50,13 @@ pub struct DialogConfig {
     /// The extensions to watch: one subscription each.
     pub extensions: Vec<String>,
     /// `Expires` asked for; refreshed at 80 %.
-    #[serde(default = "default_expires", with = "crate::config::duration")]
+    #[serde(default = "default_expires", with = "crate::serde_ext::duration")]
     pub expires: Duration,
     /// First delay before subscribing again after an error; it doubles up to `retry_max`.
-    #[serde(default = "default_retry_min", with = "crate::config::duration")]
+    #[serde(default = "default_retry_min", with = "crate::serde_ext::duration")]
     pub retry_min: Duration,
     /// Longest delay before subscribing again.
-    #[serde(default = "default_retry_max", with = "crate::config::duration")]
+    #[serde(default = "default_retry_max", with = "crate::serde_ext::duration")]
     pub retry_max: Duration,
 }
 

@@ -47,16 +47,19 @@ pub struct EslConfig {
     #[serde(default)]
     pub password_env: Option<String>,
     /// No traffic at all for this long → reconnect (HEARTBEAT comes every 20 s by default).
-    #[serde(default = "default_liveness", with = "crate::config::duration")]
+    #[serde(default = "default_liveness", with = "crate::serde_ext::duration")]
     pub liveness_timeout: Duration,
     /// TCP connect timeout.
-    #[serde(default = "default_connect_timeout", with = "crate::config::duration")]
+    #[serde(
+        default = "default_connect_timeout",
+        with = "crate::serde_ext::duration"
+    )]
     pub connect_timeout: Duration,
     /// First reconnect delay; it doubles up to `reconnect_max`.
-    #[serde(default = "default_reconnect_min", with = "crate::config::duration")]
+    #[serde(default = "default_reconnect_min", with = "crate::serde_ext::duration")]
     pub reconnect_min: Duration,
     /// Longest reconnect delay.
-    #[serde(default = "default_reconnect_max", with = "crate::config::duration")]
+    #[serde(default = "default_reconnect_max", with = "crate::serde_ext::duration")]
     pub reconnect_max: Duration,
 }
 

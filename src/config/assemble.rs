@@ -1,0 +1,137 @@
+//! From validated sections to what the components run with: the config's agents, the
+//! intakes with their secrets resolved from the environment, the composer over the sources,
+//! the page's settings. Shared by start-up (`daemon`) and hot reload (`reload`).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::Config;
+
+/// The agent page's settings from `[page]`.
+pub fn page_settings(config: &Config) -> crate::push::message::PageSettings {
+    crate::push::message::PageSettings {
+        crm_url: config.page.crm_url.clone(),
+        dispositions: config.page.dispositions.clone(),
+        ring_sound: config.page.ring_sound,
+    }
+}
+
+/// The config's own agents (`[[agents]]`).
+pub fn config_agents(config: &Config) -> Vec<(crate::config::TokenHash, crate::agents::Agent)> {
+    config
+        .agents
+        .iter()
+        .map(|a| {
+            let id = a.id.get_ref().clone();
+            (
+                a.token_sha256,
+                crate::agents::Agent {
+                    name: a.name.clone().unwrap_or_else(|| id.clone()),
+                    id,
+                    extensions: a.extensions.clone(),
+                    roles: a.roles.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The PBX intakes of a config, secrets resolved from the environment.
+#[derive(Debug, Clone)]
+pub struct Intakes {
+    /// Asterisk AMI clients.
+    pub ami: Vec<crate::telephony::ami::AmiConfig>,
+    /// FreeSWITCH event-socket clients.
+    pub esl: Vec<crate::telephony::esl::EslConfig>,
+    /// Dialog-event subscriptions.
+    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
+    /// The webhook and its PBXs.
+    pub webhook: crate::web::webhook::WebhookConfig,
+}
+
+/// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
+/// names the intake and the variable.
+pub fn intakes_from(config: &Config) -> anyhow::Result<Intakes> {
+    let from_env = |what: String, var: &str| {
+        crate::telephony::cti::secret_from_env(var)
+            .map(crate::telephony::cti::Secret::new)
+            .with_context(|| format!("{what}: environment variable `{var}` is not set or empty"))
+    };
+    let mut ami = Vec::new();
+    for c in &config.ami {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.secret_env.clone() {
+            c.secret = Some(from_env(format!("ami `{}` secret_env", c.name), &var)?);
+        }
+        if let Some(ca) = &c.tls_ca_file
+            && ca.is_relative()
+        {
+            c.tls_ca_file = Some(config.base.join(ca));
+        }
+        c.tls_connector()
+            .map_err(|e| anyhow::anyhow!("ami `{}`: {e}", c.name))?;
+        ami.push(c);
+    }
+    let mut esl = Vec::new();
+    for c in &config.esl {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.password_env.clone() {
+            c.password = Some(from_env(format!("esl `{}` password_env", c.name), &var)?);
+        }
+        esl.push(c);
+    }
+    let mut dialog = Vec::new();
+    for c in &config.dialog {
+        let mut c = c.get_ref().clone();
+        if let Some(var) = c.password_env.clone() {
+            c.password = Some(from_env(format!("dialog `{}` password_env", c.name), &var)?);
+        }
+        dialog.push(c);
+    }
+    let mut webhook = config.webhook.clone();
+    for p in &mut webhook.pbx {
+        let p = p.get_mut();
+        if let Some(var) = p.secret_env.clone() {
+            p.secret = Some(from_env(
+                format!("webhook pbx `{}` secret_env", p.name),
+                &var,
+            )?);
+        }
+    }
+    Ok(Intakes {
+        ami,
+        esl,
+        dialog,
+        webhook,
+    })
+}
+
+/// The profile composer over the config's `[[sources]]`, if any.
+pub fn composer_from(config: &Config) -> anyhow::Result<Option<Arc<crate::compose::Composer>>> {
+    Ok(if config.sources.is_empty() {
+        None
+    } else {
+        let sources: Vec<crate::compose::SourceConfig> =
+            config.sources.iter().map(|s| s.get_ref().clone()).collect();
+        Some(Arc::new(
+            crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
+                .map_err(anyhow::Error::msg)?,
+        ))
+    })
+}
+
+/// The webhook's PBXs with their secrets (those without one are left out: they can never
+/// authenticate).
+pub fn webhook_pbxs(
+    webhook: &crate::web::webhook::WebhookConfig,
+) -> Vec<(String, crate::telephony::cti::Secret)> {
+    webhook
+        .pbx
+        .iter()
+        .filter_map(|p| {
+            let p = p.get_ref();
+            Some((p.name.clone(), p.secret.clone()?))
+        })
+        .collect()
+}

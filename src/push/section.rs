@@ -1,0 +1,83 @@
+//! The agent page's config section, `[page]`, with its defaults and checks.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::serde_ext::positive;
+
+/// `[page]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Page {
+    /// "Open in CRM" link template, `http(s)://…` with `{id}` and `{account}` placeholders
+    /// (filled URL-encoded by the page); unset: the customer's own `crm_url`, if any.
+    #[serde(default, deserialize_with = "crm_template")]
+    pub crm_url: Option<String>,
+    /// The dispositions an agent picks from after a call (each 1 to 64 characters).
+    #[serde(default = "default_dispositions", deserialize_with = "dispositions")]
+    pub dispositions: Vec<String>,
+    /// Whether the page may play a ring tone while the tab is in the background.
+    #[serde(default = "default_true")]
+    pub ring_sound: bool,
+    /// Most recent calls kept in memory for the page's journal (notes, "recent calls").
+    #[serde(default = "default_journal", deserialize_with = "positive")]
+    pub journal: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            crm_url: None,
+            dispositions: default_dispositions(),
+            ring_sound: true,
+            journal: default_journal(),
+        }
+    }
+}
+
+/// The dispositions when none are configured.
+pub fn default_dispositions() -> Vec<String> {
+    ["Resolved", "Callback", "Escalated", "Sale", "Wrong number"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_journal() -> usize {
+    10_000
+}
+
+fn crm_template<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok || url.chars().any(char::is_whitespace) {
+        return Err(serde::de::Error::custom(format!(
+            "`{url}` is not an http(s) URL template (e.g. \"https://crm.example/customers/{{id}}\")"
+        )));
+    }
+    Ok(Some(url))
+}
+
+fn dispositions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    let mut seen = HashSet::new();
+    for item in &list {
+        let len = item.trim().chars().count();
+        if len == 0 || len > 64 || item.chars().any(char::is_control) {
+            return Err(serde::de::Error::custom(format!(
+                "`{item}`: each disposition is 1 to 64 printable characters"
+            )));
+        }
+        if !seen.insert(item.trim()) {
+            return Err(serde::de::Error::custom(format!(
+                "`{item}` is listed twice"
+            )));
+        }
+    }
+    if list.len() > 50 {
+        return Err(serde::de::Error::custom("at most 50 dispositions"));
+    }
+    Ok(list.into_iter().map(|s| s.trim().to_owned()).collect())
+}
