@@ -106,11 +106,12 @@ pub struct PushConfig {
 
 impl Default for PushConfig {
     fn default() -> Self {
+        let push = crate::push::section::Push::default();
         PushConfig {
             session: crate::push::SessionConfig::default(),
             allowed_origins: Vec::new(),
-            max_connections: 20_000,
-            max_message_bytes: 64 * 1024,
+            max_connections: push.max_connections,
+            max_message_bytes: push.max_message_bytes,
         }
     }
 }
@@ -551,14 +552,29 @@ pub async fn shutdown_signal() {
 /// holds hashes), switches PII logging.
 pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Settings> {
     crate::pii::set_logging(config.log.pii);
+    let mut settings = settings_base(config)?;
     let (resolver, directory_sync) =
         crate::resolve::open(&config.numbers, &config.directory).await?;
-    let agents = Agents::new(crate::config::config_agents(config));
+    settings.resolver = resolver;
+    settings.directory_sync = directory_sync;
     // With the customer index in PostgreSQL, agents come from its agents table too.
-    let agents_sync = match &config.directory.database_url {
-        Some(url) => Some((url.clone(), crate::agents::sync::start(url, &agents).await?)),
-        None => None,
-    };
+    if let Some(url) = &config.directory.database_url {
+        settings.agents_sync = Some((
+            url.clone(),
+            crate::agents::sync::start(url, &settings.agents).await?,
+        ));
+    }
+    if let Some(log) = &settings.call_log {
+        let client = crate::db::connect(&log.database_url).await?;
+        settings.picks = crate::calls::log::load_picks(&client, 100_000).await?;
+    }
+    Ok(settings)
+}
+
+/// Settings from the config's sections alone, without I/O: an empty directory, no agents
+/// table, no picks ([`settings_from`] adds those). The demo starts from here too.
+pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings> {
+    let agents = Agents::new(crate::config::config_agents(config));
     let call_log = config
         .call_log
         .database_url
@@ -572,13 +588,6 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             spool_dir: config.call_log.spool_dir(&config.base),
             spool_max_bytes: config.call_log.spool_max_bytes as u64,
         });
-    let picks = match &call_log {
-        Some(log) => {
-            let client = crate::db::connect(&log.database_url).await?;
-            crate::calls::log::load_picks(&client, 100_000).await?
-        }
-        None => Vec::new(),
-    };
     let crate::config::Intakes {
         ami,
         esl,
@@ -593,7 +602,7 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
         webhook,
         composer,
         call_log,
-        picks,
+        picks: Vec::new(),
         sip_udp: config.sip.udp.clone(),
         sip_tcp: config.sip.tcp.clone(),
         sip_allow: Allow::new(config.sip.allow.iter().copied()),
@@ -620,18 +629,16 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),
             answered_ttl: config.calls.answered_ttl,
         },
-        resolver,
+        resolver: Arc::new(crate::resolve::Index::new(crate::resolve::Directory::new(
+            crate::resolve::Normaliser::new(config.numbers.default_region.0),
+            config.numbers.switchboard_digits,
+        ))),
         agents: Arc::new(agents),
         push: PushConfig {
-            session: crate::push::SessionConfig {
-                auth_timeout: config.push.auth_timeout,
-                heartbeat: config.push.heartbeat,
-                idle_timeout: config.push.idle_timeout,
-                queue: config.push.queue,
-                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(
-                    crate::config::page_settings(config),
-                ))),
-            },
+            session: crate::push::SessionConfig::from_section(
+                &config.push,
+                Arc::new(crate::config::page_settings(config)),
+            ),
             allowed_origins: config
                 .http
                 .allowed_origins
@@ -647,8 +654,8 @@ pub async fn settings_from(config: &crate::config::Config) -> anyhow::Result<Set
             .tls_cert
             .clone()
             .zip(config.http.tls_key.clone()),
-        directory_sync,
-        agents_sync,
+        directory_sync: None,
+        agents_sync: None,
         journal: config.page.journal,
         config_path: None,
         log_filter: None,

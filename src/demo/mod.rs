@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agents::{Agent, Agents};
-use crate::calls::TrackerConfig;
 use crate::compose::Composer;
 use crate::config::TokenHash;
 use crate::daemon::Settings;
 use crate::resolve::{Directory, Index, Normaliser};
-use crate::telephony::allow::Allow;
 
 /// The demo's "Open in CRM" link template (`[page] crm_url`); `crm.example` is reserved and
 /// resolves nowhere.
@@ -150,58 +148,20 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         )
     }));
     let composer = composer(&accounts(), std::time::SystemTime::now())?;
-    let loopback = Allow::new(["127.0.0.0/8".parse()?, "::1/128".parse()?]);
-    let ring_timeout = Duration::from_secs(120);
-    let tcp_budget = crate::listener::Budget {
-        max_connections: 256,
-        max_per_source: 32,
-        idle_timeout: Some(crate::telephony::sip::tcp::min_idle_timeout(ring_timeout)),
-    };
-    Ok(Settings {
-        sip_udp: vec![addrs.sip],
-        sip_tcp: vec![addrs.sip],
-        sip_allow: loopback.clone(),
-        hep_udp: vec![addrs.hep],
-        hep_tcp: vec![addrs.hep],
-        hep_allow: loopback,
-        hep_password: None,
-        http: addrs.http,
-        ring_timeout,
-        max_transactions: 50_000,
-        sip_tcp_budget: tcp_budget,
-        hep_tcp_budget: tcp_budget,
-        http_limits: crate::web::serve::HttpLimits::default(),
-        tracker: TrackerConfig {
-            max_calls: 20_000,
-            ring_timeout: Duration::from_secs(125),
-            answered_ttl: Duration::from_secs(15 * 60),
-        },
-        resolver: Arc::new(Index::new(directory)),
-        agents: Arc::new(agents),
-        push: crate::daemon::PushConfig {
-            session: crate::push::SessionConfig {
-                page: Arc::new(tokio::sync::watch::Sender::new(Arc::new(
-                    crate::push::message::PageSettings {
-                        crm_url: Some(CRM_URL.into()),
-                        ..Default::default()
-                    },
-                ))),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        tls: None,
-        directory_sync: None,
-        composer: Some(Arc::new(composer)),
-        call_log: None,
-        picks: Vec::new(),
-        agents_sync: None,
-        ami: Vec::new(),
-        esl: Vec::new(),
-        dialog: Vec::new(),
-        webhook: Default::default(),
-        journal: 10_000,
-        config_path: None,
-        log_filter: None,
-    })
+    // The demo is a config like any other (embedded, loopback only): its defaults are the
+    // sections' own, nothing repeated here.
+    let toml = format!(
+        "[sip]\nudp = [\"{sip}\"]\ntcp = [\"{sip}\"]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\
+         [hep]\nudp = [\"{hep}\"]\ntcp = [\"{hep}\"]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\
+         [http]\nlisten = \"{http}\"\n[page]\ncrm_url = \"{CRM_URL}\"\n",
+        sip = addrs.sip,
+        hep = addrs.hep,
+        http = addrs.http,
+    );
+    let config = crate::config::Config::parse(&toml, std::path::Path::new("<demo>"))?;
+    let mut settings = crate::daemon::settings_base(&config)?;
+    settings.resolver = Arc::new(Index::new(directory));
+    settings.agents = Arc::new(agents);
+    settings.composer = Some(Arc::new(composer));
+    Ok(settings)
 }

@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use crate::serde_ext::positive;
+use std::time::Duration;
+
+use crate::serde_ext::{duration, positive};
 
 /// `[page]`
 #[derive(Debug, Clone, Deserialize)]
@@ -80,4 +82,65 @@ fn dispositions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D
         return Err(serde::de::Error::custom("at most 50 dispositions"));
     }
     Ok(list.into_iter().map(|s| s.trim().to_owned()).collect())
+}
+
+/// `[push]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    /// Browser origins allowed to open `/ws`; the same as `[http] allowed_origins` (both lists
+    /// apply), kept for configs written before that key.
+    #[serde(default)]
+    pub allowed_origins: Vec<crate::web::AllowedOrigin>,
+    /// Most WebSocket connections at once.
+    #[serde(default = "default_max_ws")]
+    pub max_connections: usize,
+    /// The client's auth frame must arrive within this.
+    #[serde(default = "default_auth_timeout", with = "duration")]
+    pub auth_timeout: Duration,
+    /// Server ping interval.
+    #[serde(default = "default_heartbeat", with = "duration")]
+    pub heartbeat: Duration,
+    /// A client silent this long is disconnected.
+    #[serde(default = "default_idle", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Messages queued per connection before it is closed as too slow.
+    #[serde(default = "default_queue", deserialize_with = "positive")]
+    pub queue: usize,
+    /// Largest client message accepted, bytes.
+    #[serde(default = "default_ws_message")]
+    pub max_message_bytes: usize,
+}
+
+impl Default for Push {
+    fn default() -> Self {
+        Push {
+            allowed_origins: Vec::new(),
+            max_connections: default_max_ws(),
+            auth_timeout: default_auth_timeout(),
+            heartbeat: default_heartbeat(),
+            idle_timeout: default_idle(),
+            queue: default_queue(),
+            max_message_bytes: default_ws_message(),
+        }
+    }
+}
+
+fn default_max_ws() -> usize {
+    20_000
+}
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(45)
+}
+fn default_queue() -> usize {
+    256
+}
+fn default_ws_message() -> usize {
+    64 * 1024
 }

@@ -73,12 +73,19 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
+        SessionConfig::from_section(&super::section::Push::default(), Arc::default())
+    }
+}
+
+impl SessionConfig {
+    /// From the `[push]` section and the page's settings.
+    pub fn from_section(push: &super::section::Push, page: Arc<PageSettings>) -> Self {
         SessionConfig {
-            auth_timeout: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(45),
-            queue: 256,
-            page: Arc::new(watch::Sender::new(Arc::default())),
+            auth_timeout: push.auth_timeout,
+            heartbeat: push.heartbeat,
+            idle_timeout: push.idle_timeout,
+            queue: push.queue,
+            page: Arc::new(watch::Sender::new(page)),
         }
     }
 }
