@@ -174,11 +174,22 @@ struct Table {
     next_seq: u64,
     /// How many of `calls` are answered (the rest are ringing: ended calls are removed).
     answered: usize,
+    /// Keys whose call ended, with how many calls they have had: the next call on the same
+    /// key (an AMI Linkedid after a blind transfer) gets a new id, the same on every node that
+    /// saw the same events. Bounded: forgotten wholesale past [`MAX_GENERATIONS`].
+    generations: HashMap<(Intake, String), u32>,
 }
+
+/// Most ended keys remembered for their generation.
+const MAX_GENERATIONS: usize = 65_536;
 
 impl Table {
     fn remove(&mut self, key: &(Intake, String)) -> Option<Box<Entry>> {
         let entry = self.calls.remove(key)?;
+        if self.generations.len() >= MAX_GENERATIONS {
+            self.generations.clear();
+        }
+        *self.generations.entry(key.clone()).or_default() += 1;
         self.order.remove(&entry.seq);
         self.deadlines.remove(&(entry.deadline, entry.seq));
         if matches!(entry.call.state, CallState::Answered { .. }) {
@@ -345,7 +356,13 @@ impl Calls {
                         if table.calls.len() >= self.config.max_calls {
                             table.evict_oldest(&mut out);
                         }
-                        let call = self.new_call(intake, &caller, dialled);
+                        let generation = table.generations.get(&map_key).copied().unwrap_or(0);
+                        let call = self.new_call(
+                            call_id(intake, &map_key.1, generation),
+                            intake,
+                            &caller,
+                            dialled,
+                        );
                         metrics::counter!("screenpop_calls_total", "intake" => intake.label())
                             .increment(1);
                         table.next_seq += 1;
@@ -496,7 +513,13 @@ impl Calls {
         self.publish(out);
     }
 
-    fn new_call(&self, intake: Intake, caller: &Caller, dialled: Option<String>) -> Call {
+    fn new_call(
+        &self,
+        id: String,
+        intake: Intake,
+        caller: &Caller,
+        dialled: Option<String>,
+    ) -> Call {
         let (resolution, caller_key) = if caller.withheld {
             (Resolution::Withheld, None)
         } else {
@@ -514,7 +537,7 @@ impl Calls {
         metrics::counter!("screenpop_resolutions_total", "result" => resolution.label())
             .increment(1);
         Call {
-            id: format!("{:016x}", rand::random::<u64>()),
+            id,
             intake,
             caller_number: caller.number.as_deref().and_then(super::event::clean_text),
             caller_key,
@@ -564,6 +587,28 @@ impl Calls {
         }
         self.publish(out);
     }
+}
+
+/// A call's id, from the intake's own key: the same call seen by several screenpop nodes (a
+/// PBX forking to two, HEP copies to both, an AMI connection each) gets the same id on every
+/// one. SIP and HEP share their key space (the SIP Call-ID); the other intakes' keys already
+/// carry the PBX's name. `generation` counts the earlier calls on the same key. 64 bits of
+/// SHA-256, hex.
+pub fn call_id(intake: Intake, key: &str, generation: u32) -> String {
+    use sha2::Digest;
+    let family = match intake {
+        Intake::Sip | Intake::Hep => "sip",
+        other => other.label(),
+    };
+    let mut hash = sha2::Sha256::new();
+    hash.update(family.as_bytes());
+    hash.update([0]);
+    hash.update(key.as_bytes());
+    if generation > 0 {
+        hash.update(generation.to_be_bytes());
+    }
+    let digest = hash.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn end_call(mut call: Call, reason: EndReason) -> CallUpdate {
@@ -712,6 +757,24 @@ mod tests {
             Change::Ended {
                 reason: EndReason::Expired
             }
+        );
+    }
+
+    #[test]
+    fn call_ids_are_deterministic_from_the_intake_key() {
+        let key = "a84b4c76e66710@pc33.example.com";
+        let sip = call_id(Intake::Sip, key, 0);
+        assert_eq!(sip.len(), 16);
+        assert_eq!(sip, call_id(Intake::Hep, key, 0));
+        assert_ne!(
+            sip,
+            call_id(Intake::Sip, "a84b4c76e66711@pc33.example.com", 0)
+        );
+        assert_ne!(sip, call_id(Intake::Ami, key, 0));
+        assert_ne!(
+            sip,
+            call_id(Intake::Sip, key, 1),
+            "a later call on the same key"
         );
     }
 }
