@@ -831,6 +831,202 @@ async fn customer_data_is_shown_as_text_never_run_as_markup() {
     daemon.stop().await;
 }
 
+// ---- configured sources, rendered by shape and by their display hints ----------------------
+
+/// Three `[[sources]]` tables as IT would write them, CSV adapters over files written to `dir`
+/// for Acme (account ACME-001): `ar_balance` looking like the demo's balance, `tickets` (a list
+/// of objects) with columns, labels and formats, and `account_facts` (an object) with no hints.
+fn custom_composer(dir: &std::path::Path) -> screenpop::compose::Composer {
+    let cell = |v: Value| format!("\"{}\"", v.to_string().replace('"', "\"\""));
+    let invoices = json!([
+        {"number": "INV-10231", "date": "2026-09-30", "due": "2026-10-30", "amount": 320.0, "status": "overdue"},
+        {"number": "INV-10388", "date": "2026-10-31", "due": "2026-11-30", "amount": 1200.75, "status": "open"}]);
+    let files = [
+        (
+            "ar.csv",
+            format!(
+                "account,currency,balance,overdue,overdue_days,invoices\n\
+                 ACME-001,USD,1520.75,320,41,{}\n",
+                cell(invoices)
+            ),
+        ),
+        (
+            "tickets.csv",
+            "ticket,account,opened,subject,amount,currency,urgent,internal_ref\n\
+             T-1042,ACME-001,2026-11-02,\"<b>Late</b> delivery\",125.5,EUR,true,x-1\n\
+             T-1043,ACME-001,2026-10-15T09:30:00Z,Wrong invoice,80,EUR,false,x-2\n"
+                .to_owned(),
+        ),
+        (
+            "facts.csv",
+            "account,account_manager,credit_limit,next_review,segment\n\
+             ACME-001,Dana Reyes,25000,2027-01-15,Wholesale\n"
+                .to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("csv written");
+    }
+    let config = r#"
+[[sources]]
+name = "ar_balance"
+type = "csv"
+path = "ar.csv"
+key_column = "account"
+match = "account"
+json_columns = ["invoices"]
+[sources.display]
+title = "Balance"
+view = "balance"
+labels = { balance = "Open balance" }
+
+[[sources]]
+name = "tickets"
+type = "csv"
+path = "tickets.csv"
+key_column = "account"
+match = "account"
+rows = "many"
+text_columns = ["ticket"]
+[sources.display]
+columns = ["ticket", "opened", "subject", "amount", "urgent"]
+labels = { ticket = "#", opened = "Opened on" }
+formats = { opened = "date", amount = "money", urgent = "badge" }
+
+[[sources]]
+name = "account_facts"
+type = "csv"
+path = "facts.csv"
+key_column = "account"
+match = "account"
+text_columns = ["next_review"]
+"#;
+    #[derive(serde::Deserialize)]
+    struct Sources {
+        sources: Vec<screenpop::compose::SourceConfig>,
+    }
+    let sources: Sources = toml::from_str(config).expect("valid [[sources]]");
+    screenpop::compose::Composer::from_config(
+        &screenpop::compose::ComposeConfig::default(),
+        &sources.sources,
+        dir,
+    )
+    .expect("the sources start")
+}
+
+#[tokio::test]
+async fn configured_sources_render_by_shape_and_by_their_display_hints() {
+    let _slot = BROWSER_SLOTS.acquire().await.expect("slots");
+    let dir = std::env::temp_dir().join(format!("screenpop-shape-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let composer = Arc::new(custom_composer(&dir));
+    let daemon = support::start_with(|s| s.composer = Some(composer)).await;
+    let http = daemon.bound.http.expect("http");
+    let sip = daemon.bound.sip_udp[0];
+    browser::run(|sessions: Sessions| async move {
+        let alice = sessions.open(1280, 1000).await;
+        alice.sign_in(&base(http), "alice-demo-token").await;
+        let call = SipCall::invite(sip, "1001", "+14155550100", "Acme Front Desk").await;
+        alice
+            .until(
+                SHORT,
+                "the three custom sections, complete",
+                &format!(
+                    "{CARD} && ['ar_balance', 'tickets', 'account_facts'].every((n) => {CARD}.querySelector('[data-section=' + n + '][data-status=ok]'))
+                     && !{CARD}.querySelector('.loading')"
+                ),
+            )
+            .await;
+        let seen = alice
+            .js(&format!(
+                "const c = {CARD}; const s = (n) => c.querySelector('[data-section=' + n + ']');
+                 const texts = (root, css) => [...root.querySelectorAll(css)].map((x) => x.textContent);
+                 const ar = s('ar_balance'), t = s('tickets'), f = s('account_facts');
+                 return {{
+                   titles: texts(c, '.section h3 span:first-child').sort(),
+                   views: Object.fromEntries([...c.querySelectorAll('.section')].map((x) => [x.dataset.section, x.dataset.view])),
+                   wide: Object.fromEntries([ar, t, f].map((x) => [x.dataset.section, getComputedStyle(x).gridColumnEnd])),
+                   arLabels: texts(ar, '.balance .facts dt'),
+                   arValues: texts(ar, '.balance .facts dd'),
+                   arOverdue: ar.querySelector('.facts .warn').textContent,
+                   arInvoices: texts(ar, 'tbody tr'),
+                   arOverdueRow: ar.querySelector('td.warn').textContent,
+                   headers: texts(t, 'thead th'),
+                   rows: [...t.querySelectorAll('tbody tr')].map((r) => [...r.cells].map((td) => td.textContent)),
+                   pills: [...t.querySelectorAll('tbody .badge.pill')].map((p) => [p.textContent, p.className]),
+                   opened: new Date(2026, 10, 2).toLocaleDateString(undefined, {{ year: 'numeric', month: 'short', day: 'numeric' }}),
+                   elements: t.querySelectorAll('tbody b').length,
+                   factLabels: texts(f, '.facts dt'),
+                   factValues: texts(f, '.facts dd'),
+                 }};"
+            ))
+            .await;
+        assert_eq!(seen["titles"], json!(["Account facts", "Balance", "Tickets"]), "{seen}");
+        assert_eq!(
+            seen["views"],
+            json!({"ar_balance": "balance", "tickets": "table", "account_facts": "fields"})
+        );
+        assert_eq!(
+            seen["wide"],
+            json!({"ar_balance": "-1", "tickets": "-1", "account_facts": "auto"}),
+            "the balance view and tables take the card's width"
+        );
+        // `ar_balance` with `view = "balance"` looks like the demo's balance, with its label.
+        assert_eq!(seen["arLabels"], json!(["Open balance", "Overdue"]), "{seen}");
+        assert_eq!(seen["arValues"][0], "$1,520.75");
+        let overdue = seen["arOverdue"].as_str().unwrap_or_default();
+        assert!(overdue.contains("$320.00") && overdue.contains("41 days"), "{seen}");
+        assert_eq!(
+            seen["arInvoices"],
+            json!(["INV-102312026-10-30$320.00overdue", "INV-103882026-11-30$1,200.75open"])
+        );
+        assert_eq!(seen["arOverdueRow"], "overdue");
+        // `tickets`: the configured columns, in order, labelled; the formats applied; the
+        // columns not listed (account, currency, internal_ref) left out.
+        assert_eq!(
+            seen["headers"],
+            json!(["#", "Opened on", "Subject", "Amount", "Urgent"]),
+            "{seen}"
+        );
+        let opened = seen["opened"].as_str().unwrap_or_default();
+        assert!(opened.contains("2026") && opened != "2026-11-02", "{seen}");
+        assert_eq!(
+            seen["rows"][0],
+            json!(["T-1042", opened, "<b>Late</b> delivery", "€125.50", "yes"]),
+            "{seen}"
+        );
+        let row2 = &seen["rows"][1];
+        assert_eq!((&row2[0], &row2[3], &row2[4]), (&json!("T-1043"), &json!("€80.00"), &json!("no")));
+        assert!(
+            row2[1].as_str().is_some_and(|d| d.contains("2026") && !d.contains('T')),
+            "a timestamp in the agent's locale: {seen}"
+        );
+        assert_eq!(
+            seen["pills"],
+            json!([["yes", "badge pill on"], ["no", "badge pill off"]])
+        );
+        assert_eq!(seen["elements"], 0, "markup in data stays text");
+        // `account_facts`, no hints: an object is labelled fields, keys humanised, in order.
+        assert_eq!(
+            seen["factLabels"],
+            json!(["Account", "Account manager", "Credit limit", "Next review", "Segment"]),
+            "{seen}"
+        );
+        assert_eq!(
+            seen["factValues"],
+            json!(["ACME-001", "Dana Reyes", "25000", "2027-01-15", "Wholesale"])
+        );
+        alice
+            .js(&format!("{CARD}.scrollIntoView()"))
+            .await;
+        alice.screenshot(&screenshots().join("agent-page-custom-sections.png")).await;
+        call.cancel().await;
+    })
+    .await;
+    daemon.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn the_readme_screenshots_of_a_real_pop_at_1280_and_400_pixels() {
     let _slot = BROWSER_SLOTS.acquire().await.expect("slots");
@@ -1051,6 +1247,17 @@ fn section(call_id: &str, customer: &str, name: &str, status: &str, data: Value)
     if status != "ok" {
         m["data"] = Value::Null;
     }
+    // The demo's sources carry display hints, as the daemon sends them; the page itself knows
+    // no section by its name.
+    let hints = match name {
+        "balance" => Some(screenpop::demo::hints::balance()),
+        "purchases" => Some(screenpop::demo::hints::purchases()),
+        "credit" => Some(screenpop::demo::hints::credit()),
+        _ => None,
+    };
+    if let Some(hints) = hints {
+        m["display"] = serde_json::to_value(hints).expect("hints as JSON");
+    }
     m
 }
 
@@ -1121,15 +1328,24 @@ async fn profile_sections_render_as_the_protocol_specifies() {
                 s["elapsed_ms"] = json!(0);
                 s
             },
+            section("call-a", "c-0001", "contacts", "ok", json!(["Dana Reyes", "Lee Park"])),
+            section("call-a", "c-0001", "shipments", "ok",
+                    Value::Array((1..=12).map(|n| json!({"shipment": format!("SH-{n}"), "rate": 0.125})).collect())),
+            {
+                let mut s = section("call-a", "c-0001", "notes_on_file", "ok", Value::Null);
+                s["title"] = json!("Notes on file");
+                s
+            },
             json!({"type": "complete", "call_id": "call-a", "customer_id": "c-0001",
-                   "sections": ["balance", "purchases", "credit", "loyalty", "tickets", "risk", "contracts"],
+                   "sections": ["balance", "purchases", "credit", "loyalty", "tickets", "risk", "contracts",
+                                "contacts", "shipments", "notes_on_file"],
                    "missing": ["tickets", "risk"], "elapsed_ms": 31.0}),
         ] {
             server.send(msg).await;
         }
         let a = "document.querySelector('[data-call-id=\"call-a\"]')";
         alice
-            .until(SHORT, "every section", &format!("{a} && {a}.querySelectorAll('.section').length === 7"))
+            .until(SHORT, "every section", &format!("{a} && {a}.querySelectorAll('.section').length === 10"))
             .await;
         let seen = alice
             .js(&format!(
@@ -1146,6 +1362,11 @@ async fn profile_sections_render_as_the_protocol_specifies() {
                    tickets: s('tickets').textContent,
                    risk: s('risk').textContent,
                    contracts: s('contracts').textContent,
+                   contacts: [...s('contacts').querySelectorAll('li')].map((l) => l.textContent),
+                   shipments: s('shipments').querySelectorAll('tbody tr').length,
+                   shipmentsMore: s('shipments').querySelector('.more').textContent,
+                   shipmentHeaders: [...s('shipments').querySelectorAll('th')].map((h) => h.textContent),
+                   nothing: s('notes_on_file').querySelector('[data-role=empty]').textContent,
                    more: c.querySelectorAll('.loading').length,
                    missing: c.querySelector('.sections > p').textContent,
                  }};"
@@ -1160,10 +1381,18 @@ async fn profile_sections_render_as_the_protocol_specifies() {
         assert_eq!(seen["hold"], "Account on credit hold");
         let credit = seen["credit"].as_str().unwrap_or_default();
         assert!(credit.contains("$5,000.00") && credit.contains("Net 30") && credit.contains("RatingB"), "{seen}");
-        assert!(seen["loyalty"].as_str().is_some_and(|t| t.contains("tierGold") && t.contains("points1200")), "{seen}");
+        // No hints: an object is labelled fields, its keys humanised.
+        assert_eq!(seen["loyalty"], "TierGoldPoints1200Since2019-04-01", "{seen}");
         assert!(seen["tickets"].as_str().is_some_and(|t| t.contains("timed out") && t.contains("no answer within 800 ms")), "{seen}");
         assert!(seen["risk"].as_str().is_some_and(|t| t.contains("not permitted")), "{seen}");
         assert!(seen["contracts"].as_str().is_some_and(|t| t.contains("cached 2 min ago") && t.contains("K-1")), "{seen}");
+        // By shape: a list of scalars is a list; a long table stops at ten rows; null is
+        // nothing on file.
+        assert_eq!(seen["contacts"], json!(["Dana Reyes", "Lee Park"]), "{seen}");
+        assert_eq!(seen["shipments"], 10);
+        assert_eq!(seen["shipmentsMore"], "+2 more");
+        assert_eq!(seen["shipmentHeaders"], json!(["Shipment", "Rate"]));
+        assert_eq!(seen["nothing"], "Nothing on file.");
         assert_eq!(seen["more"], 0, "complete: nothing more to wait for");
         assert_eq!(seen["missing"], "Not available: tickets, risk");
 

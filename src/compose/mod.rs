@@ -4,6 +4,7 @@
 //!
 //! - `breaker`: the per-source circuit breaker.
 //! - `cache`: the per-source section cache (TTL, serve-stale-while-revalidate, shared misses).
+//! - `display`: the per-source display hints the agent page renders a section by.
 //!
 //! The composer owns the policies the adapters do not: timeouts, caching, breaking, capping.
 //! It never retries within a call: a failed source is reported, and the next call tries again
@@ -11,6 +12,7 @@
 
 pub mod breaker;
 pub mod cache;
+pub mod display;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use tokio::time::Instant;
 use crate::sources::{AdapterConfig, DynSource, SourceError, Who};
 use breaker::{Admit, Breaker};
 use cache::{Lookup, SectionCache};
+use display::DisplayHints;
 
 /// Customers cached per source, at most.
 pub const CACHE_CAPACITY: u64 = 100_000;
@@ -66,9 +69,12 @@ fn default_deadline() -> Duration {
 pub struct SourceSettings {
     /// The section's name, unique: `balance`, `purchases`, `credit`…
     pub name: String,
-    /// A title for the agent page (default: the name).
+    /// A title for the agent page (default: the name humanised); `display.title` wins.
     #[serde(default)]
     pub title: Option<String>,
+    /// How the agent page shows the section (`[sources.display]`; absent: by its shape).
+    #[serde(default)]
+    pub display: Option<DisplayHints>,
     /// How long one fetch may take.
     #[serde(default = "default_timeout", with = "crate::serde_ext::duration")]
     pub timeout: Duration,
@@ -166,6 +172,8 @@ pub struct Part {
     pub elapsed: Duration,
     /// Roles allowed to see it (empty: all).
     pub roles: Arc<[String]>,
+    /// The source's display hints, when it has any.
+    pub display: Option<Arc<DisplayHints>>,
 }
 
 impl Part {
@@ -204,6 +212,7 @@ struct Slot {
     kind: &'static str,
     timeout: Duration,
     roles: Arc<[String]>,
+    display: Option<Arc<DisplayHints>>,
     adapter: Box<dyn DynSource>,
     cache: Option<SectionCache>,
     breaker: Breaker,
@@ -297,12 +306,18 @@ impl Composer {
         kind: &'static str,
         adapter: Box<dyn DynSource>,
     ) -> Composer {
+        let hints = settings.display.as_ref();
+        let title = match hints.and_then(|d| d.title.as_ref()).or(settings.title.as_ref()) {
+            Some(title) => title.clone(),
+            None => display::humanise(&settings.name),
+        };
         self.slots.push(Arc::new(Slot {
             name: Arc::from(settings.name.as_str()),
-            title: Arc::from(settings.title.as_deref().unwrap_or(&settings.name)),
+            title: Arc::from(title),
             kind,
             timeout: settings.timeout,
             roles: settings.roles.clone().into(),
+            display: hints.filter(|d| !d.is_empty()).cloned().map(Arc::new),
             adapter,
             cache: settings.cache_ttl.map(|ttl| {
                 SectionCache::new(
@@ -399,6 +414,7 @@ impl Slot {
             age: None,
             elapsed,
             roles: self.roles.clone(),
+            display: self.display.clone(),
         }
     }
 
@@ -588,6 +604,7 @@ mod tests {
         SourceSettings {
             name: name.into(),
             title: None,
+            display: None,
             timeout: Duration::from_millis(timeout_ms),
             cache_ttl: None,
             serve_stale: None,
@@ -613,6 +630,40 @@ mod tests {
         let mut parts = Vec::new();
         let summary = c.compose(&who("c1", "A1"), |p| parts.push(p)).await;
         (parts, summary)
+    }
+
+    #[test]
+    fn display_hints_come_from_the_sources_table_and_ride_on_every_part() {
+        let table = |display: &str| {
+            format!(
+                "name = \"ar_balance\"\ntype = \"csv\"\npath = \"ar.csv\"\nkey_column = \"account\"\n{display}"
+            )
+        };
+        let config: SourceConfig = toml::from_str(&table(
+            "[display]\nview = \"balance\"\nlabels = { balance = \"Open balance\" }\n",
+        ))
+        .expect("a [[sources]] table with display hints");
+        let hints = config.settings.display.clone().expect("hints");
+        assert_eq!(hints.view, Some(display::View::Balance));
+        let c = Composer::new(Duration::from_secs(3)).with(&config.settings, "fake", fake(1).0);
+        let part = c.slots[0].part(Status::Skipped, None, Duration::ZERO);
+        assert_eq!(&*part.title, "Ar balance", "the name humanised");
+        assert_eq!(part.display.as_deref(), Some(&hints));
+        assert_eq!(part.forbidden().display.as_deref(), Some(&hints));
+
+        let err = toml::from_str::<SourceConfig>(&table("[display]\nview = \"pie\"\n"))
+            .expect_err("an unknown view");
+        assert!(err.message().contains("display.view: unknown view `pie`"), "{err}");
+        let err = toml::from_str::<SourceConfig>(&table(
+            "[display]\nformats = { amount = \"money\", due = \"when\" }\n",
+        ))
+        .expect_err("an unknown format");
+        assert!(err.message().contains("display.formats.due: unknown format `when`"), "{err}");
+
+        let plain: SourceConfig = toml::from_str(&table("title = \"AR\"\n")).expect("no hints");
+        let c = Composer::new(Duration::from_secs(3)).with(&plain.settings, "fake", fake(1).0);
+        let part = c.slots[0].part(Status::Ok, None, Duration::ZERO);
+        assert_eq!((&*part.title, part.display.is_none()), ("AR", true));
     }
 
     #[tokio::test(start_paused = true)]

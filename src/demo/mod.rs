@@ -57,13 +57,19 @@ pub fn accounts() -> Vec<String> {
 /// PostgreSQL demo databases), as CSV adapters over the data generated for `accounts`.
 pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Result<Composer> {
     use crate::compose::SourceSettings;
+    use crate::compose::display::DisplayHints;
     use crate::sources::Rows;
     use crate::sources::csv::{Csv, CsvConfig};
     let generated: Vec<data::Account> = accounts.iter().map(|a| data::account(a)).collect();
     let (accounting, sales, credit) = data::csv(&generated, today);
-    let source = |name: &str, title: &str, roles: &[&str], cache: u64| SourceSettings {
+    let source = |name: &str,
+                  title: &str,
+                  roles: &[&str],
+                  cache: u64,
+                  display: DisplayHints| SourceSettings {
         name: name.into(),
         title: Some(title.into()),
+        display: Some(display),
         timeout: Duration::from_millis(800),
         cache_ttl: Some(Duration::from_secs(cache)),
         serve_stale: Some(Duration::from_secs(300)),
@@ -90,20 +96,57 @@ pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Re
     };
     Ok(Composer::new(Duration::from_secs(3))
         .with(
-            &source("balance", "Balance", &[], 30),
+            &source("balance", "Balance", &[], 30, hints::balance()),
             "csv",
             csv(Rows::One, &["invoices"], &accounting)?,
         )
         .with(
-            &source("purchases", "Recent purchases", &[], 60),
+            &source("purchases", "Recent purchases", &[], 60, hints::purchases()),
             "csv",
             csv(Rows::Many, &["items"], &sales)?,
         )
         .with(
-            &source("credit", "Credit terms", &["credit"], 300),
+            &source("credit", "Credit terms", &["credit"], 300, hints::credit()),
             "csv",
             csv(Rows::One, &[], &credit)?,
         ))
+}
+
+/// The demo sources' display hints: the same `[sources.display]` tables
+/// `config/screenpop.example.toml` gives the PostgreSQL demo sources.
+pub mod hints {
+    use crate::compose::display::{DisplayHints, Format, View};
+
+    /// `balance`: the balance view.
+    pub fn balance() -> DisplayHints {
+        DisplayHints {
+            view: Some(View::Balance),
+            ..DisplayHints::default()
+        }
+    }
+
+    /// `purchases`: a table of orders, their line items and totals.
+    pub fn purchases() -> DisplayHints {
+        DisplayHints {
+            view: Some(View::Table),
+            columns: ["order", "date", "items", "total"].map(String::from).to_vec(),
+            formats: [
+                ("items".to_owned(), Format::Items),
+                ("total".to_owned(), Format::Money),
+            ]
+            .into(),
+            empty: Some("No purchases.".into()),
+            ..DisplayHints::default()
+        }
+    }
+
+    /// `credit`: the credit view.
+    pub fn credit() -> DisplayHints {
+        DisplayHints {
+            view: Some(View::Credit),
+            ..DisplayHints::default()
+        }
+    }
 }
 
 /// Where the demo listens unless told otherwise.

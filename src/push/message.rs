@@ -190,6 +190,12 @@ pub fn section_body(customer_id: &str, part: &Part) -> serde_json::Map<String, V
     if let Some(age) = part.age {
         m.insert("age".into(), json!(round3(age.as_secs_f64())));
     }
+    // The source's display hints (labels, column order, formats, view), when it has any.
+    if let Some(display) = &part.display
+        && let Ok(hints) = serde_json::to_value(&**display)
+    {
+        m.insert("display".into(), hints);
+    }
     m.insert(
         "elapsed_ms".into(),
         json!(round3(part.elapsed.as_secs_f64() * 1000.0)),

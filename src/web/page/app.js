@@ -456,41 +456,224 @@
     }
   }
 
+  // ---- sections: by shape, or as the source's display hints say ---------------------------
+  // A section's `display` (docs/protocol.md, `[sources.display]` in the config) may name a
+  // view, labels, the columns and their order, formats and what to say when empty. Without
+  // it the data's shape decides: an object → labelled fields, a list of objects → a table, a
+  // list of scalars → a list, a scalar → text, nothing → "Nothing on file." No section is
+  // treated by its name.
+  const MAX_ROWS = 10;
+  const MAX_FIELDS = 30;
+  const MAX_COLUMNS = 8;
+
+  const own = (object, key) => object !== null && typeof object === "object" &&
+    Object.prototype.hasOwnProperty.call(object, key);
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const isScalar = (v) => v === null || v === undefined || typeof v !== "object";
+  const nothing = (v) => v === null || v === undefined || (Array.isArray(v) && !v.length) ||
+    (isObject(v) && !Object.keys(v).length);
+  const show = (v) => v === null || v === undefined ? "—"
+    : typeof v === "object" ? JSON.stringify(v) : String(v);
+
+  // `credit_limit` → "Credit limit", `overdueDays` → "Overdue days"; words in capitals stay.
+  function humanise(key) {
+    const words = String(key).replace(/([a-z0-9])([A-Z])/g, "$1 $2").split(/[\s_.-]+/).filter(Boolean)
+      .map((w) => w.length > 1 && w === w.toUpperCase() && /[A-Z]/.test(w) ? w : w.toLowerCase());
+    const text = words.join(" ");
+    return text ? text[0].toUpperCase() + text.slice(1) : String(key);
+  }
+
+  function hintsOf(section) {
+    const d = isObject(section.display) ? section.display : {};
+    const columns = Array.isArray(d.columns) ? d.columns.filter((c) => typeof c === "string") : [];
+    return {
+      view: typeof d.view === "string" ? d.view : null,
+      labels: isObject(d.labels) ? d.labels : {},
+      columns: columns.length ? columns : null,
+      formats: isObject(d.formats) ? d.formats : {},
+      empty: typeof d.empty === "string" && d.empty ? d.empty : "Nothing on file.",
+    };
+  }
+  const label = (hints, key, fallback) => own(hints.labels, key) && typeof hints.labels[key] === "string"
+    ? hints.labels[key] : fallback || humanise(key);
+
+  // The views; each answers null when the data does not fit it (then the shape decides).
+  const VIEWS = {
+    fields: (data, hints) => isObject(data) ? fields(data, hints) : null,
+    table: (data, hints) => Array.isArray(data) && data.every(isObject) ? rowsTable(data, hints)
+      : isObject(data) ? rowsTable([data], hints) : null,
+    list: (data) => Array.isArray(data) ? list(data) : null,
+    balance: (data, hints) => isObject(data) ? balance(data, hints) : null,
+    credit: (data, hints) => isObject(data) ? credit(data, hints) : null,
+    text: (data) => el("p", { class: "value", text: show(data) }),
+  };
+  function shapeOf(data) {
+    if (Array.isArray(data)) return data.every(isObject) ? "table" : "list";
+    return isObject(data) ? "fields" : "text";
+  }
+
   function renderSection(section) {
-    const box = el("section", { class: "section", "data-section": section.name, "data-status": section.status },
-      el("h3", {}, el("span", { text: section.title || section.name }), badge(section)));
+    const hints = hintsOf(section);
+    const data = section.data;
+    const shape = shapeOf(data);
+    const view = own(VIEWS, hints.view) ? hints.view : shape;
+    const box = el("section", { class: "section", "data-section": section.name, "data-status": section.status,
+      "data-view": view },
+    el("h3", {}, el("span", { text: section.title || humanise(section.name) }), badge(section)));
     if (section.status !== "ok") {
       const why = section.status === "forbidden" ? "Your role may not see this."
         : section.error || (section.status === "timeout" ? "No answer in time." : "Unavailable.");
       box.append(el("p", { class: "muted small", text: why }));
       return box;
     }
-    const data = section.data;
-    try {
-      if (section.name === "balance" && data && typeof data === "object" && !Array.isArray(data)) box.append(balance(data));
-      else if (section.name === "purchases" && Array.isArray(data)) box.append(purchases(data));
-      else if (section.name === "credit" && data && typeof data === "object" && !Array.isArray(data)) box.append(credit(data));
-      else box.append(generic(data));
-    } catch (_) {
-      box.append(generic(data));
+    if (nothing(data)) {
+      box.append(el("p", { class: "muted small", "data-role": "empty", text: hints.empty }));
+      return box;
     }
+    let body = null;
+    try { body = VIEWS[view](data, hints); } catch (_) { body = null; }
+    if (!body) {
+      box.dataset.view = shape;
+      try { body = VIEWS[shape](data, hints); } catch (_) { body = el("p", { text: show(data) }); }
+    }
+    box.append(body);
     return box;
   }
 
-  function dl(pairs) {
-    return el("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v, cls]) =>
-      el("div", { class: cls || null }, el("dt", { text: k }), el("dd", { text: v }))));
+  // ---- formats ----
+  function number(v) {
+    if (typeof v === "number") return Number.isFinite(v) ? v : null;
+    if (typeof v === "string" && v.trim() !== "" && Number.isFinite(Number(v))) return Number(v);
+    return null;
   }
 
-  function balance(d) {
+  // An amount in `currency` (an ISO 4217 code, e.g. a sibling `currency` field), else a plain
+  // number with two decimals.
+  function formatMoney(value, currency) {
+    const n = number(value);
+    if (n === null) return show(value);
+    if (typeof currency === "string" && /^[A-Za-z]{3}$/.test(currency)) {
+      try {
+        return new Intl.NumberFormat(undefined, { style: "currency", currency: currency.toUpperCase() }).format(n);
+      } catch (_) { /* an unknown code: the plain number */ }
+    }
+    return new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(n);
+  }
+
+  // An ISO date (a calendar day, shown as that day wherever the agent is) or timestamp.
+  function formatDate(value) {
+    if (typeof value !== "string") return show(value);
+    const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value);
+    const t = day ? new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3])) : new Date(value);
+    if (isNaN(t)) return value;
+    return day ? t.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" })
+      : t.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+
+  function formatPercent(value) {
+    const n = number(value);
+    return n === null ? show(value)
+      : new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 2 }).format(n);
+  }
+
+  // A pill: yes/no for a boolean (truthy ones stand out), else the text.
+  function pill(value) {
+    if (value === null || value === undefined || value === "") return "—";
+    const text = value === true ? "yes" : value === false ? "no" : show(value);
+    const cls = value === true ? " on" : value === false ? " off" : "";
+    return el("span", { class: "badge pill" + cls, "data-role": "pill", text });
+  }
+
+  // Line items, `[{qty, name}]` → "10 × Widget, 5 × Gasket".
+  function lineItems(value) {
+    if (!Array.isArray(value)) return compact(value, false);
+    return value.map((i) => {
+      if (!isObject(i)) return show(i);
+      const qty = i.qty ?? i.quantity;
+      return (qty ? qty + " × " : "") + String(i.name ?? i.description ?? i.sku ?? "");
+    }).join(", ");
+  }
+
+  function formatted(value, format, row) {
+    switch (format) {
+      case "money": return formatMoney(value, isObject(row) ? row.currency : null);
+      case "date": return formatDate(value);
+      case "percent": return formatPercent(value);
+      case "badge": return pill(value);
+      case "items": return lineItems(value);
+      default: return compact(value, false);
+    }
+  }
+
+  // A nested value, compactly: text for scalars and small things, nested fields (roomy: in a
+  // field, not a table cell), JSON text as the last resort.
+  function inline(v, depth) {
+    if (isScalar(v)) return show(v);
+    if (depth > 2) return JSON.stringify(v);
+    if (Array.isArray(v)) return v.map((x) => inline(x, depth + 1)).join(isScalar(v[0]) ? ", " : "; ");
+    return Object.entries(v).map(([k, x]) => humanise(k) + ": " + inline(x, depth + 1)).join(" · ");
+  }
+  function compact(v, roomy) {
+    if (isScalar(v) || !roomy) return inline(v, 0);
+    if (Array.isArray(v)) {
+      return v.every(isScalar) ? inline(v, 0)
+        : el("ul", { class: "nested" }, v.slice(0, MAX_ROWS).map((x) => el("li", { text: inline(x, 1) })));
+    }
+    return el("dl", { class: "facts nested" }, Object.entries(v).slice(0, MAX_FIELDS).map(([k, x]) =>
+      el("div", {}, el("dt", { text: humanise(k) }), el("dd", { text: inline(x, 1) }))));
+  }
+
+  function cellOf(row, key, hints, roomy) {
+    const v = own(row, key) ? row[key] : undefined;
+    return own(hints.formats, key) ? formatted(v, hints.formats[key], row) : compact(v, roomy);
+  }
+
+  // ---- views ----
+  const keysOf = (hints, rows, most) => hints.columns ||
+    [...new Set(rows.flatMap((r) => Object.keys(r)))].slice(0, most);
+
+  function more(total, shown) {
+    return total > shown ? el("p", { class: "muted small more", text: "+" + (total - shown) + " more" }) : null;
+  }
+
+  function fields(data, hints) {
+    return dl(keysOf(hints, [data], MAX_FIELDS).map((k) => [label(hints, k), cellOf(data, k, hints, true)]));
+  }
+
+  function rowsTable(rows, hints) {
+    const keys = keysOf(hints, rows, MAX_COLUMNS);
+    const shown = rows.slice(0, MAX_ROWS);
+    return el("div", { class: "rows" },
+      table(keys.map((k) => label(hints, k)), shown.map((r) => keys.map((k) => cellOf(r, k, hints, false)))),
+      more(rows.length, shown.length));
+  }
+
+  // A list's items have no key to hint at: they are shown as they are.
+  function list(items) {
+    const shown = items.slice(0, MAX_ROWS);
+    return el("div", { class: "rows" },
+      el("ul", { class: "plain-list" }, shown.map((v) => el("li", {}, compact(v, false)))),
+      more(items.length, shown.length));
+  }
+
+  // Pairs of [label, value (text or node), class].
+  function dl(pairs) {
+    return el("dl", { class: "facts" }, pairs.filter(Boolean).map(([k, v, cls]) =>
+      el("div", { class: cls || null }, el("dt", { text: k }), el("dd", {}, v))));
+  }
+
+  // The balance view: `{currency, balance, overdue, overdue_days, invoices: [{number, date, due,
+  // amount, status}]}`.
+  function balance(d, hints) {
     const overdue = typeof d.overdue === "number" && d.overdue > 0;
     const frag = el("div", { class: "balance" });
     frag.append(dl([
-      ["Balance", money(d.balance, d.currency)],
-      ["Overdue", overdue ? money(d.overdue, d.currency) + (d.overdue_days ? " · " + d.overdue_days + " days" : "") : "none",
+      [label(hints, "balance", "Balance"), money(d.balance, d.currency)],
+      [label(hints, "overdue", "Overdue"),
+        overdue ? money(d.overdue, d.currency) + (d.overdue_days ? " · " + d.overdue_days + " days" : "") : "none",
         overdue ? "warn" : null],
     ]));
-    const invoices = Array.isArray(d.invoices) ? d.invoices.slice(0, 5) : [];
+    const invoices = Array.isArray(d.invoices) ? d.invoices.filter(isObject).slice(0, 5) : [];
     if (invoices.length) {
       frag.append(table(["Invoice", "Due", "Amount", "Status"], invoices.map((i) => [
         i.number, i.due || i.date, money(i.amount, d.currency),
@@ -500,54 +683,30 @@
     return frag;
   }
 
-  function purchases(rows) {
-    if (!rows.length) return el("p", { class: "muted small", text: "No purchases." });
-    return table(["Order", "Date", "Items", "Total"], rows.slice(0, 5).map((o) => [
-      o.order, o.date,
-      (Array.isArray(o.items) ? o.items : []).map((i) => (i.qty ? i.qty + " × " : "") + (i.name || i.sku || "")).join(", "),
-      money(o.total, o.currency),
-    ]));
-  }
-
-  function credit(d) {
+  // The credit view: `{limit, currency, terms, rating, hold}`, with a banner when on hold.
+  function credit(d, hints) {
     const frag = el("div", { class: "credit" });
     if (d.hold === true) {
       frag.append(el("p", { class: "hold", "data-role": "hold", text: "Account on credit hold" }));
     }
     frag.append(dl([
-      ["Credit limit", money(d.limit, d.currency)],
-      ["Terms", d.terms === undefined ? "—" : String(d.terms)],
-      ["Rating", d.rating === undefined ? "—" : String(d.rating)],
-      ["Hold", d.hold ? "yes" : "no", d.hold ? "bad" : null],
+      [label(hints, "limit", "Credit limit"), money(d.limit, d.currency)],
+      [label(hints, "terms", "Terms"), d.terms === undefined ? "—" : String(d.terms)],
+      [label(hints, "rating", "Rating"), d.rating === undefined ? "—" : String(d.rating)],
+      [label(hints, "hold", "Hold"), d.hold ? "yes" : "no", d.hold ? "bad" : null],
     ]));
     return frag;
   }
 
-  const show = (v) => v === null || v === undefined ? "—"
-    : typeof v === "object" ? JSON.stringify(v) : String(v);
-
-  function generic(data) {
-    if (Array.isArray(data)) {
-      if (!data.length) return el("p", { class: "muted small", text: "Nothing on file." });
-      if (data.every((r) => r && typeof r === "object" && !Array.isArray(r))) {
-        const keys = [...new Set(data.flatMap((r) => Object.keys(r)))].slice(0, 8);
-        return table(keys, data.slice(0, 10).map((r) => keys.map((k) => show(r[k]))));
-      }
-      return el("p", { text: data.map(show).join(", ") });
-    }
-    if (data && typeof data === "object") {
-      return dl(Object.entries(data).slice(0, 30).map(([k, v]) => [k, show(v)]));
-    }
-    return el("p", { text: show(data) });
-  }
-
+  // Cells: text, a node, or {text, cls}.
   function table(headers, rows) {
     return el("div", { class: "table-wrap" }, el("table", {},
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows.map((r) => el("tr", {}, r.map((cell, i) =>
-        cell && typeof cell === "object"
-          ? el("td", { class: cell.cls, "data-label": headers[i], text: show(cell.text) })
-          : el("td", { "data-label": headers[i], text: show(cell) })))))));
+        cell instanceof Node ? el("td", { "data-label": headers[i] }, cell)
+          : cell && typeof cell === "object"
+            ? el("td", { class: cell.cls, "data-label": headers[i], text: show(cell.text) })
+            : el("td", { "data-label": headers[i], text: show(cell) })))))));
   }
 
   function pick(card, candidate) {
