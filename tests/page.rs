@@ -867,7 +867,7 @@ fn custom_composer(dir: &std::path::Path) -> screenpop::compose::Composer {
     for (name, text) in files {
         std::fs::write(dir.join(name), text).expect("csv written");
     }
-    let config = r#"
+    let config = r##"
 [[sources]]
 name = "ar_balance"
 type = "csv"
@@ -900,7 +900,7 @@ path = "facts.csv"
 key_column = "account"
 match = "account"
 text_columns = ["next_review"]
-"#;
+"##;
     #[derive(serde::Deserialize)]
     struct Sources {
         sources: Vec<screenpop::compose::SourceConfig>,

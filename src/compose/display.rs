@@ -259,7 +259,11 @@ mod tests {
                             "overdue": "badge", "rate": "percent"}
             })
         );
-        assert!(parse("title = \"Only a title\"\n").expect("valid").is_empty());
+        assert!(
+            parse("title = \"Only a title\"\n")
+                .expect("valid")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -307,7 +307,10 @@ impl Composer {
         adapter: Box<dyn DynSource>,
     ) -> Composer {
         let hints = settings.display.as_ref();
-        let title = match hints.and_then(|d| d.title.as_ref()).or(settings.title.as_ref()) {
+        let title = match hints
+            .and_then(|d| d.title.as_ref())
+            .or(settings.title.as_ref())
+        {
             Some(title) => title.clone(),
             None => display::humanise(&settings.name),
         };
@@ -653,12 +656,19 @@ mod tests {
 
         let err = toml::from_str::<SourceConfig>(&table("[display]\nview = \"pie\"\n"))
             .expect_err("an unknown view");
-        assert!(err.message().contains("display.view: unknown view `pie`"), "{err}");
+        assert!(
+            err.message().contains("display.view: unknown view `pie`"),
+            "{err}"
+        );
         let err = toml::from_str::<SourceConfig>(&table(
             "[display]\nformats = { amount = \"money\", due = \"when\" }\n",
         ))
         .expect_err("an unknown format");
-        assert!(err.message().contains("display.formats.due: unknown format `when`"), "{err}");
+        assert!(
+            err.message()
+                .contains("display.formats.due: unknown format `when`"),
+            "{err}"
+        );
 
         let plain: SourceConfig = toml::from_str(&table("title = \"AR\"\n")).expect("no hints");
         let c = Composer::new(Duration::from_secs(3)).with(&plain.settings, "fake", fake(1).0);

@@ -62,21 +62,19 @@ pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Re
     use crate::sources::csv::{Csv, CsvConfig};
     let generated: Vec<data::Account> = accounts.iter().map(|a| data::account(a)).collect();
     let (accounting, sales, credit) = data::csv(&generated, today);
-    let source = |name: &str,
-                  title: &str,
-                  roles: &[&str],
-                  cache: u64,
-                  display: DisplayHints| SourceSettings {
-        name: name.into(),
-        title: Some(title.into()),
-        display: Some(display),
-        timeout: Duration::from_millis(800),
-        cache_ttl: Some(Duration::from_secs(cache)),
-        serve_stale: Some(Duration::from_secs(300)),
-        breaker_failures: 5,
-        breaker_cooldown: Duration::from_secs(30),
-        max_concurrent: 32,
-        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    let source = |name: &str, title: &str, roles: &[&str], cache: u64, display: DisplayHints| {
+        SourceSettings {
+            name: name.into(),
+            title: Some(title.into()),
+            display: Some(display),
+            timeout: Duration::from_millis(800),
+            cache_ttl: Some(Duration::from_secs(cache)),
+            serve_stale: Some(Duration::from_secs(300)),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            max_concurrent: 32,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        }
     };
     let csv = |rows: Rows,
                json: &[&str],
@@ -129,7 +127,9 @@ pub mod hints {
     pub fn purchases() -> DisplayHints {
         DisplayHints {
             view: Some(View::Table),
-            columns: ["order", "date", "items", "total"].map(String::from).to_vec(),
+            columns: ["order", "date", "items", "total"]
+                .map(String::from)
+                .to_vec(),
             formats: [
                 ("items".to_owned(), Format::Items),
                 ("total".to_owned(), Format::Money),
