@@ -512,7 +512,7 @@ impl Config {
                     file: path.into(),
                     line: line_of(&text, source.span().start),
                     key: format!("sources[{i}] ({})", source.get_ref().settings.name),
-                    message,
+                    message: message.to_string(),
                 });
             }
         }

@@ -29,8 +29,7 @@ pub async fn profile(
 ) -> anyhow::Result<Composed> {
     let sources: Vec<crate::compose::SourceConfig> =
         config.sources.iter().map(|s| s.get_ref().clone()).collect();
-    let composer = Composer::from_config(&config.compose, &sources, &config.base)
-        .map_err(anyhow::Error::msg)?;
+    let composer = Composer::from_config(&config.compose, &sources, &config.base)?;
     let offered = resolution.customers();
     let Some(customer) = offered.first() else {
         return Ok(Composed {

@@ -124,6 +124,19 @@ pub struct SourceConfig {
     pub adapter: AdapterConfig,
 }
 
+/// Why a composer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// A source's adapter cannot start.
+    #[error("source `{name}`: {error}")]
+    Source {
+        /// The source's name.
+        name: String,
+        /// Why.
+        error: crate::sources::BuildError,
+    },
+}
+
 /// How a section turned out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -287,13 +300,16 @@ impl Composer {
         config: &ComposeConfig,
         sources: &[SourceConfig],
         base: &Path,
-    ) -> Result<Composer, String> {
+    ) -> Result<Composer, ComposeError> {
         let mut composer = Composer::new(config.deadline).max_in_flight(config.max_in_flight);
         for source in sources {
             let adapter = source
                 .adapter
                 .build(base)
-                .map_err(|e| format!("source `{}`: {e}", source.settings.name))?;
+                .map_err(|error| ComposeError::Source {
+                    name: source.settings.name.clone(),
+                    error,
+                })?;
             composer = composer.with(&source.settings, source.adapter.kind(), adapter);
         }
         Ok(composer)

@@ -116,7 +116,7 @@ pub fn composer_from(config: &Config) -> anyhow::Result<Option<Arc<crate::compos
             config.sources.iter().map(|s| s.get_ref().clone()).collect();
         Some(Arc::new(
             crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
-                .map_err(anyhow::Error::msg)?,
+                .context("starting the data sources")?,
         ))
     })
 }

@@ -131,11 +131,15 @@ pub enum AdapterConfig {
 impl AdapterConfig {
     /// Starts the adapter; `base` is the config file's folder (relative paths). Errors name
     /// what is wrong for the operator.
-    pub fn build(&self, base: &Path) -> Result<Box<dyn DynSource>, String> {
+    pub fn build(&self, base: &Path) -> Result<Box<dyn DynSource>, BuildError> {
+        let failed = |reason| BuildError {
+            adapter: self.kind(),
+            reason,
+        };
         Ok(match self {
-            AdapterConfig::Postgres(c) => Box::new(postgres::Postgres::new(c)?),
-            AdapterConfig::Http(c) => Box::new(http::Http::new(c, base)?),
-            AdapterConfig::Csv(c) => Box::new(csv::Csv::open(c, base)?),
+            AdapterConfig::Postgres(c) => Box::new(postgres::Postgres::new(c).map_err(failed)?),
+            AdapterConfig::Http(c) => Box::new(http::Http::new(c, base).map_err(failed)?),
+            AdapterConfig::Csv(c) => Box::new(csv::Csv::open(c, base).map_err(failed)?),
         })
     }
 
@@ -147,6 +151,16 @@ impl AdapterConfig {
             AdapterConfig::Csv(_) => "csv",
         }
     }
+}
+
+/// An adapter that cannot start: its query, template, file or TLS settings are wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct BuildError {
+    /// The adapter type (`postgres`, `http`, `csv`).
+    pub adapter: &'static str,
+    /// What is wrong, for the operator.
+    pub reason: String,
 }
 
 /// How many rows a source answers with: one record, or a list.
