@@ -21,13 +21,17 @@
 //!   sign-ins per source address.
 //! - [`listener`]: the accept loop of every TCP listener (connection budgets, eviction of the
 //!   least useful connection, idle timeouts, accept backoff, the open-files limit).
+//! - `backoff`, `dedup`: leaf helpers: the one retry delay (exponential, jittered) and the one
+//!   time-window de-duplication (HEP copies, webhook retries).
 
 pub mod agents;
+mod backoff;
 pub mod calls;
 pub mod compose;
 pub mod config;
 pub mod daemon;
 pub mod db;
+mod dedup;
 pub mod demo;
 pub mod listener;
 pub mod pii;
