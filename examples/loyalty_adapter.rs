@@ -12,11 +12,15 @@
 
 use std::time::Duration;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use screenpop::sources::{Section, Source, SourceError, Who};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 // ---- src/sources/loyalty.rs would start here ---------------------------------------------
+
+/// What an account number escapes in a URL path: all but letters, digits and `-`.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-');
 
 /// `[[sources]] type = "loyalty"`
 #[derive(Debug, Clone, Deserialize)]
@@ -75,14 +79,7 @@ impl Source for Loyalty {
         let url = format!(
             "{}/members/{}",
             self.base_url,
-            account
-                .bytes()
-                .map(|b| if b.is_ascii_alphanumeric() || b == b'-' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                })
-                .collect::<String>()
+            utf8_percent_encode(account, ESCAPED)
         );
         let response = self
             .client

@@ -458,21 +458,14 @@ impl TokenHash {
 
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Option<TokenHash> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
-            return None;
-        }
         let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let hex = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-            out[i] = hex(pair[0]) << 4 | hex(pair[1]);
-        }
+        hex::decode_to_slice(s, &mut out).ok()?;
         Some(TokenHash(out))
     }
 
-    /// The hex form.
+    /// The hex form (lower case).
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 }
 

@@ -25,14 +25,18 @@
 //! - [`customer`]: the customer record every stage shares; [`serde_ext`]: durations and
 //!   counts in config sections; [`tls_client`]: TLS for outgoing
 //!   connections; [`lookup`]: the `screenpop lookup` report.
+//! - `backoff`, `dedup`: leaf helpers: the one retry delay (exponential, jittered) and the one
+//!   time-window de-duplication (HEP copies, webhook retries).
 
 pub mod agents;
+mod backoff;
 pub mod calls;
 pub mod compose;
 pub mod config;
 pub mod customer;
 pub mod daemon;
 pub mod db;
+mod dedup;
 pub mod demo;
 pub mod listener;
 pub mod lookup;

@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::Backoff;
 use crate::throttle::LogSampler;
 
 /// Open connections, by listener (gauge).
@@ -67,7 +68,7 @@ pub const OPEN_FILES_LIMIT: &str = "screenpop_open_files_limit";
 /// A proven connection must have been quiet this long to be evicted: one that is talking right
 /// now is never cut off for a newcomer.
 pub const QUIET_BEFORE_EVICTION: Duration = Duration::from_secs(1);
-/// First pause after a failed `accept`; doubled on each further failure.
+/// First pause after a failed `accept` (at most: jittered); doubled on each further failure.
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// Longest pause after failed `accept`s.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -106,27 +107,27 @@ pub async fn serve<A, F, Fut>(
     let registry = Registry::new(name, budget);
     let tracker = TaskTracker::new();
     let errors = LogSampler::new(ACCEPT_ERROR_LOG_INTERVAL);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = Backoff::new(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
     loop {
         let (stream, peer) = tokio::select! {
             () = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
+                    backoff.reset();
                     a
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning, and
                     // keep the log to one line per interval.
                     metrics::counter!(ACCEPT_ERRORS, "listener" => name).increment(1);
+                    let delay = backoff.next_delay();
                     if let Some(held) = errors.sample() {
-                        tracing::warn!(%error, listener = name, held_back = held, backoff_ms = backoff.as_millis() as u64, "TCP accept failed.");
+                        tracing::warn!(%error, listener = name, held_back = held, backoff_ms = delay.as_millis() as u64, "TCP accept failed.");
                     }
                     tokio::select! {
                         () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },

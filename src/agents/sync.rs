@@ -8,12 +8,17 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::{Agent, Agents};
+use crate::backoff::Backoff;
 use crate::config::TokenHash;
 use crate::db::DbError;
 use crate::db::listen::Listening;
 
 /// The NOTIFY channel of the agents table.
 pub const CHANNEL: &str = "screenpop_agents";
+/// First pause before reconnecting to PostgreSQL; doubled on each further failure.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause before reconnecting to PostgreSQL.
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Reads every agent row; rows with a malformed hash are skipped and counted.
 pub async fn load(client: &Client) -> Result<Vec<(TokenHash, Agent)>, DbError> {
@@ -56,7 +61,7 @@ pub async fn start(url: &str, agents: &Agents) -> Result<Listening, DbError> {
 /// Keeps `agents` in sync until cancelled.
 pub async fn run(url: String, agents: Arc<Agents>, first: Listening, cancel: CancellationToken) {
     let mut listening = Some(first);
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         let current = match listening.take() {
             Some(l) => Ok(l),
@@ -75,7 +80,7 @@ pub async fn run(url: String, agents: Arc<Agents>, first: Listening, cancel: Can
                 driver,
                 ..
             }) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 let outcome = loop {
                     tokio::select! {
                         () = cancel.cancelled() => break None,
@@ -99,11 +104,11 @@ pub async fn run(url: String, agents: Arc<Agents>, first: Listening, cancel: Can
             }
             Err(e) => e,
         };
-        tracing::warn!(%error, retry_in = ?backoff, "Agents sync lost its PostgreSQL connection.");
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, retry_in = ?delay, "Agents sync lost its PostgreSQL connection.");
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }

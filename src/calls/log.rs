@@ -448,7 +448,8 @@ impl CallLog {
     /// has ended the calls still live, so that their last rows are in that attempt.
     pub async fn write(self: Arc<Self>, stop: CancellationToken) {
         let mut client: Option<Client> = None;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff =
+            crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -459,18 +460,18 @@ impl CallLog {
             }
             match self.flush(&mut client).await {
                 Ok(()) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     self.checkpoint().await;
                 }
                 Err(error) => {
                     client = None;
                     metrics::counter!("screenpop_call_log_write_errors_total").increment(1);
-                    tracing::warn!(%error, pending = self.pending_all(), retry_in = ?backoff, "Call log not written; rows kept in the spool for later.");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, pending = self.pending_all(), retry_in = ?delay, "Call log not written; rows kept in the spool for later.");
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

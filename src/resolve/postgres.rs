@@ -21,6 +21,7 @@ use super::directory::{Customer, CustomerFields, Directory, NumberKind};
 use super::index::Index;
 use super::normalise::{Key, Normaliser};
 use super::{Resolution, Resolver};
+use crate::backoff::Backoff;
 use crate::db::DbError;
 use crate::db::listen::Listening;
 
@@ -31,6 +32,10 @@ pub const CHANNEL: &str = "screenpop_customers";
 const FILL_BATCH: usize = 10_000;
 /// Most `e164` fills remembered during one load (the rest are done by the next).
 const MAX_FILLS: usize = 200_000;
+/// First pause before reconnecting to PostgreSQL; doubled on each further failure.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest pause before reconnecting to PostgreSQL.
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The index, fed from PostgreSQL.
 pub struct PgDirectory {
@@ -87,25 +92,23 @@ impl PgDirectory {
     /// Keeps the index in sync until cancelled: LISTEN on a dedicated connection, reconnect
     /// with backoff, reload everything after each (re)connect.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         let mut first = true;
         loop {
             if cancel.is_cancelled() {
                 return;
             }
-            match self.listen_once(&cancel, first).await {
-                Ok(()) => return,
-                Err(error) => {
-                    metrics::counter!("screenpop_directory_reconnects_total").increment(1);
-                    tracing::warn!(%error, retry_in = ?backoff, "Customer index lost its PostgreSQL connection.");
-                }
-            }
+            let Err(error) = self.listen_once(&cancel, first).await else {
+                return;
+            };
+            metrics::counter!("screenpop_directory_reconnects_total").increment(1);
+            let delay = backoff.next_delay();
+            tracing::warn!(%error, retry_in = ?delay, "Customer index lost its PostgreSQL connection.");
             first = false;
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 

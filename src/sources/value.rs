@@ -186,14 +186,14 @@ impl<'a> FromSql<'a> for Uuid {
         if raw.len() != 16 {
             return Err("bad uuid".into());
         }
-        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let digits = hex::encode(raw);
         Ok(Uuid(format!(
             "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
+            &digits[0..8],
+            &digits[8..12],
+            &digits[12..16],
+            &digits[16..20],
+            &digits[20..32]
         )))
     }
 

@@ -1,6 +1,7 @@
 //! What the CTI event-stream intakes (Asterisk AMI, FreeSWITCH ESL, the HTTP webhook) share:
 //! the per-PBX book of calls that makes their events idempotent and lets a resync end the calls
-//! that vanished, the reconnect backoff, and the hand-off of call events to the tracker.
+//! that vanished, and the hand-off of call events to the tracker. The reconnect delay is
+//! `crate::backoff`'s.
 //!
 //! Owns no protocol: `ami` and `esl` turn their wire events into `ring`/`answer`/`end_*` calls
 //! on a [`Book`]; the book decides whether that is news and returns the [`CallEvent`] if so.
@@ -297,38 +298,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Exponential reconnect backoff with ±20 % jitter, so that many daemons restarted together
-/// do not reconnect in step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// From `min`, doubling up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-            next: min,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        base.mul_f64(rand::random_range(0.8..1.2))
-    }
-
-    /// A connection succeeded: start from `min` again.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
 /// Hands call events to the tracker and keeps the per-input counters.
 #[derive(Debug, Clone)]
 pub struct Emitter {
@@ -403,17 +372,6 @@ pub async fn pause(delay: Duration, cancel: &tokio_util::sync::CancellationToken
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
 /// Reads a secret from the environment variable named in the config.
 pub fn secret_from_env(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.is_empty())
@@ -470,16 +428,5 @@ mod tests {
         assert!(c.withheld && c.number.is_none());
         let c = caller(Some(" +14155550100 "), Some("Acme"));
         assert_eq!(c.number.as_deref(), Some("+14155550100"));
-    }
-
-    #[test]
-    fn backoff_doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert!((80..=120).contains(&d[0]), "{d:?}");
-        assert!((160..=240).contains(&d[1]), "{d:?}");
-        assert!((280..=420).contains(&d[3]), "{d:?}");
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(120));
     }
 }

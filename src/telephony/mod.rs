@@ -5,7 +5,7 @@
 //! - `ami`: the Asterisk Manager Interface event stream (a TCP client).
 //! - `esl`: the FreeSWITCH event socket (a TCP client).
 //! - `dialog`: RFC 4235 dialog-event subscriptions to a PBX (a SIP UAC over UDP).
-//! - `cti`: what the event-stream intakes share (idempotent call book, backoff, metrics);
+//! - `cti`: what the event-stream intakes share (idempotent call book, metrics);
 //!   the third of them, the HTTP webhook, lives in `web::webhook`.
 //! - `allow`: source-address allow-lists shared by the listeners.
 //! - `accept`: the SIP and HEP TCP listeners' allow-list, in front of the shared accept loop

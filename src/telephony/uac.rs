@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
@@ -210,18 +211,30 @@ impl Ids {
     }
 }
 
+/// What a URI user part escapes: all but `unreserved` and `user-unreserved` [RFC 3261 §25.1].
+const USER_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'&')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b'$')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'?')
+    .remove(b'/');
+
 /// Escapes a URI user part: what is not `unreserved` or `user-unreserved` becomes `%XX`
 /// [RFC 3261 §25.1], so `(415) 555-0100` travels as `(415)%20555-0100`.
 fn escape_user(user: &str) -> String {
-    user.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    utf8_percent_encode(user, USER_ESCAPED).to_string()
 }
 
 fn host(addr: SocketAddr) -> String {
@@ -329,4 +342,16 @@ fn record(bytes: &[u8], transcript: &mut Transcript) -> Option<String> {
                 .map(|t| String::from_utf8_lossy(t).into_owned())
         })
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_parts_escape_what_rfc_3261_does_not_allow() {
+        assert_eq!(escape_user("(415) 555-0100"), "(415)%20555-0100");
+        assert_eq!(escape_user("a@b:c%\"ü"), "a%40b%3Ac%25%22%C3%BC");
+        assert_eq!(escape_user("-_.!~*'()&=+$,;?/"), "-_.!~*'()&=+$,;?/");
+    }
 }

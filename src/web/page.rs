@@ -65,7 +65,7 @@ fn built() -> &'static Built {
 /// `app.js` → `app.0123456789.js`.
 fn versioned(name: &str, bytes: &[u8]) -> String {
     let digest = sha2::Sha256::digest(bytes);
-    let hash: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = hex::encode(&digest[..5]);
     match name.rsplit_once('.') {
         Some((stem, ext)) => format!("{stem}.{hash}.{ext}"),
         None => format!("{name}.{hash}"),

@@ -16,8 +16,7 @@
 //! (with the count held back). An address with too many failures gets 429 for a while, right
 //! or wrong ([`crate::throttle`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -33,6 +32,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 
 use crate::calls::{CallEvent, EndReason, Intake};
+use crate::dedup::Dedup;
 use crate::telephony::cti::{self, Emitter, Secret};
 use crate::throttle::{AuthThrottle, LogSampler, Peer};
 
@@ -52,7 +52,7 @@ pub struct WebhookConfig {
     /// Requests whose timestamp is further than this from our clock are refused (replay bound).
     #[serde(default = "default_max_skew", with = "crate::serde_ext::duration")]
     pub max_skew: Duration,
-    /// Most event ids remembered to recognise retries (oldest forgotten first).
+    /// Most event ids remembered to recognise retries (least recently seen forgotten first).
     #[serde(default = "default_replay_capacity")]
     pub replay_capacity: usize,
     /// The PBXs allowed to post, each with its own secret. None: the endpoint is off.
@@ -112,19 +112,14 @@ struct CallerBody {
     withheld: bool,
 }
 
-#[derive(Debug, Default)]
-struct Replay {
-    seen: HashMap<String, u64>,
-    order: VecDeque<(u64, String)>,
-}
-
 /// The running endpoint.
 pub struct Webhook {
     /// The PBXs and their secrets; replaced on a reload.
     pbxs: std::sync::RwLock<Vec<(String, Secret)>>,
     max_skew: Duration,
-    capacity: usize,
-    replay: Mutex<Replay>,
+    /// Event ids (else signatures) seen within twice `max_skew`: a timestamp accepted now
+    /// stays acceptable at most that long.
+    replay: Dedup<String>,
     known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     emitter: Emitter,
     throttle: AuthThrottle,
@@ -151,20 +146,7 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    cti::hex(&mac.finalize().into_bytes())
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    s.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn parse_reason(reason: Option<&str>) -> Option<EndReason> {
@@ -207,8 +189,10 @@ impl Webhook {
         Arc::new(Webhook {
             pbxs: std::sync::RwLock::new(pbxs),
             max_skew,
-            capacity: capacity.max(1),
-            replay: Mutex::default(),
+            replay: Dedup::new(
+                capacity,
+                max_skew.saturating_mul(2).max(Duration::from_secs(1)),
+            ),
             known,
             emitter: Emitter::new(events),
             throttle,
@@ -231,28 +215,6 @@ impl Webhook {
     /// Replaces the PBXs and their secrets (a reload).
     pub fn set_pbxs(&self, pbxs: Vec<(String, Secret)>) {
         *self.pbxs.write().unwrap_or_else(|p| p.into_inner()) = pbxs;
-    }
-
-    /// Records `key` as seen at `now`; `false` if it was already seen within the window.
-    fn first_time(&self, key: String, now: u64) -> bool {
-        let window = self.max_skew.as_secs().saturating_mul(2).max(1);
-        let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((at, old)) = replay.order.front() {
-            if now.saturating_sub(*at) < window && replay.order.len() < self.capacity {
-                break;
-            }
-            if replay.seen.get(old) == Some(at) {
-                let old = old.clone();
-                replay.seen.remove(&old);
-            }
-            replay.order.pop_front();
-        }
-        if replay.seen.contains_key(&key) {
-            return false;
-        }
-        replay.seen.insert(key.clone(), now);
-        replay.order.push_back((now, key));
-        true
     }
 
     /// Refuses a request that failed authentication: 401, counted against its address, logged
@@ -283,7 +245,7 @@ impl Webhook {
         };
         let Some(signature) = header(SIGNATURE_HEADER)
             .and_then(|s| s.strip_prefix("sha256="))
-            .and_then(unhex)
+            .and_then(|s| hex::decode(s).ok())
         else {
             return refuse("no signature");
         };
@@ -316,7 +278,7 @@ impl Webhook {
         }
         let replay_key = match &event.id {
             Some(id) => format!("{pbx}\0id\0{id}"),
-            None => format!("{pbx}\0sig\0{}", cti::hex(&signature)),
+            None => format!("{pbx}\0sig\0{}", hex::encode(&signature)),
         };
         let key = format!("{pbx}:{}", event.call_id);
         let (kind, call_event) = match event.event.as_str() {
@@ -365,7 +327,7 @@ impl Webhook {
             }
             _ => return status(StatusCode::BAD_REQUEST, "unknown event"),
         };
-        if !self.first_time(replay_key, now) {
+        if !self.replay.first_seen(replay_key) {
             cti::count_event(INPUT, "duplicate");
             return status(StatusCode::OK, "duplicate");
         }
@@ -497,10 +459,10 @@ mod tests {
     #[test]
     fn replay_memory_is_bounded() {
         let (wh, _rx) = webhook();
-        assert!(wh.first_time("a".into(), 1));
-        assert!(wh.first_time("b".into(), 1));
-        assert!(wh.first_time("c".into(), 1));
-        assert!(wh.replay.lock().expect("lock").seen.len() <= 2);
+        assert!(wh.replay.first_seen("a".into()));
+        assert!(wh.replay.first_seen("b".into()));
+        assert!(wh.replay.first_seen("c".into()));
+        assert!(wh.replay.remembered() <= 2);
     }
 
     #[test]

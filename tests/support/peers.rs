@@ -263,10 +263,7 @@ pub const DOMAIN: &str = "pbx.test";
 
 fn md5_hex(s: &str) -> String {
     use md5::Digest as _;
-    md5::Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(md5::Md5::digest(s.as_bytes()))
 }
 
 /// The Kamailio config: listens on `port`, relays every INVITE to the phone at `phone`, and

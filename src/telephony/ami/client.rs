@@ -5,7 +5,7 @@
 //! ```text
 //!  connect ─▶ banner ─▶ Login ─▶ CoreShowChannels ─▶ events … ─┐
 //!     ▲        (10 s)   (10 s)    (events flow meanwhile)       │ EOF, error, Shutdown,
-//!     └──────────── backoff (min … max, ±20 %) ◀───────────────┘ no Pong by the deadline
+//!     └──────────── backoff (min … max, jittered) ◀────────────┘ no Pong by the deadline
 //! ```
 //!
 //! A half-open TCP connection is only silence, so an `Action: Ping` goes out every
@@ -26,8 +26,9 @@ use tracing::Instrument as _;
 
 use super::frame::{Framer, Item, Message};
 use super::map::{EVENTS, Mapper};
+use crate::backoff::Backoff;
 use crate::calls::CallEvent;
-use crate::telephony::cti::{self, Backoff, Emitter, Secret};
+use crate::telephony::cti::{self, Emitter, Secret};
 
 /// The `input` label of the CTI metrics.
 pub const INPUT: &str = "ami";
@@ -67,7 +68,7 @@ pub struct AmiConfig {
         with = "crate::serde_ext::duration"
     )]
     pub connect_timeout: Duration,
-    /// First reconnect delay; it doubles up to `reconnect_max`.
+    /// First reconnect delay (each wait is half to all of it); it doubles up to `reconnect_max`.
     #[serde(default = "default_reconnect_min", with = "crate::serde_ext::duration")]
     pub reconnect_min: Duration,
     /// Longest reconnect delay.

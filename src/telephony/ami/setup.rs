@@ -28,7 +28,7 @@ pub struct Stanza {
 
 /// A random secret: 24 bytes as 48 hex digits.
 pub fn random_secret() -> String {
-    crate::telephony::cti::hex(&rand::random::<[u8; 24]>())
+    hex::encode(rand::random::<[u8; 24]>())
 }
 
 /// The `manager.conf` text: the `[general]` settings screenpop relies on and the user stanza.

@@ -18,8 +18,9 @@ use tracing::Instrument as _;
 
 use super::INPUT;
 use super::subscriber::{Output, Settings, Subscriber};
+use crate::backoff::Backoff;
 use crate::calls::CallEvent;
-use crate::telephony::cti::{self, Backoff, Emitter, Secret};
+use crate::telephony::cti::{self, Emitter, Secret};
 
 /// `[[dialog]]`: RFC 4235 dialog-event subscriptions to one PBX.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,7 +53,8 @@ pub struct DialogConfig {
     /// `Expires` asked for; refreshed at 80 %.
     #[serde(default = "default_expires", with = "crate::serde_ext::duration")]
     pub expires: Duration,
-    /// First delay before subscribing again after an error; it doubles up to `retry_max`.
+    /// First delay before subscribing again after an error (each wait is half to all of it); it
+    /// doubles up to `retry_max`.
     #[serde(default = "default_retry_min", with = "crate::serde_ext::duration")]
     pub retry_min: Duration,
     /// Longest delay before subscribing again.

@@ -10,7 +10,6 @@
 
 use md5::Digest as _;
 
-use crate::telephony::cti::hex;
 use crate::telephony::sip::scan::{is_token, trim};
 
 /// Why a challenge could not be answered. The PBX is at fault (or speaks a scheme we lack).
@@ -62,10 +61,10 @@ impl Algorithm {
 
     fn hash(&self, data: &str) -> String {
         match self {
-            Algorithm::Md5 | Algorithm::Md5Sess => hex(&md5::Md5::digest(data.as_bytes())),
+            Algorithm::Md5 | Algorithm::Md5Sess => hex::encode(md5::Md5::digest(data.as_bytes())),
             Algorithm::Sha256 | Algorithm::Sha256Sess => {
                 use sha2::Digest as _;
-                hex(&sha2::Sha256::digest(data.as_bytes()))
+                hex::encode(sha2::Sha256::digest(data.as_bytes()))
             }
         }
     }

@@ -9,7 +9,7 @@
 //!   start ──▶ (retransmitted T1…T2, gives up after 64·T1)                 ▲  refresh in-dialog │
 //!     ▲                                                                   └────────2xx─────────┘
 //!     │  timeout, ≥300, 481 on refresh, expiry without refresh, Subscription-State: terminated
-//!     └──────────── retry after `retry-after`, else backoff (min … max, ±20 %) ◀────────────┘
+//!     └──────────── retry after `retry-after`, else backoff (min … max, jittered) ◀─────────┘
 //! ```
 //!
 //! Every NOTIFY of a subscription is answered 200 (481 when it matches none, 489 for another
@@ -31,8 +31,9 @@ use super::INPUT;
 use super::digest::{Challenge, DigestError};
 use super::info::{self, DialogInfo, DocState};
 use super::map::Mapper;
+use crate::backoff::Backoff;
 use crate::calls::CallEvent;
-use crate::telephony::cti::{self, Backoff, Secret};
+use crate::telephony::cti::{self, Secret};
 use crate::telephony::sip::grammar::{NameAddr, parse_cseq, split_list};
 use crate::telephony::sip::reply::{self, Reply};
 use crate::telephony::sip::scan::{Message, Name, StartLine, Transport, scan, trim};
@@ -1268,8 +1269,8 @@ mod tests {
         let retry = s.next_deadline().expect("a retry is scheduled");
         let delay = retry - (now + TIMER_F);
         assert!(
-            delay >= Duration::from_millis(800) && delay <= Duration::from_millis(1200),
-            "{delay:?}"
+            delay >= Duration::from_millis(500) && delay <= Duration::from_millis(1000),
+            "retry_min with equal jitter: {delay:?}"
         );
         s.on_timer(retry);
         let (sent, _) = split(s.take());
@@ -1293,7 +1294,7 @@ mod tests {
         );
         assert!(
             s.next_deadline()
-                .is_some_and(|d| d >= now + Duration::from_millis(800))
+                .is_some_and(|d| d >= now + Duration::from_millis(500))
         );
         // A stale nonce is answered again at once.
         let mut s = Subscriber::new(settings(), now);

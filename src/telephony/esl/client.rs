@@ -21,9 +21,10 @@ use tracing::Instrument as _;
 
 use super::frame::{Frame, Framer, Item};
 use super::map::{EVENTS, Event, Mapper};
+use crate::backoff::Backoff;
 use crate::calls::CallEvent;
 use crate::telephony::ami::client::{default_reconnect_max, default_reconnect_min};
-use crate::telephony::cti::{self, Backoff, Emitter, Secret};
+use crate::telephony::cti::{self, Emitter, Secret};
 
 /// The `input` label of the CTI metrics.
 pub const INPUT: &str = "esl";
@@ -55,7 +56,7 @@ pub struct EslConfig {
         with = "crate::serde_ext::duration"
     )]
     pub connect_timeout: Duration,
-    /// First reconnect delay; it doubles up to `reconnect_max`.
+    /// First reconnect delay (each wait is half to all of it); it doubles up to `reconnect_max`.
     #[serde(default = "default_reconnect_min", with = "crate::serde_ext::duration")]
     pub reconnect_min: Duration,
     /// Longest reconnect delay.

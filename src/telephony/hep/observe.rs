@@ -19,17 +19,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::decode::decode;
 use crate::calls::{CallEvent, EndReason, Intake};
+use crate::dedup::Dedup;
 use crate::telephony::sip::grammar::{NameAddr, Uri, Via, parse_cseq, split_list};
 use crate::telephony::sip::identity::{self, Target};
 use crate::telephony::sip::scan::{Message, Name, StartLine, Transport, scan, trim};
 
 /// How long a message fingerprint is remembered for de-duplication.
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(32);
-/// Most fingerprints remembered; the oldest are forgotten first.
+/// Most fingerprints remembered; the least recently seen are forgotten first.
 pub const DEDUP_CAPACITY: usize = 200_000;
 /// Most INVITE branches remembered (to attribute responses to an extension).
 pub const LEG_CAPACITY: usize = 100_000;
@@ -44,8 +44,6 @@ pub struct ObserverConfig {
 
 #[derive(Default)]
 struct State {
-    seen: HashMap<u64, Instant>,
-    seen_order: VecDeque<(Instant, u64)>,
     legs: HashMap<u64, String>,
     legs_order: VecDeque<u64>,
 }
@@ -53,6 +51,8 @@ struct State {
 /// Shared by the HEP listeners.
 pub struct Observer {
     config: ObserverConfig,
+    /// Message fingerprints seen within [`DEDUP_WINDOW`].
+    seen: Dedup<u64>,
     state: Mutex<State>,
     events: mpsc::Sender<CallEvent>,
 }
@@ -68,6 +68,7 @@ impl Observer {
     pub fn new(config: ObserverConfig, events: mpsc::Sender<CallEvent>) -> Self {
         Observer {
             config,
+            seen: Dedup::new(DEDUP_CAPACITY, DEDUP_WINDOW),
             state: Mutex::default(),
             events,
         }
@@ -104,32 +105,18 @@ impl Observer {
                 return false;
             }
         };
-        let now = Instant::now();
         let Some(fingerprint) = fingerprint(&msg) else {
             metrics::counter!("screenpop_hep_packets_total", "result" => "bad_sip").increment(1);
             return false;
         };
+        if !self.seen.first_seen(fingerprint) {
+            metrics::counter!("screenpop_hep_packets_total", "result" => "duplicate").increment(1);
+            return true;
+        }
+        metrics::counter!("screenpop_hep_packets_total", "result" => "sip").increment(1);
         let mut events = Vec::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            while let Some(&(at, fp)) = state.seen_order.front() {
-                if now.duration_since(at) < DEDUP_WINDOW && state.seen_order.len() < DEDUP_CAPACITY
-                {
-                    break;
-                }
-                state.seen_order.pop_front();
-                if state.seen.get(&fp) == Some(&at) {
-                    state.seen.remove(&fp);
-                }
-            }
-            if state.seen.contains_key(&fingerprint) {
-                metrics::counter!("screenpop_hep_packets_total", "result" => "duplicate")
-                    .increment(1);
-                return true;
-            }
-            state.seen.insert(fingerprint, now);
-            state.seen_order.push_back((now, fingerprint));
-            metrics::counter!("screenpop_hep_packets_total", "result" => "sip").increment(1);
             self.observe(&msg, &mut state, &mut events);
         }
         for event in events {

@@ -435,29 +435,10 @@ pub fn split_hostport(hostport: &[u8]) -> Result<(&[u8], Option<u16>), SipError>
     Ok((host, port))
 }
 
-/// Decodes `%XX` escapes; malformed escapes are kept as they are. Borrows when there is none.
+/// Decodes `%XX` escapes (RFC 3261 §19.1.2: a user part may be escaped); malformed escapes are
+/// kept as they are, invalid UTF-8 becomes U+FFFD. Borrows when there is nothing to change.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, str> {
-    if !s.contains(&b'%') {
-        return String::from_utf8_lossy(s);
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%'
-            && let (Some(h), Some(l)) = (s.get(i + 1).and_then(hex), s.get(i + 2).and_then(hex))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex(b: &u8) -> Option<u8> {
-    (*b as char).to_digit(16).map(|d| d as u8)
+    percent_encoding::percent_decode(s).decode_utf8_lossy()
 }
 
 /// One via-parm (RFC 3261 §20.42): `SIP / 2.0 / transport sent-by *(;param)`, LWS allowed
