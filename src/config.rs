@@ -93,7 +93,7 @@ pub struct Config {
     pub esl: Vec<Spanned<crate::telephony::esl::EslConfig>>,
     /// `POST /api/events`: signed call events from a PBX (`[webhook]`, `[[webhook.pbx]]`).
     #[serde(default)]
-    pub webhook: crate::web::webhook::WebhookConfig,
+    pub webhook: crate::telephony::webhook::WebhookConfig,
     /// RFC 4235 dialog-event subscriptions, one `[[dialog]]` per PBX.
     #[serde(default)]
     pub dialog: Vec<Spanned<crate::telephony::dialog::DialogConfig>>,
@@ -439,45 +439,7 @@ pub struct Agent {
     pub token_sha256: TokenHash,
 }
 
-/// A SHA-256 digest given as 64 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TokenHash(pub [u8; 32]);
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash(…)")
-    }
-}
-
-impl TokenHash {
-    /// Hashes a token.
-    pub fn of(token: &str) -> Self {
-        use sha2::Digest;
-        TokenHash(sha2::Sha256::digest(token.as_bytes()).into())
-    }
-
-    /// Parses 64 hex digits.
-    pub fn from_hex(s: &str) -> Option<TokenHash> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(TokenHash(out))
-    }
-
-    /// The hex form (lower case).
-    pub fn hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for TokenHash {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        TokenHash::from_hex(&s).ok_or_else(|| {
-            serde::de::Error::custom("expected 64 hex digits (SHA-256 of the token)")
-        })
-    }
-}
-
+pub use crate::agents::TokenHash;
 pub use crate::push::section::{Page, Push, default_dispositions};
 pub use crate::resolve::section::{DirectoryConfig, Numbers, Region};
 use crate::serde_ext::{duration, positive};

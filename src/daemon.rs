@@ -82,7 +82,7 @@ pub struct Settings {
     /// Dialog-event subscriptions to run, one per PBX (passwords resolved).
     pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
     /// The PBX webhook (secrets resolved); off without PBXs.
-    pub webhook: crate::web::webhook::WebhookConfig,
+    pub webhook: crate::telephony::webhook::WebhookConfig,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
     pub journal: usize,
     /// The config file, re-read on SIGHUP ([`crate::reload`]); none for the demo.
@@ -323,7 +323,7 @@ impl Daemon {
         });
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
-        let webhook = crate::web::webhook::Webhook::new(
+        let webhook = crate::telephony::webhook::Webhook::new(
             crate::config::webhook_pbxs(&settings.webhook),
             settings.webhook.max_skew,
             settings.webhook.replay_capacity,
@@ -331,7 +331,7 @@ impl Daemon {
             events_tx.clone(),
             throttle.clone(),
         );
-        app = app.merge(crate::web::webhook::router(webhook.clone()));
+        app = app.merge(crate::telephony::webhook::router(webhook.clone()));
         let tls = match &settings.tls {
             Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
             None => None,

@@ -44,6 +44,7 @@ pub mod pii;
 pub mod push;
 pub mod reload;
 pub mod resolve;
+pub mod secret;
 pub mod serde_ext;
 pub mod sources;
 pub mod telephony;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use screenpop::calls::{Change, EndReason, Intake};
-use screenpop::web::webhook::{WebhookConfig, sign};
+use screenpop::telephony::webhook::{WebhookConfig, sign};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -8,13 +8,14 @@
 //! changed is re-routed at once.
 
 pub mod sync;
+mod token;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::config::TokenHash;
+pub use token::TokenHash;
 
 /// An agent.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

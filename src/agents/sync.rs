@@ -8,8 +8,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::{Agent, Agents};
+use crate::agents::TokenHash;
 use crate::backoff::Backoff;
-use crate::config::TokenHash;
 use crate::db::DbError;
 use crate::db::listen::Listening;
 

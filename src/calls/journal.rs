@@ -290,10 +290,10 @@ fn rang_for(entry: &Entry, agent: &Agent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agents::TokenHash;
     use crate::calls::{CallEvent, EndReason};
     use crate::calls::{Caller, IdentitySource as Source};
     use crate::calls::{Calls, Intake, TrackerConfig};
-    use crate::config::TokenHash;
     use crate::resolve::Resolver;
     use std::time::Duration;
     use tokio::sync::broadcast;

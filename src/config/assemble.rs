@@ -18,7 +18,7 @@ pub fn page_settings(config: &Config) -> crate::push::message::PageSettings {
 }
 
 /// The config's own agents (`[[agents]]`).
-pub fn config_agents(config: &Config) -> Vec<(crate::config::TokenHash, crate::agents::Agent)> {
+pub fn config_agents(config: &Config) -> Vec<(crate::agents::TokenHash, crate::agents::Agent)> {
     config
         .agents
         .iter()
@@ -47,15 +47,15 @@ pub struct Intakes {
     /// Dialog-event subscriptions.
     pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
     /// The webhook and its PBXs.
-    pub webhook: crate::web::webhook::WebhookConfig,
+    pub webhook: crate::telephony::webhook::WebhookConfig,
 }
 
 /// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
 /// names the intake and the variable.
 pub fn intakes_from(config: &Config) -> anyhow::Result<Intakes> {
     let from_env = |what: String, var: &str| {
-        crate::telephony::cti::secret_from_env(var)
-            .map(crate::telephony::cti::Secret::new)
+        crate::secret::secret_from_env(var)
+            .map(crate::secret::Secret::new)
             .with_context(|| format!("{what}: environment variable `{var}` is not set or empty"))
     };
     let mut ami = Vec::new();
@@ -124,8 +124,8 @@ pub fn composer_from(config: &Config) -> anyhow::Result<Option<Arc<crate::compos
 /// The webhook's PBXs with their secrets (those without one are left out: they can never
 /// authenticate).
 pub fn webhook_pbxs(
-    webhook: &crate::web::webhook::WebhookConfig,
-) -> Vec<(String, crate::telephony::cti::Secret)> {
+    webhook: &crate::telephony::webhook::WebhookConfig,
+) -> Vec<(String, crate::secret::Secret)> {
     webhook
         .pbx
         .iter()

@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agents::TokenHash;
 use crate::agents::{Agent, Agents};
 use crate::compose::Composer;
-use crate::config::TokenHash;
 use crate::daemon::Settings;
 use crate::resolve::{Directory, Index, Normaliser};
 

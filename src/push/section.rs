@@ -91,7 +91,7 @@ pub struct Push {
     /// Browser origins allowed to open `/ws`; the same as `[http] allowed_origins` (both lists
     /// apply), kept for configs written before that key.
     #[serde(default)]
-    pub allowed_origins: Vec<crate::web::AllowedOrigin>,
+    pub allowed_origins: Vec<AllowedOrigin>,
     /// Most WebSocket connections at once.
     #[serde(default = "default_max_ws")]
     pub max_connections: usize,
@@ -143,4 +143,42 @@ fn default_queue() -> usize {
 }
 fn default_ws_message() -> usize {
     64 * 1024
+}
+
+/// A browser origin allowed to open `/ws` (`[http] allowed_origins`): `http` or `https`, a
+/// host and an optional port, nothing else (no path, no trailing slash), compared
+/// case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedOrigin(String);
+
+impl AllowedOrigin {
+    /// Checks and keeps an origin as a browser sends it (RFC 6454 §6.1).
+    pub fn parse(text: &str) -> Result<AllowedOrigin, String> {
+        let rest = text
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| format!("`{text}`: an origin starts with http:// or https://"))?;
+        let valid = !rest.is_empty()
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !valid {
+            return Err(format!(
+                "`{text}`: an origin is scheme://host[:port], with no path or trailing slash"
+            ));
+        }
+        Ok(AllowedOrigin(text.to_ascii_lowercase()))
+    }
+
+    /// The origin, lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AllowedOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        AllowedOrigin::parse(&text).map_err(serde::de::Error::custom)
+    }
 }

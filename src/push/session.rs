@@ -28,8 +28,8 @@ use tracing::Instrument;
 
 use super::hub::Hub;
 use super::message::{ClientMessage, Outbound, PageSettings, Ready};
+use crate::agents::TokenHash;
 use crate::agents::{Agent, Agents};
-use crate::config::TokenHash;
 use crate::throttle::{AuthThrottle, Peer};
 
 /// Close: not authenticated.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Section, Source, SourceError, Who, check_template, expand};
-use crate::telephony::cti::Secret;
+use crate::secret::Secret;
 
 /// Largest answer accepted, bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -117,15 +117,14 @@ impl Http {
                 .map_err(|_| format!("headers: the value of `{name}` is not a header value"))?;
             headers.insert(name, value);
         }
-        let bearer = match (&config.bearer, &config.bearer_env) {
-            (_, Some(var)) => {
-                Some(crate::telephony::cti::secret_from_env(var).ok_or_else(|| {
+        let bearer =
+            match (&config.bearer, &config.bearer_env) {
+                (_, Some(var)) => Some(crate::secret::secret_from_env(var).ok_or_else(|| {
                     format!("bearer_env: environment variable `{var}` is not set")
-                })?)
-            }
-            (Some(secret), None) => Some(secret.expose().to_owned()),
-            (None, None) => None,
-        };
+                })?),
+                (Some(secret), None) => Some(secret.expose().to_owned()),
+                (None, None) => None,
+            };
         if let Some(token) = bearer {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| "bearer: the token is not a header value".to_owned())?;

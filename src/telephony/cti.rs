@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+pub use crate::secret::{Secret, secret_from_env};
+
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::calls::{Caller, IdentitySource as Source};
 
@@ -275,29 +277,6 @@ impl Book {
     }
 }
 
-/// A password or shared secret from the config: never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Self {
-        Secret(secret.into())
-    }
-
-    /// The secret itself, to send or to key a MAC with; never to log.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
 /// Hands call events to the tracker and keeps the per-input counters.
 #[derive(Debug, Clone)]
 pub struct Emitter {
@@ -370,11 +349,6 @@ pub async fn pause(delay: Duration, cancel: &tokio_util::sync::CancellationToken
         () = cancel.cancelled() => false,
         () = tokio::time::sleep(delay) => true,
     }
-}
-
-/// Reads a secret from the environment variable named in the config.
-pub fn secret_from_env(var: &str) -> Option<String> {
-    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! - `esl`: the FreeSWITCH event socket (a TCP client).
 //! - `dialog`: RFC 4235 dialog-event subscriptions to a PBX (a SIP UAC over UDP).
 //! - `cti`: what the event-stream intakes share (idempotent call book, metrics);
-//!   the third of them, the HTTP webhook, lives in `web::webhook`.
+//!   the HTTP webhook (`webhook`, mounted by `web`) is the third of them.
 //! - `allow`: source-address allow-lists shared by the listeners.
 //! - `accept`: the SIP and HEP TCP listeners' allow-list, in front of the shared accept loop
 //!   (`crate::listener`).
@@ -21,3 +21,4 @@ pub mod esl;
 pub mod hep;
 pub mod sip;
 pub mod uac;
+pub mod webhook;

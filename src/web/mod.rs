@@ -1,6 +1,6 @@
 //! The HTTP listener: the agent page (`page`), the agents' API (live calls here, the call
 //! journal and notes in `journal`), `/healthz` and `/metrics`; the PBX webhook
-//! `POST /api/events` (`webhook`) is merged in by the daemon when configured.
+//! `POST /api/events` (`telephony::webhook`, an intake) is merged in by the daemon.
 //!
 //! Every route that reveals call data authenticates the agent (`Authorization: Bearer TOKEN`)
 //! and shows only calls ringing at the agent's own extensions. `/healthz` and `/metrics` carry
@@ -12,7 +12,6 @@ pub mod journal;
 pub mod page;
 pub mod serve;
 pub mod tls;
-pub mod webhook;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -148,43 +147,7 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A browser origin allowed to open `/ws` (`[http] allowed_origins`): `http` or `https`, a
-/// host and an optional port, nothing else (no path, no trailing slash), compared
-/// case-insensitively.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedOrigin(String);
-
-impl AllowedOrigin {
-    /// Checks and keeps an origin as a browser sends it (RFC 6454 §6.1).
-    pub fn parse(text: &str) -> Result<AllowedOrigin, String> {
-        let rest = text
-            .strip_prefix("https://")
-            .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| format!("`{text}`: an origin starts with http:// or https://"))?;
-        let valid = !rest.is_empty()
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
-        if !valid {
-            return Err(format!(
-                "`{text}`: an origin is scheme://host[:port], with no path or trailing slash"
-            ));
-        }
-        Ok(AllowedOrigin(text.to_ascii_lowercase()))
-    }
-
-    /// The origin, lower case.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for AllowedOrigin {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        AllowedOrigin::parse(&text).map_err(serde::de::Error::custom)
-    }
-}
+pub use crate::push::section::AllowedOrigin;
 
 /// Whether a browser `Origin` may open `/ws` [RFC 6455 §10.2]: absent (not a browser: the
 /// token still has to be right), one configured, or the page's own origin when the page was

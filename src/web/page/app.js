@@ -783,13 +783,14 @@
     state.recentTimer = setTimeout(refreshRecent, 400);
   }
 
-  // A note is being written in the list (changed, or an open one has the focus): the list is
-  // refreshed after, never under the agent's hands.
+  // A note is being written in the list (changed, or the focus is on a note or its toggle): the
+  // list is refreshed after, never under the agent's hands (a refresh would take the focus away
+  // between a keyboard user's Tab and Enter).
   function editingRecent(list, saved) {
     if (list.querySelector("form[data-dirty]")) return true;
     if (saved) return false; // a note was just saved: show it
     const active = document.activeElement;
-    return !!(active && list.contains(active) && active.closest("details[open]"));
+    return !!(active && list.contains(active) && active.closest("details"));
   }
 
   async function refreshRecent(saved) {
@@ -812,16 +813,17 @@
       refreshRecentSoon();
       return;
     }
-    const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.callId));
+    // An open note form is kept as it is (the same elements: what is typed, the focus) and
+    // moved into the new list.
+    const open = new Map([...list.querySelectorAll("details[open]")].map((d) => [d.dataset.callId, d]));
     const items = (body.calls || []).map((call) => {
       const who = call.customer ? call.customer.name
         : call.withheld ? "Number withheld"
         : call.match === "candidates" ? call.candidates + " possible customers" : "Unknown caller";
       const outcome = call.outcome ? (REASONS[call.outcome] || call.outcome) : call.state;
-      const details = el("details", { "data-call-id": call.call_id },
+      const details = open.get(call.call_id) || el("details", { "data-call-id": call.call_id },
         el("summary", {}, call.note || call.disposition ? "Edit note" : "Add a note"),
         noteForm(call.call_id, call.note, call.disposition));
-      if (open.has(call.call_id)) details.open = true;
       return el("li", { class: "recent-item", "data-call-id": call.call_id },
         el("div", { class: "recent-top" },
           el("span", { class: "recent-who", text: who }),
