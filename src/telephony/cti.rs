@@ -343,7 +343,64 @@ pub fn count_resync(input: &'static str) {
     metrics::counter!("screenpop_cti_resyncs_total", "input" => input).increment(1);
 }
 
-/// Sleeps `delay` unless cancelled first; `false` when cancelled.
+/// A PBX client intake's connection, for the shared [`reconnect`] loop.
+pub trait Session {
+    /// Why a connection ended.
+    type Error: std::fmt::Display;
+    /// The `input` metrics label (`ami`, `esl`).
+    const INPUT: &'static str;
+    /// What the logs call it ("AMI", "Event socket").
+    const WHAT: &'static str;
+
+    /// Whether the PBX refused our credentials (logged as an error, not a lost connection).
+    fn refused(error: &Self::Error) -> bool;
+
+    /// Connects (within its own timeout) and serves until the connection ends, or until
+    /// `cancel` (then `Ok`). The session resets `backoff` once it is up.
+    fn run_once(
+        &mut self,
+        backoff: &mut crate::backoff::Backoff,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The reconnect loop every PBX client intake shares: a session, then (unless cancelled) the
+/// reconnect counted, the peer marked down, one log line saying why, a jittered backoff, and
+/// again.
+pub async fn reconnect<S: Session>(
+    session: &mut S,
+    name: &str,
+    address: &str,
+    mut backoff: crate::backoff::Backoff,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
+    let mut first = true;
+    loop {
+        if !first {
+            count_reconnect(S::INPUT);
+        }
+        first = false;
+        let result = tokio::select! {
+            () = cancel.cancelled() => Ok(()),
+            result = session.run_once(&mut backoff, cancel) => result,
+        };
+        set_connected(S::INPUT, name, false);
+        match result {
+            Ok(()) => return,
+            Err(error) if S::refused(&error) => {
+                tracing::error!(%error, %address, "{} login refused.", S::WHAT)
+            }
+            Err(error) => {
+                tracing::warn!(%error, %address, "{} connection lost; reconnecting.", S::WHAT)
+            }
+        }
+        if !pause(backoff.next_delay(), cancel).await {
+            return;
+        }
+    }
+}
+
+/// Waits `delay` unless cancelled first; `false` when cancelled.
 pub async fn pause(delay: Duration, cancel: &tokio_util::sync::CancellationToken) -> bool {
     tokio::select! {
         () = cancel.cancelled() => false,

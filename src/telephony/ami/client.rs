@@ -208,66 +208,73 @@ pub async fn run(
                 return;
             }
         };
-        let mut mapper = Mapper::new(&config.name, known);
-        let emitter = Emitter::new(events);
-        let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-        let mut first = true;
-        loop {
-            if !first {
-                cti::count_reconnect(INPUT);
-            }
-            first = false;
-            let connect = tokio::time::timeout(
-                config.connect_timeout,
-                tokio::net::TcpStream::connect(config.address.as_str()),
-            );
-            let result = tokio::select! {
-                () = cancel.cancelled() => return,
-                connected = connect => match connected {
-                    Err(_) => Err(AmiError::Timeout("connecting")),
-                    Ok(Err(error)) => Err(AmiError::Io(error)),
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        let mut session = Session {
-                            config: &config,
-                            mapper: &mut mapper,
-                            emitter: &emitter,
-                            backoff: &mut backoff,
-                        };
-                        match &tls {
-                            None => session.serve(stream, &cancel).await,
-                            Some((connector, name)) => {
-                                let handshake = tokio::time::timeout(
-                                    config.connect_timeout,
-                                    connector.connect(name.clone(), stream),
-                                );
-                                match handshake.await {
-                                    Err(_) => Err(AmiError::Timeout("in the TLS handshake")),
-                                    Ok(Err(error)) => Err(AmiError::Io(error)),
-                                    Ok(Ok(stream)) => session.serve(stream, &cancel).await,
-                                }
-                            }
-                        }
-                    }
-                },
-            };
-            cti::set_connected(INPUT, &config.name, false);
-            match result {
-                Ok(()) => return,
-                Err(error @ AmiError::Login(_)) => {
-                    tracing::error!(%error, address = %config.address, "AMI login failed.")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, address = %config.address, "AMI connection lost; reconnecting.")
-                }
-            }
-            if !cti::pause(backoff.next_delay(), &cancel).await {
-                return;
-            }
-        }
+        let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+        let mut client = Client {
+            mapper: Mapper::new(&config.name, known),
+            emitter: Emitter::new(events),
+            config: &config,
+            tls,
+        };
+        cti::reconnect(&mut client, &config.name, &config.address, backoff, &cancel).await;
     }
     .instrument(span)
     .await
+}
+
+/// One PBX's AMI client, as the shared reconnect loop runs it.
+struct Client<'a> {
+    config: &'a AmiConfig,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    mapper: Mapper,
+    emitter: Emitter,
+}
+
+impl cti::Session for Client<'_> {
+    type Error = AmiError;
+    const INPUT: &'static str = INPUT;
+    const WHAT: &'static str = "AMI";
+
+    fn refused(error: &AmiError) -> bool {
+        matches!(error, AmiError::Login(_))
+    }
+
+    async fn run_once(
+        &mut self,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> Result<(), AmiError> {
+        let config = self.config;
+        let stream = tokio::time::timeout(
+            config.connect_timeout,
+            tokio::net::TcpStream::connect(config.address.as_str()),
+        )
+        .await
+        .map_err(|_| AmiError::Timeout("connecting"))??;
+        let _ = stream.set_nodelay(true);
+        let mut session = Session {
+            config,
+            mapper: &mut self.mapper,
+            emitter: &self.emitter,
+            backoff,
+        };
+        match &self.tls {
+            None => session.serve(stream, cancel).await,
+            Some((connector, name)) => {
+                let handshake = tokio::time::timeout(
+                    config.connect_timeout,
+                    connector.connect(name.clone(), stream),
+                );
+                match handshake.await {
+                    Err(_) => Err(AmiError::Timeout("in the TLS handshake")),
+                    Ok(Err(error)) => Err(AmiError::Io(error)),
+                    Ok(Ok(stream)) => session.serve(stream, cancel).await,
+                }
+            }
+        }
+    }
 }
 
 struct Session<'a> {

@@ -122,47 +122,57 @@ pub async fn run(
 ) {
     let span = tracing::info_span!("esl", pbx = %config.name);
     async move {
-        let mut mapper = Mapper::new(&config.name, known);
-        let emitter = Emitter::new(events);
-        let mut backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
-        let mut first = true;
-        loop {
-            if !first {
-                cti::count_reconnect(INPUT);
-            }
-            first = false;
-            let connect = tokio::time::timeout(
-                config.connect_timeout,
-                tokio::net::TcpStream::connect(config.address.as_str()),
-            );
-            let result = tokio::select! {
-                () = cancel.cancelled() => return,
-                connected = connect => match connected {
-                    Err(_) => Err(EslError::Timeout("connecting")),
-                    Ok(Err(error)) => Err(EslError::Io(error)),
-                    Ok(Ok(stream)) => {
-                        let _ = stream.set_nodelay(true);
-                        serve(stream, &config, &mut mapper, &emitter, &mut backoff, &cancel).await
-                    }
-                },
-            };
-            cti::set_connected(INPUT, &config.name, false);
-            match result {
-                Ok(()) => return,
-                Err(error @ EslError::Auth(_)) => {
-                    tracing::error!(%error, address = %config.address, "Event socket auth failed.")
-                }
-                Err(error) => tracing::warn!(
-                    %error, address = %config.address, "Event socket connection lost; reconnecting."
-                ),
-            }
-            if !cti::pause(backoff.next_delay(), &cancel).await {
-                return;
-            }
-        }
+        let backoff = Backoff::new(config.reconnect_min, config.reconnect_max);
+        let mut client = Client {
+            mapper: Mapper::new(&config.name, known),
+            emitter: Emitter::new(events),
+            config: &config,
+        };
+        cti::reconnect(&mut client, &config.name, &config.address, backoff, &cancel).await;
     }
     .instrument(span)
     .await
+}
+
+/// One PBX's event-socket client, as the shared reconnect loop runs it.
+struct Client<'a> {
+    config: &'a EslConfig,
+    mapper: Mapper,
+    emitter: Emitter,
+}
+
+impl cti::Session for Client<'_> {
+    type Error = EslError;
+    const INPUT: &'static str = INPUT;
+    const WHAT: &'static str = "Event socket";
+
+    fn refused(error: &EslError) -> bool {
+        matches!(error, EslError::Auth(_))
+    }
+
+    async fn run_once(
+        &mut self,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> Result<(), EslError> {
+        let config = self.config;
+        let stream = tokio::time::timeout(
+            config.connect_timeout,
+            tokio::net::TcpStream::connect(config.address.as_str()),
+        )
+        .await
+        .map_err(|_| EslError::Timeout("connecting"))??;
+        let _ = stream.set_nodelay(true);
+        serve(
+            stream,
+            config,
+            &mut self.mapper,
+            &self.emitter,
+            backoff,
+            cancel,
+        )
+        .await
+    }
 }
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, command: &str) -> Result<(), EslError> {
