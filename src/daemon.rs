@@ -346,9 +346,11 @@ impl Daemon {
             tls.clone(),
             settings.log_filter.clone(),
             crate::reload::IntakeContext {
-                events: events_tx.clone(),
-                known: known.clone(),
-                tasks: tasks.clone(),
+                context: crate::telephony::intake::Context {
+                    events: events_tx.clone(),
+                    known: known.clone(),
+                    tasks: tasks.clone(),
+                },
                 cancel: cancel.clone(),
             },
         ));

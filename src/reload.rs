@@ -16,18 +16,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::agents::Agents;
-use crate::calls::CallEvent;
 use crate::config::Config;
 use crate::push::Hub;
 use crate::push::message::PageSettings;
 use crate::telephony::allow::Allow;
+use crate::telephony::intake::{Client, Intakes};
 
 /// Reloads, by result.
 pub const RELOADS: &str = "screenpop_config_reloads_total";
@@ -55,12 +51,10 @@ pub struct Report {
     pub restart_needed: Vec<&'static str>,
 }
 
-/// What the intakes need to be started.
+/// What the intakes need to be started, and what stops them all.
 #[derive(Clone)]
 pub(crate) struct IntakeContext {
-    pub(crate) events: mpsc::Sender<CallEvent>,
-    pub(crate) known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
-    pub(crate) tasks: TaskTracker,
+    pub(crate) context: crate::telephony::intake::Context,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -94,46 +88,6 @@ impl std::fmt::Debug for Reloader {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-fn digest(what: &impl std::fmt::Debug, secret: Option<&str>) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    hash.update(format!("{what:?}").as_bytes());
-    hash.update([0]);
-    hash.update(secret.unwrap_or_default().as_bytes());
-    hash.finalize().into()
-}
-
-/// One intake as configured: its key (`kind name`), digest and how to start it.
-enum Planned {
-    Ami(crate::telephony::ami::AmiConfig),
-    Esl(crate::telephony::esl::EslConfig),
-    Dialog(crate::telephony::dialog::DialogConfig),
-}
-
-impl Planned {
-    fn key(&self) -> String {
-        match self {
-            Planned::Ami(c) => format!("ami {}", c.name),
-            Planned::Esl(c) => format!("esl {}", c.name),
-            Planned::Dialog(c) => format!("dialog {}", c.name),
-        }
-    }
-
-    fn digest(&self) -> [u8; 32] {
-        match self {
-            Planned::Ami(c) => digest(c, c.secret.as_ref().map(|s| s.expose())),
-            Planned::Esl(c) => digest(c, c.password.as_ref().map(|s| s.expose())),
-            Planned::Dialog(c) => digest(c, c.password.as_ref().map(|s| s.expose())),
-        }
-    }
-}
-
-fn plan(intakes: &crate::config::Intakes) -> Vec<Planned> {
-    let ami = intakes.ami.iter().cloned().map(Planned::Ami);
-    let esl = intakes.esl.iter().cloned().map(Planned::Esl);
-    let dialog = intakes.dialog.iter().cloned().map(Planned::Dialog);
-    ami.chain(esl).chain(dialog).collect()
 }
 
 impl Reloader {
@@ -170,12 +124,12 @@ impl Reloader {
     /// Starts the configured intakes (at start-up); the dialog sockets' addresses, in order.
     pub(crate) async fn start_intakes(
         &self,
-        intakes: &crate::config::Intakes,
+        intakes: &Intakes,
     ) -> anyhow::Result<Vec<std::net::SocketAddr>> {
         let mut bound = Vec::new();
         let mut running = self.running.lock().await;
-        for planned in plan(intakes) {
-            if let Some(addr) = self.spawn(&planned, &mut running).await? {
+        for client in intakes.clients() {
+            if let Some(addr) = self.spawn(client.as_ref(), &mut running).await? {
                 bound.push(addr);
             }
         }
@@ -184,59 +138,15 @@ impl Reloader {
 
     async fn spawn(
         &self,
-        planned: &Planned,
+        client: &dyn Client,
         running: &mut HashMap<String, Running>,
     ) -> anyhow::Result<Option<std::net::SocketAddr>> {
-        let ctx = &self.intakes;
-        let stop = ctx.cancel.child_token();
-        let mut bound = None;
-        match planned {
-            Planned::Ami(c) => {
-                ctx.tasks.spawn(crate::telephony::ami::run(
-                    c.clone(),
-                    ctx.known.clone(),
-                    ctx.events.clone(),
-                    stop.clone(),
-                ));
-            }
-            Planned::Esl(c) => {
-                ctx.tasks.spawn(crate::telephony::esl::run(
-                    c.clone(),
-                    ctx.known.clone(),
-                    ctx.events.clone(),
-                    stop.clone(),
-                ));
-            }
-            Planned::Dialog(c) => {
-                // A changed subscription on the same address: the old task lets go of the
-                // socket as soon as it sees its stop.
-                let mut tries = 0;
-                let socket = loop {
-                    match UdpSocket::bind(c.bind).await {
-                        Ok(socket) => break socket,
-                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 40 => {
-                            tries += 1;
-                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        }
-                        Err(e) => {
-                            return Err(anyhow::Error::new(e)
-                                .context(format!("binding dialog `{}` UDP {}", c.name, c.bind)));
-                        }
-                    }
-                };
-                bound = Some(socket.local_addr()?);
-                ctx.tasks.spawn(crate::telephony::dialog::run(
-                    c.clone(),
-                    socket,
-                    ctx.events.clone(),
-                    stop.clone(),
-                ));
-            }
-        }
+        let stop = self.intakes.cancel.child_token();
+        let bound = client.start(&self.intakes.context, stop.clone()).await?;
         running.insert(
-            planned.key(),
+            client.key(),
             Running {
-                digest: planned.digest(),
+                digest: client.digest(),
                 stop,
             },
         );
@@ -312,16 +222,16 @@ impl Reloader {
         } else {
             None
         };
-        let planned = plan(&intakes);
+        let planned = intakes.clients();
         let mut running = self.running.lock().await;
         // New and changed dialog sockets are bound first: a busy address refuses the reload.
         let mut keep: Vec<String> = Vec::new();
-        let mut start: Vec<&Planned> = Vec::new();
+        let mut start: Vec<&dyn Client> = Vec::new();
         for p in &planned {
             let key = p.key();
             match running.get(&key) {
                 Some(r) if r.digest == p.digest() => keep.push(key),
-                _ => start.push(p),
+                _ => start.push(p.as_ref()),
             }
         }
         // Apply.
@@ -353,7 +263,7 @@ impl Reloader {
         if let Some(composer) = composer {
             if let Some(c) = &composer {
                 let (c, cancel) = (c.clone(), self.intakes.cancel.child_token());
-                self.intakes.tasks.spawn(async move {
+                self.intakes.context.tasks.spawn(async move {
                     tokio::select! {
                         () = cancel.cancelled() => {}
                         () = c.warm() => {}

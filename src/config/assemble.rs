@@ -37,18 +37,7 @@ pub fn config_agents(config: &Config) -> Vec<(crate::agents::TokenHash, crate::a
         .collect()
 }
 
-/// The PBX intakes of a config, secrets resolved from the environment.
-#[derive(Debug, Clone)]
-pub struct Intakes {
-    /// Asterisk AMI clients.
-    pub ami: Vec<crate::telephony::ami::AmiConfig>,
-    /// FreeSWITCH event-socket clients.
-    pub esl: Vec<crate::telephony::esl::EslConfig>,
-    /// Dialog-event subscriptions.
-    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
-    /// The webhook and its PBXs.
-    pub webhook: crate::telephony::webhook::WebhookConfig,
-}
+pub use crate::telephony::intake::Intakes;
 
 /// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
 /// names the intake and the variable.

@@ -7,6 +7,7 @@
 //! - `dialog`: RFC 4235 dialog-event subscriptions to a PBX (a SIP UAC over UDP).
 //! - `cti`: what the event-stream intakes share (idempotent call book, metrics);
 //!   the HTTP webhook (`webhook`, mounted by `web`) is the third of them.
+//! - `intake`: the registry of PBX client intakes (one context, start/compare/stop alike).
 //! - `allow`: source-address allow-lists shared by the listeners.
 //! - `accept`: the SIP and HEP TCP listeners' allow-list, in front of the shared accept loop
 //!   (`crate::listener`).
@@ -19,6 +20,7 @@ pub mod cti;
 pub mod dialog;
 pub mod esl;
 pub mod hep;
+pub mod intake;
 pub mod sip;
 pub mod uac;
 pub mod webhook;

@@ -475,6 +475,32 @@ impl Session<'_> {
     }
 }
 
+impl crate::telephony::intake::Client for AmiConfig {
+    fn key(&self) -> String {
+        format!("ami {}", self.name)
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        crate::telephony::intake::digest(self, self.secret.as_ref().map(Secret::expose))
+    }
+
+    fn start<'a>(
+        &'a self,
+        ctx: &'a crate::telephony::intake::Context,
+        stop: CancellationToken,
+    ) -> crate::telephony::intake::Started<'a> {
+        Box::pin(async move {
+            ctx.tasks.spawn(run(
+                self.clone(),
+                ctx.known.clone(),
+                ctx.events.clone(),
+                stop,
+            ));
+            Ok(None)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

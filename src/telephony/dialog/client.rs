@@ -262,6 +262,45 @@ async fn flush(socket: &UdpSocket, subscriber: &mut Subscriber, emitter: &Emitte
     }
 }
 
+impl crate::telephony::intake::Client for DialogConfig {
+    fn key(&self) -> String {
+        format!("dialog {}", self.name)
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        crate::telephony::intake::digest(self, self.password.as_ref().map(|s| s.expose()))
+    }
+
+    fn start<'a>(
+        &'a self,
+        ctx: &'a crate::telephony::intake::Context,
+        stop: CancellationToken,
+    ) -> crate::telephony::intake::Started<'a> {
+        Box::pin(async move {
+            // A changed subscription on the same address: the old task lets go of the socket
+            // as soon as it sees its stop.
+            let mut tries = 0;
+            let socket = loop {
+                match UdpSocket::bind(self.bind).await {
+                    Ok(socket) => break socket,
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 40 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("binding dialog `{}` UDP {}", self.name, self.bind)));
+                    }
+                }
+            };
+            let bound = socket.local_addr()?;
+            ctx.tasks
+                .spawn(run(self.clone(), socket, ctx.events.clone(), stop));
+            Ok(Some(bound))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -363,6 +363,32 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+impl crate::telephony::intake::Client for EslConfig {
+    fn key(&self) -> String {
+        format!("esl {}", self.name)
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        crate::telephony::intake::digest(self, self.password.as_ref().map(|s| s.expose()))
+    }
+
+    fn start<'a>(
+        &'a self,
+        ctx: &'a crate::telephony::intake::Context,
+        stop: CancellationToken,
+    ) -> crate::telephony::intake::Started<'a> {
+        Box::pin(async move {
+            ctx.tasks.spawn(run(
+                self.clone(),
+                ctx.known.clone(),
+                ctx.events.clone(),
+                stop,
+            ));
+            Ok(None)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
