@@ -57,10 +57,10 @@ pub struct Config {
     pub hep: Hep,
     /// The HTTP listener (agent page, API, health, metrics).
     #[serde(default)]
-    pub http: Http,
+    pub http: HttpServerConfig,
     /// Call tracking.
     #[serde(default)]
-    pub calls: Calls,
+    pub calls: CallsConfig,
     /// Where customers come from.
     #[serde(default)]
     pub directory: DirectoryConfig,
@@ -84,7 +84,7 @@ pub struct Config {
     pub page: Page,
     /// Agents (small sites; larger ones keep agents in PostgreSQL).
     #[serde(default)]
-    pub agents: Vec<Agent>,
+    pub agents: Vec<AgentConfig>,
     /// Asterisk Manager Interface connections, one `[[ami]]` per PBX.
     #[serde(default)]
     pub ami: Vec<Spanned<crate::telephony::ami::AmiConfig>>,
@@ -238,7 +238,7 @@ impl Default for Hep {
 /// `[http]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Http {
+pub struct HttpServerConfig {
     /// Address of the agent page, API, `/healthz` and `/metrics`.
     #[serde(default = "default_http")]
     pub listen: SocketAddr,
@@ -274,7 +274,7 @@ pub struct Http {
     pub keep_alive_timeout: Duration,
 }
 
-impl Http {
+impl HttpServerConfig {
     /// The listener's limits.
     pub fn limits(&self) -> crate::web::serve::HttpLimits {
         crate::web::serve::HttpLimits {
@@ -287,9 +287,9 @@ impl Http {
     }
 }
 
-impl Default for Http {
+impl Default for HttpServerConfig {
     fn default() -> Self {
-        Http {
+        HttpServerConfig {
             listen: default_http(),
             tls_cert: None,
             tls_key: None,
@@ -322,7 +322,7 @@ fn default_http() -> SocketAddr {
 /// `[calls]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Calls {
+pub struct CallsConfig {
     /// Most calls tracked at once (the oldest is expired when full).
     #[serde(default = "default_max_calls", deserialize_with = "positive")]
     pub max_calls: usize,
@@ -332,9 +332,9 @@ pub struct Calls {
     pub answered_ttl: Duration,
 }
 
-impl Default for Calls {
+impl Default for CallsConfig {
     fn default() -> Self {
-        Calls {
+        CallsConfig {
             max_calls: default_max_calls(),
             answered_ttl: default_answered_ttl(),
         }
@@ -424,7 +424,7 @@ fn default_log_interval() -> Duration {
 /// `[[agents]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Agent {
+pub struct AgentConfig {
     /// A unique id (`alice`).
     pub id: Spanned<String>,
     /// The name shown on the page.

@@ -19,7 +19,7 @@ use crate::agents::Agents;
 use crate::calls::{Calls, TrackerConfig};
 use crate::resolve::Resolver;
 use crate::telephony::allow::Allow;
-use crate::telephony::hep::{self, Observer};
+use crate::telephony::hep::{self, HepObserver};
 use crate::telephony::sip::{self, Endpoint, EndpointConfig};
 
 /// Capacity of the queue from the intakes to the call tracker.
@@ -189,7 +189,7 @@ impl Daemon {
             },
             events_tx.clone(),
         );
-        let observer = Arc::new(Observer::new(
+        let observer = Arc::new(HepObserver::new(
             hep::observe::ObserverConfig {
                 password: settings.hep_password.clone(),
                 known_extension: known.clone(),

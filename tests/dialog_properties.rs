@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use screenpop::telephony::cti::Secret;
 use screenpop::telephony::dialog::Mapper;
 use screenpop::telephony::dialog::info::{self, MAX_DIALOGS, MAX_TEXT};
-use screenpop::telephony::dialog::subscriber::{Output, Settings, Subscriber};
+use screenpop::telephony::dialog::subscriber::{Output, Subscriber, SubscriptionSettings};
 use tokio::time::Instant;
 
 fn fixtures() -> Vec<Vec<u8>> {
@@ -76,8 +76,8 @@ fn parse_and_map(body: &[u8]) {
     }
 }
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> SubscriptionSettings {
+    SubscriptionSettings {
         name: "p".into(),
         domain: "pbx.test".into(),
         username: "screenpop".into(),

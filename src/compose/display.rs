@@ -30,7 +30,7 @@ pub struct DisplayHints {
     pub columns: Vec<String>,
     /// How values are formatted, by key (default: as they are).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub formats: BTreeMap<String, Format>,
+    pub formats: BTreeMap<String, ValueFormat>,
     /// What to say when there is nothing on file (default: "Nothing on file.").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub empty: Option<String>,
@@ -67,7 +67,7 @@ impl View {
 /// How one value is formatted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum ValueFormat {
     /// An amount, in the sibling `currency` field's currency when there is one.
     Money,
     /// An ISO 8601 date or timestamp, in the agent's locale.
@@ -80,14 +80,14 @@ pub enum Format {
     Items,
 }
 
-impl Format {
+impl ValueFormat {
     /// Every format, as written in the config.
-    pub const ALL: &'static [(&'static str, Format)] = &[
-        ("money", Format::Money),
-        ("date", Format::Date),
-        ("percent", Format::Percent),
-        ("badge", Format::Badge),
-        ("items", Format::Items),
+    pub const ALL: &'static [(&'static str, ValueFormat)] = &[
+        ("money", ValueFormat::Money),
+        ("date", ValueFormat::Date),
+        ("percent", ValueFormat::Percent),
+        ("badge", ValueFormat::Badge),
+        ("items", ValueFormat::Items),
     ];
 }
 
@@ -135,7 +135,7 @@ impl TryFrom<RawHints> for DisplayHints {
         for (key, format) in raw.formats {
             let at = format!("display.formats.{key}");
             nonempty(&key, &at)?;
-            formats.insert(key, one_of(Format::ALL, &format, "format", &at)?);
+            formats.insert(key, one_of(ValueFormat::ALL, &format, "format", &at)?);
         }
         for (key, label) in &raw.labels {
             let at = format!("display.labels.{key}");
@@ -250,7 +250,7 @@ mod tests {
         .expect("valid hints");
         assert_eq!(hints.title.as_deref(), Some("Balance"));
         assert_eq!(hints.view, Some(View::Table));
-        assert_eq!(hints.formats["amount"], Format::Money);
+        assert_eq!(hints.formats["amount"], ValueFormat::Money);
         assert_eq!(
             serde_json::to_value(&hints).expect("json"),
             serde_json::json!({

@@ -113,7 +113,7 @@ pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Re
 /// The demo sources' display hints: the same `[sources.display]` tables
 /// `config/screenpop.example.toml` gives the PostgreSQL demo sources.
 pub mod hints {
-    use crate::compose::display::{DisplayHints, Format, View};
+    use crate::compose::display::{DisplayHints, ValueFormat, View};
 
     /// `balance`: the balance view.
     pub fn balance() -> DisplayHints {
@@ -131,8 +131,8 @@ pub mod hints {
                 .map(String::from)
                 .to_vec(),
             formats: [
-                ("items".to_owned(), Format::Items),
-                ("total".to_owned(), Format::Money),
+                ("items".to_owned(), ValueFormat::Items),
+                ("total".to_owned(), ValueFormat::Money),
             ]
             .into(),
             empty: Some("No purchases.".into()),

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::calls::CallEvent;
 
 /// Whether an extension belongs to an agent (intakes report only those).
-pub type Known = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+pub type KnownExtension = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What every intake is started with.
 #[derive(Clone)]
@@ -28,7 +28,7 @@ pub struct Context {
     /// The bounded queue into the call tracker.
     pub events: mpsc::Sender<CallEvent>,
     /// Which extensions are agents'.
-    pub known: Known,
+    pub known: KnownExtension,
     /// Where intake tasks run (waited for at shutdown).
     pub tasks: TaskTracker,
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::INPUT;
-use super::subscriber::{Output, Settings, Subscriber};
+use super::subscriber::{Output, Subscriber, SubscriptionSettings};
 use crate::backoff::Backoff;
 use crate::calls::CallEvent;
 use crate::telephony::cti::{self, Emitter, Secret};
@@ -193,7 +193,7 @@ pub async fn run(
                 return;
             }
         };
-        let settings = Settings {
+        let settings = SubscriptionSettings {
             name: config.name.clone(),
             domain: config
                 .domain

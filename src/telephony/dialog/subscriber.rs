@@ -85,7 +85,7 @@ pub enum SubscribeError {
 
 /// What the subscriber needs to know.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct SubscriptionSettings {
     /// The PBX's configured name: call-key prefix and metrics `peer`.
     pub name: String,
     /// The SIP domain of the extensions' AORs (`sip:2001@domain`).
@@ -189,7 +189,7 @@ struct Sub {
 /// The subscriptions of one PBX.
 #[derive(Debug)]
 pub struct Subscriber {
-    s: Settings,
+    s: SubscriptionSettings,
     subs: Vec<Sub>,
     by_call_id: HashMap<String, usize>,
     mapper: Mapper,
@@ -265,7 +265,7 @@ fn sub_state(value: &[u8]) -> SubState {
 
 impl Subscriber {
     /// Creates the subscriptions and sends their first SUBSCRIBEs.
-    pub fn new(s: Settings, now: Instant) -> Self {
+    pub fn new(s: SubscriptionSettings, now: Instant) -> Self {
         let expires = u32::try_from(s.expires.as_secs())
             .unwrap_or(u32::MAX)
             .max(1);
@@ -908,8 +908,8 @@ mod tests {
 
     const PBX: &str = "192.0.2.5:5060";
 
-    fn settings() -> Settings {
-        Settings {
+    fn settings() -> SubscriptionSettings {
+        SubscriptionSettings {
             name: "kam".into(),
             domain: "pbx.test".into(),
             username: "screenpop".into(),

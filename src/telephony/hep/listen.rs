@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::decode::frame_len;
-use super::observe::Observer;
+use super::observe::HepObserver;
 use crate::listener::{Budget, Conn, Tracked};
 use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
@@ -22,7 +22,7 @@ use crate::telephony::allow::Allow;
 /// Receives HEP datagrams until cancelled.
 pub async fn serve_udp(
     socket: UdpSocket,
-    observer: Arc<Observer>,
+    observer: Arc<HepObserver>,
     allow: Allow,
     cancel: CancellationToken,
 ) {
@@ -44,7 +44,7 @@ pub async fn serve_udp(
 /// Accepts HEP TCP connections until cancelled.
 pub async fn serve_tcp(
     listener: TcpListener,
-    observer: Arc<Observer>,
+    observer: Arc<HepObserver>,
     allow: Allow,
     budget: Budget,
     cancel: CancellationToken,
@@ -65,7 +65,7 @@ pub async fn serve_tcp(
 async fn connection(
     mut stream: Tracked<TcpStream>,
     peer: SocketAddr,
-    observer: Arc<Observer>,
+    observer: Arc<HepObserver>,
     conn: Conn,
 ) {
     let mut buf = BytesMut::with_capacity(8192);

@@ -10,4 +10,4 @@ pub mod listen;
 pub mod observe;
 
 pub use decode::{HepError, Packet, decode, encode};
-pub use observe::Observer;
+pub use observe::HepObserver;

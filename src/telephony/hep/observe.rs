@@ -49,7 +49,7 @@ struct State {
 }
 
 /// Shared by the HEP listeners.
-pub struct Observer {
+pub struct HepObserver {
     config: ObserverConfig,
     /// Message fingerprints seen within [`DEDUP_WINDOW`].
     seen: Dedup<u64>,
@@ -57,16 +57,16 @@ pub struct Observer {
     events: mpsc::Sender<CallEvent>,
 }
 
-impl std::fmt::Debug for Observer {
+impl std::fmt::Debug for HepObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observer").finish_non_exhaustive()
+        f.debug_struct("HepObserver").finish_non_exhaustive()
     }
 }
 
-impl Observer {
+impl HepObserver {
     /// Creates an observer reporting to `events`.
     pub fn new(config: ObserverConfig, events: mpsc::Sender<CallEvent>) -> Self {
-        Observer {
+        HepObserver {
             config,
             seen: Dedup::new(DEDUP_CAPACITY, DEDUP_WINDOW),
             state: Mutex::default(),
