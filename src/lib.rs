@@ -40,6 +40,7 @@ mod dedup;
 pub mod demo;
 pub mod listener;
 pub mod lookup;
+pub mod metric;
 pub mod pii;
 pub mod push;
 pub mod reload;

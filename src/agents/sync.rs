@@ -33,7 +33,7 @@ pub async fn load(client: &Client) -> Result<Vec<(TokenHash, Agent)>, DbError> {
     for row in rows {
         let hex: String = row.get(2);
         let Some(hash) = TokenHash::from_hex(&hex) else {
-            metrics::counter!("screenpop_drops_total", "reason" => "agent_bad_token_hash")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "agent_bad_token_hash")
                 .increment(1);
             continue;
         };

@@ -239,7 +239,7 @@ impl CallLog {
             }
         }
         if records > 0 || unreadable > 0 {
-            metrics::counter!("screenpop_spool_replayed_records_total").increment(records);
+            metrics::counter!(crate::calls::SPOOL_REPLAYED_RECORDS_TOTAL).increment(records);
             tracing::info!(
                 records,
                 unreadable,
@@ -348,7 +348,7 @@ impl CallLog {
             // new call (Ringing) is counted.
             if matches!(update.change, Change::Ringing { .. }) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("screenpop_call_log_rows_total", "result" => "dropped")
+                metrics::counter!(crate::calls::CALL_LOG_ROWS_TOTAL, "result" => "dropped")
                     .increment(1);
             }
             return;
@@ -361,7 +361,7 @@ impl CallLog {
         let _ = self.spool.enqueue(bytes);
         let size = pending.calls.len();
         drop(pending);
-        metrics::gauge!("screenpop_call_log_pending").set(size as f64);
+        metrics::gauge!(crate::calls::CALL_LOG_PENDING).set(size as f64);
         if size >= self.settings.batch {
             self.wake.notify_one();
         }
@@ -437,7 +437,7 @@ impl CallLog {
             p.notes.len() >= buffer && !p.notes.contains_key(call_id)
         });
         if ack.0.is_err() {
-            metrics::counter!("screenpop_call_log_rows_total", "result" => "note_refused")
+            metrics::counter!(crate::calls::CALL_LOG_ROWS_TOTAL, "result" => "note_refused")
                 .increment(1);
         }
         ack
@@ -465,7 +465,7 @@ impl CallLog {
                 }
                 Err(error) => {
                     client = None;
-                    metrics::counter!("screenpop_call_log_write_errors_total").increment(1);
+                    metrics::counter!(crate::calls::CALL_LOG_WRITE_ERRORS_TOTAL).increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, pending = self.pending_all(), retry_in = ?delay, "Call log not written; rows kept in the spool for later.");
                     tokio::select! {
@@ -604,9 +604,9 @@ impl CallLog {
                 (calls.len() + picks.len() + notes.len()) as u64,
                 Ordering::Relaxed,
             );
-            metrics::counter!("screenpop_call_log_rows_total", "result" => "written")
+            metrics::counter!(crate::calls::CALL_LOG_ROWS_TOTAL, "result" => "written")
                 .increment(calls.len() as u64);
-            metrics::gauge!("screenpop_call_log_pending").set(self.pending() as f64);
+            metrics::gauge!(crate::calls::CALL_LOG_PENDING).set(self.pending() as f64);
         }
     }
 

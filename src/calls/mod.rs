@@ -16,3 +16,32 @@ pub use event::{CallEvent, Caller, EndReason, IdentitySource, Intake};
 pub use tracker::{
     Call, CallState, CallUpdate, Calls, Change, Leg, LegState, Observer, TrackerConfig,
 };
+
+/// Metric `screenpop_call_log_pending`.
+pub const CALL_LOG_PENDING: &str = "screenpop_call_log_pending";
+/// Metric `screenpop_call_log_rows_total`.
+pub const CALL_LOG_ROWS_TOTAL: &str = "screenpop_call_log_rows_total";
+/// Metric `screenpop_call_log_write_errors_total`.
+pub const CALL_LOG_WRITE_ERRORS_TOTAL: &str = "screenpop_call_log_write_errors_total";
+/// Metric `screenpop_calls`.
+pub const CALLS: &str = "screenpop_calls";
+/// Metric `screenpop_calls_ended_total`.
+pub const CALLS_ENDED_TOTAL: &str = "screenpop_calls_ended_total";
+/// Metric `screenpop_calls_total`.
+pub const CALLS_TOTAL: &str = "screenpop_calls_total";
+/// Metric `screenpop_resolutions_total`.
+pub const RESOLUTIONS_TOTAL: &str = "screenpop_resolutions_total";
+/// Metric `screenpop_spool_bytes`.
+pub const SPOOL_BYTES: &str = "screenpop_spool_bytes";
+/// Metric `screenpop_spool_max_bytes`.
+pub const SPOOL_MAX_BYTES: &str = "screenpop_spool_max_bytes";
+/// Metric `screenpop_spool_refused_total`.
+pub const SPOOL_REFUSED_TOTAL: &str = "screenpop_spool_refused_total";
+/// Metric `screenpop_spool_replayed_records_total`.
+pub const SPOOL_REPLAYED_RECORDS_TOTAL: &str = "screenpop_spool_replayed_records_total";
+/// Metric `screenpop_spool_torn_records_total`.
+pub const SPOOL_TORN_RECORDS_TOTAL: &str = "screenpop_spool_torn_records_total";
+/// Metric `screenpop_spool_write_errors_total`.
+pub const SPOOL_WRITE_ERRORS_TOTAL: &str = "screenpop_spool_write_errors_total";
+/// Metric `screenpop_spool_written_bytes_total`.
+pub const SPOOL_WRITTEN_BYTES_TOTAL: &str = "screenpop_spool_written_bytes_total";

@@ -124,7 +124,7 @@ impl Spool {
             bytes += data.len() as u64;
             let (records, torn) = decode(&data);
             if torn > 0 {
-                metrics::counter!("screenpop_spool_torn_records_total").increment(1);
+                metrics::counter!(crate::calls::SPOOL_TORN_RECORDS_TOTAL).increment(1);
                 tracing::warn!(
                     segment = %path.display(),
                     bytes = torn,
@@ -154,8 +154,8 @@ impl Spool {
             .name("spool".into())
             .spawn(move || writer.run(rx))
             .map_err(open_err)?;
-        metrics::gauge!("screenpop_spool_bytes").set(bytes.load(Ordering::Relaxed) as f64);
-        metrics::gauge!("screenpop_spool_max_bytes").set(max_bytes as f64);
+        metrics::gauge!(crate::calls::SPOOL_BYTES).set(bytes.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(crate::calls::SPOOL_MAX_BYTES).set(max_bytes as f64);
         Ok((
             Spool {
                 dir: dir.to_owned(),
@@ -261,7 +261,7 @@ impl Spool {
 }
 
 fn refused(why: &'static str) -> SpoolError {
-    metrics::counter!("screenpop_spool_refused_total", "reason" => why).increment(1);
+    metrics::counter!(crate::calls::SPOOL_REFUSED_TOTAL, "reason" => why).increment(1);
     SpoolError::Full(why)
 }
 
@@ -385,7 +385,7 @@ impl Writer {
                         }
                     }
                 }
-                metrics::gauge!("screenpop_spool_bytes")
+                metrics::gauge!(crate::calls::SPOOL_BYTES)
                     .set(self.bytes.load(Ordering::Relaxed) as f64);
             }
             Op::Append(..) | Op::Sync(_) => {}
@@ -420,12 +420,12 @@ impl Writer {
                 let n = buf.len() as u64;
                 self.segment_bytes += n;
                 self.bytes.fetch_add(n, Ordering::Relaxed);
-                metrics::counter!("screenpop_spool_written_bytes_total").increment(n);
-                metrics::gauge!("screenpop_spool_bytes")
+                metrics::counter!(crate::calls::SPOOL_WRITTEN_BYTES_TOTAL).increment(n);
+                metrics::gauge!(crate::calls::SPOOL_BYTES)
                     .set(self.bytes.load(Ordering::Relaxed) as f64);
             }
             Err(error) => {
-                metrics::counter!("screenpop_spool_write_errors_total").increment(1);
+                metrics::counter!(crate::calls::SPOOL_WRITE_ERRORS_TOTAL).increment(1);
                 tracing::error!(%error, "Spool write failed; the records stay in memory only.");
                 // Start afresh: a partly written tail is cut at replay by its checksum.
                 self.file = None;

@@ -200,9 +200,9 @@ impl Table {
 
     /// Publishes calls by state.
     fn gauges(&self) {
-        metrics::gauge!("screenpop_calls", "state" => "ringing")
+        metrics::gauge!(crate::calls::CALLS, "state" => "ringing")
             .set((self.calls.len() - self.answered) as f64);
-        metrics::gauge!("screenpop_calls", "state" => "answered").set(self.answered as f64);
+        metrics::gauge!(crate::calls::CALLS, "state" => "answered").set(self.answered as f64);
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<CallUpdate>) {
@@ -211,7 +211,8 @@ impl Table {
         };
         // `remove` keeps the deadlines and the answered count right (its `order` entry is gone).
         if let Some(entry) = self.remove(&key) {
-            metrics::counter!("screenpop_drops_total", "reason" => "call_table_full").increment(1);
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_table_full")
+                .increment(1);
             out.push(end_call(entry.call, EndReason::Expired));
         }
     }
@@ -363,7 +364,7 @@ impl Calls {
                             &caller,
                             dialled,
                         );
-                        metrics::counter!("screenpop_calls_total", "intake" => intake.label())
+                        metrics::counter!(crate::calls::CALLS_TOTAL, "intake" => intake.label())
                             .increment(1);
                         table.next_seq += 1;
                         let seq = table.next_seq;
@@ -534,7 +535,7 @@ impl Calls {
                 None => (Resolution::Unknown, None),
             }
         };
-        metrics::counter!("screenpop_resolutions_total", "result" => resolution.label())
+        metrics::counter!(crate::calls::RESOLUTIONS_TOTAL, "result" => resolution.label())
             .increment(1);
         Call {
             id,
@@ -618,7 +619,7 @@ fn end_call(mut call: Call, reason: EndReason) -> CallUpdate {
         }
     }
     call.state = CallState::Ended { reason };
-    metrics::counter!("screenpop_calls_ended_total", "reason" => reason.label()).increment(1);
+    metrics::counter!(crate::calls::CALLS_ENDED_TOTAL, "reason" => reason.label()).increment(1);
     tracing::info_span!("call", call_id = %call.id)
         .in_scope(|| tracing::info!(reason = reason.label(), "Call ended."));
     CallUpdate {

@@ -274,7 +274,7 @@ impl Composer {
 
     /// Every section `skipped` (too many compositions at once), and the summary.
     pub fn overloaded(&self) -> (Vec<Part>, Summary) {
-        metrics::counter!("screenpop_compose_overloaded_total").increment(1);
+        metrics::counter!(crate::compose::COMPOSE_OVERLOADED_TOTAL).increment(1);
         let parts: Vec<Part> = self
             .slots
             .iter()
@@ -447,10 +447,10 @@ impl Slot {
 }
 
 fn count(slot: &Slot, status: Status, elapsed: Duration) {
-    metrics::counter!("screenpop_source_requests_total", "source" => slot.name.to_string(), "status" => status.label())
+    metrics::counter!(crate::compose::SOURCE_REQUESTS_TOTAL, "source" => slot.name.to_string(), "status" => status.label())
         .increment(1);
     if matches!(status, Status::Ok | Status::Error | Status::Timeout) {
-        metrics::histogram!("screenpop_source_seconds", "source" => slot.name.to_string())
+        metrics::histogram!(crate::compose::SOURCE_SECONDS, "source" => slot.name.to_string())
             .record(elapsed.as_secs_f64());
     }
 }
@@ -462,7 +462,7 @@ async fn fetch_one(slot: Arc<Slot>, who: Who) -> Part {
     if let Some(cache) = &slot.cache {
         match cache.lookup(&key).await {
             Lookup::Fresh(entry) => {
-                metrics::counter!("screenpop_source_cache_total", "source" => slot.name.to_string(), "result" => "fresh").increment(1);
+                metrics::counter!(crate::compose::SOURCE_CACHE_TOTAL, "source" => slot.name.to_string(), "result" => "fresh").increment(1);
                 count(&slot, Status::Ok, started.elapsed());
                 return slot.ok(
                     entry.data.clone(),
@@ -471,7 +471,7 @@ async fn fetch_one(slot: Arc<Slot>, who: Who) -> Part {
                 );
             }
             Lookup::Stale(entry) => {
-                metrics::counter!("screenpop_source_cache_total", "source" => slot.name.to_string(), "result" => "stale").increment(1);
+                metrics::counter!(crate::compose::SOURCE_CACHE_TOTAL, "source" => slot.name.to_string(), "result" => "stale").increment(1);
                 if cache.begin_refresh(&key) {
                     tokio::spawn(refresh(slot.clone(), who.clone(), key.clone()));
                 }
@@ -483,7 +483,7 @@ async fn fetch_one(slot: Arc<Slot>, who: Who) -> Part {
                 );
             }
             Lookup::Miss => {
-                metrics::counter!("screenpop_source_cache_total", "source" => slot.name.to_string(), "result" => "miss").increment(1);
+                metrics::counter!(crate::compose::SOURCE_CACHE_TOTAL, "source" => slot.name.to_string(), "result" => "miss").increment(1);
             }
         }
     }
@@ -568,7 +568,7 @@ fn fail(slot: &Slot, error: &SourceError) {
     let opened = slot.breaker.failure();
     tracing::warn!(%error, source = %slot.name, kind = slot.kind, breaker_open = slot.breaker.is_open(), "Source failed.");
     if opened {
-        metrics::counter!("screenpop_source_breaker_opened_total", "source" => slot.name.to_string())
+        metrics::counter!(crate::compose::SOURCE_BREAKER_OPENED_TOTAL, "source" => slot.name.to_string())
             .increment(1);
     }
 }
@@ -595,6 +595,17 @@ async fn refresh(slot: Arc<Slot>, who: Who, key: String) {
         cache.end_refresh(&key, data).await;
     }
 }
+
+/// Metric `screenpop_compose_overloaded_total`.
+pub const COMPOSE_OVERLOADED_TOTAL: &str = "screenpop_compose_overloaded_total";
+/// Metric `screenpop_source_breaker_opened_total`.
+pub const SOURCE_BREAKER_OPENED_TOTAL: &str = "screenpop_source_breaker_opened_total";
+/// Metric `screenpop_source_cache_total`.
+pub const SOURCE_CACHE_TOTAL: &str = "screenpop_source_cache_total";
+/// Metric `screenpop_source_requests_total`.
+pub const SOURCE_REQUESTS_TOTAL: &str = "screenpop_source_requests_total";
+/// Metric `screenpop_source_seconds`.
+pub const SOURCE_SECONDS: &str = "screenpop_source_seconds";
 
 #[cfg(test)]
 mod tests {

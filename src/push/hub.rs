@@ -141,7 +141,7 @@ impl Hub {
                 slow: slow.clone(),
             });
         }
-        metrics::gauge!("screenpop_push_connections").increment(1.0);
+        metrics::gauge!(crate::push::PUSH_CONNECTIONS).increment(1.0);
         Registration {
             hub: self.clone(),
             id,
@@ -159,7 +159,7 @@ impl Hub {
                 }
             }
         }
-        metrics::gauge!("screenpop_push_connections").decrement(1.0);
+        metrics::gauge!(crate::push::PUSH_CONNECTIONS).decrement(1.0);
     }
 
     /// The live call `call_id`, if it rang at one of `agent`'s extensions
@@ -224,7 +224,7 @@ impl Hub {
             .log
             .as_ref()
             .map(|log| log.pick(&agent.id, &key, customer_id, call_id));
-        metrics::counter!("screenpop_push_picks_total").increment(1);
+        metrics::counter!(crate::push::PUSH_PICKS_TOTAL).increment(1);
         Ok(ack)
     }
 
@@ -586,10 +586,10 @@ fn caller_key(call: &Call) -> Option<String> {
 fn offer(sub: &Subscriber, msg: Outbound) {
     let kind = msg.kind;
     match sub.tx.try_send(msg) {
-        Ok(()) => metrics::counter!("screenpop_push_messages_total", "type" => kind).increment(1),
+        Ok(()) => metrics::counter!(crate::push::PUSH_MESSAGES_TOTAL, "type" => kind).increment(1),
         Err(mpsc::error::TrySendError::Full(_)) => {
             if !sub.slow.is_cancelled() {
-                metrics::counter!("screenpop_push_drops_total", "reason" => "slow_consumer")
+                metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "slow_consumer")
                     .increment(1);
                 sub.slow.cancel();
             }

@@ -15,3 +15,16 @@ pub mod session;
 
 pub use hub::Hub;
 pub use session::SessionConfig;
+
+/// Metric `screenpop_push_client_messages_total`.
+pub const PUSH_CLIENT_MESSAGES_TOTAL: &str = "screenpop_push_client_messages_total";
+/// Metric `screenpop_push_connections`.
+pub const PUSH_CONNECTIONS: &str = "screenpop_push_connections";
+/// Metric `screenpop_push_drops_total`.
+pub const PUSH_DROPS_TOTAL: &str = "screenpop_push_drops_total";
+/// Metric `screenpop_push_fanout_seconds`.
+pub const PUSH_FANOUT_SECONDS: &str = "screenpop_push_fanout_seconds";
+/// Metric `screenpop_push_messages_total`.
+pub const PUSH_MESSAGES_TOTAL: &str = "screenpop_push_messages_total";
+/// Metric `screenpop_push_picks_total`.
+pub const PUSH_PICKS_TOTAL: &str = "screenpop_push_picks_total";

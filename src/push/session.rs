@@ -122,7 +122,7 @@ pub async fn run(
     let timed_out = first.is_err();
     if let Ok(Some(Err(error))) = first {
         if too_big(&error) {
-            metrics::counter!("screenpop_push_drops_total", "reason" => "too_big").increment(1);
+            metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "too_big").increment(1);
             let _ = sink.send(close(CLOSE_TOO_BIG, "message too big")).await;
         }
         return;
@@ -138,7 +138,8 @@ pub async fn run(
         _ => None,
     };
     let Some((agent, hash)) = agent else {
-        metrics::counter!("screenpop_push_drops_total", "reason" => "unauthenticated").increment(1);
+        metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "unauthenticated")
+            .increment(1);
         throttle.failed(peer.0, CHANNEL);
         let why = if timed_out {
             "auth timeout"
@@ -257,7 +258,7 @@ async fn live(
                 let frame = match frame {
                     Some(Ok(frame)) => frame,
                     Some(Err(error)) if drain_until.is_none() && too_big(&error) => {
-                        metrics::counter!("screenpop_push_drops_total", "reason" => "too_big")
+                        metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "too_big")
                             .increment(1);
                         let _ = close_with.set((CLOSE_TOO_BIG, "message too big"));
                         done.cancel();
@@ -278,7 +279,7 @@ async fn live(
                             Outbound::new("pong", None, serde_json::json!({}))
                         }
                         Ok(ClientMessage::Dismiss { call_id }) => {
-                            metrics::counter!("screenpop_push_client_messages_total", "type" => "dismiss").increment(1);
+                            metrics::counter!(crate::push::PUSH_CLIENT_MESSAGES_TOTAL, "type" => "dismiss").increment(1);
                             match hub.dismiss(&acting(), &call_id) {
                                 Ok(()) => Outbound::new(
                                     "dismissed",
@@ -296,7 +297,7 @@ async fn live(
                             call_id,
                             customer_id,
                         }) => {
-                            metrics::counter!("screenpop_push_client_messages_total", "type" => "pick").increment(1);
+                            metrics::counter!(crate::push::PUSH_CLIENT_MESSAGES_TOTAL, "type" => "pick").increment(1);
                             let picked = match hub.pick(&acting(), &call_id, &customer_id) {
                                 Ok(Some(ack)) => ack.durable().await.map_err(|error| {
                                     tracing::warn!(%error, "Pick not saved.");
@@ -366,7 +367,7 @@ async fn live(
                 agent = new;
                 hash = new_hash;
                 *acting.write().unwrap_or_else(|p| p.into_inner()) = agent.clone();
-                metrics::counter!("screenpop_push_client_messages_total", "type" => "reauth").increment(1);
+                metrics::counter!(crate::push::PUSH_CLIENT_MESSAGES_TOTAL, "type" => "reauth").increment(1);
                 Message::Text(ready(&agent, &page.borrow()).render(seq).into())
             }
             Ok(()) = agents_changed.changed() => {
@@ -393,7 +394,7 @@ async fn live(
             }
             msg = rx.recv() => match msg {
                 Some(msg) => {
-                    metrics::histogram!("screenpop_push_fanout_seconds").record(msg.created.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS).record(msg.created.elapsed().as_secs_f64());
                     Message::Text(msg.render(seq).into())
                 }
                 None => break,
@@ -430,7 +431,7 @@ async fn live(
     }
     if let Some(&(code, reason)) = close_with.get() {
         if code == CLOSE_TOO_SLOW {
-            metrics::counter!("screenpop_push_drops_total", "reason" => "closed_too_slow")
+            metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "closed_too_slow")
                 .increment(1);
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close(code, reason))).await;

@@ -120,7 +120,7 @@ impl Resolver for Index {
         let generation = self.generation.load(Ordering::Acquire);
         if let Some((cached_at, miss)) = self.misses.get(raw) {
             if cached_at == generation {
-                metrics::counter!("screenpop_directory_miss_cache_total", "result" => "hit")
+                metrics::counter!(crate::resolve::DIRECTORY_MISS_CACHE_TOTAL, "result" => "hit")
                     .increment(1);
                 return miss;
             }
@@ -134,7 +134,7 @@ impl Resolver for Index {
             (generation, self.read().resolve_key(&key))
         });
         if computed.get() {
-            metrics::counter!("screenpop_directory_miss_cache_total", "result" => "miss")
+            metrics::counter!(crate::resolve::DIRECTORY_MISS_CACHE_TOTAL, "result" => "miss")
                 .increment(1);
         }
         if !matches!(

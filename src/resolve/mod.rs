@@ -155,3 +155,16 @@ pub trait Resolver: Send + Sync + 'static {
         Vec::new()
     }
 }
+
+/// Metric `screenpop_directory_customers`.
+pub const DIRECTORY_CUSTOMERS: &str = "screenpop_directory_customers";
+/// Metric `screenpop_directory_miss_cache_total`.
+pub const DIRECTORY_MISS_CACHE_TOTAL: &str = "screenpop_directory_miss_cache_total";
+/// Metric `screenpop_directory_numbers`.
+pub const DIRECTORY_NUMBERS: &str = "screenpop_directory_numbers";
+/// Metric `screenpop_directory_reconnects_total`.
+pub const DIRECTORY_RECONNECTS_TOTAL: &str = "screenpop_directory_reconnects_total";
+/// Metric `screenpop_directory_reloads_total`.
+pub const DIRECTORY_RELOADS_TOTAL: &str = "screenpop_directory_reloads_total";
+/// Metric `screenpop_directory_updates_total`.
+pub const DIRECTORY_UPDATES_TOTAL: &str = "screenpop_directory_updates_total";

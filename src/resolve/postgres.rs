@@ -101,7 +101,7 @@ impl PgDirectory {
             let Err(error) = self.listen_once(&cancel, first).await else {
                 return;
             };
-            metrics::counter!("screenpop_directory_reconnects_total").increment(1);
+            metrics::counter!(crate::resolve::DIRECTORY_RECONNECTS_TOTAL).increment(1);
             let delay = backoff.next_delay();
             tracing::warn!(%error, retry_in = ?delay, "Customer index lost its PostgreSQL connection.");
             first = false;
@@ -130,7 +130,7 @@ impl PgDirectory {
                 let listening = Listening::open(&self.url, &[CHANNEL]).await?;
                 // Anything may have changed while we were not listening.
                 self.reload(&listening.client).await?;
-                metrics::counter!("screenpop_directory_reloads_total", "why" => "reconnect")
+                metrics::counter!(crate::resolve::DIRECTORY_RELOADS_TOTAL, "why" => "reconnect")
                     .increment(1);
                 tracing::info!("Customer index reconnected and reloaded.");
                 listening
@@ -153,7 +153,7 @@ impl PgDirectory {
                 if let Err(error) = self.reload(&client).await {
                     break Err(error);
                 }
-                metrics::counter!("screenpop_directory_reloads_total", "why" => "notify")
+                metrics::counter!(crate::resolve::DIRECTORY_RELOADS_TOTAL, "why" => "notify")
                     .increment(1);
                 continue;
             }
@@ -195,7 +195,8 @@ impl PgDirectory {
             .map_err(DbError::query("reading a changed customer"))?;
         let Some(row) = row else {
             self.index.edit(|d| d.remove(id));
-            metrics::counter!("screenpop_directory_updates_total", "op" => "delete").increment(1);
+            metrics::counter!(crate::resolve::DIRECTORY_UPDATES_TOTAL, "op" => "delete")
+                .increment(1);
             return Ok(());
         };
         let numbers = client
@@ -223,7 +224,7 @@ impl PgDirectory {
             keys.push((key, kind_of(row.get(4))));
         }
         self.index.edit(|d| d.upsert(customer, keys));
-        metrics::counter!("screenpop_directory_updates_total", "op" => "upsert").increment(1);
+        metrics::counter!(crate::resolve::DIRECTORY_UPDATES_TOTAL, "op" => "upsert").increment(1);
         write_fills(client, fills).await
     }
 }
@@ -317,8 +318,8 @@ async fn full_load(
     .map_err(|e| DbError::Runtime(std::io::Error::other(e)))?;
     let (index, numbers, fills) = loaded?;
     tracing::info!(customers = index.customers(), numbers, elapsed = ?started.elapsed(), "Customer index loaded.");
-    metrics::gauge!("screenpop_directory_customers").set(index.customers() as f64);
-    metrics::gauge!("screenpop_directory_numbers").set(index.keys() as f64);
+    metrics::gauge!(crate::resolve::DIRECTORY_CUSTOMERS).set(index.customers() as f64);
+    metrics::gauge!(crate::resolve::DIRECTORY_NUMBERS).set(index.keys() as f64);
     if !fills.is_empty() {
         let count = fills.len();
         write_fills(client, fills).await?;

@@ -28,7 +28,7 @@ pub async fn serve_connections<F, Fut>(
     let admit = move |ip| {
         let permitted = allow.permits(ip);
         if !permitted {
-            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "source_not_allowed")
                 .increment(1);
         }
         permitted

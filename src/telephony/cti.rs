@@ -146,7 +146,7 @@ impl Book {
         let seq = self.bump();
         if !self.calls.contains_key(call) {
             if self.calls.len() >= BOOK_CAPACITY {
-                metrics::counter!("screenpop_drops_total", "reason" => "cti_book_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cti_book_full")
                     .increment(1);
                 return None;
             }
@@ -295,7 +295,7 @@ impl Emitter {
         let mut all = true;
         for event in events {
             if self.tx.try_send(event).is_err() {
-                metrics::counter!("screenpop_drops_total", "reason" => "call_event_queue_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
                     .increment(1);
                 all = false;
             }
@@ -306,12 +306,13 @@ impl Emitter {
 
 /// Counts one received protocol event (`kind` from a fixed list, so labels stay bounded).
 pub fn count_event(input: &'static str, kind: &'static str) {
-    metrics::counter!("screenpop_cti_events_total", "input" => input, "kind" => kind).increment(1);
+    metrics::counter!(crate::telephony::CTI_EVENTS_TOTAL, "input" => input, "kind" => kind)
+        .increment(1);
 }
 
 /// Counts one line or frame that could not be understood.
 pub fn count_garbage(input: &'static str) {
-    metrics::counter!("screenpop_cti_garbage_total", "input" => input).increment(1);
+    metrics::counter!(crate::telephony::CTI_GARBAGE_TOTAL, "input" => input).increment(1);
 }
 
 /// Records how late an event arrived, from the PBX's own timestamp (seconds since the epoch).
@@ -323,24 +324,24 @@ pub fn record_lag(input: &'static str, event_time: f64) {
     let lag = now - event_time;
     // Clocks differ: a negative lag is skew, not news; an absurd one is a bad timestamp.
     if lag.is_finite() && (0.0..86_400.0).contains(&lag) {
-        metrics::histogram!("screenpop_cti_event_lag_seconds", "input" => input).record(lag);
+        metrics::histogram!(crate::telephony::CTI_EVENT_LAG_SECONDS, "input" => input).record(lag);
     }
 }
 
 /// Sets `screenpop_cti_connected{input,peer}`.
 pub fn set_connected(input: &'static str, peer: &str, up: bool) {
-    metrics::gauge!("screenpop_cti_connected", "input" => input, "peer" => peer.to_owned())
+    metrics::gauge!(crate::telephony::CTI_CONNECTED, "input" => input, "peer" => peer.to_owned())
         .set(if up { 1.0 } else { 0.0 });
 }
 
 /// Counts a reconnect.
 pub fn count_reconnect(input: &'static str) {
-    metrics::counter!("screenpop_cti_reconnects_total", "input" => input).increment(1);
+    metrics::counter!(crate::telephony::CTI_RECONNECTS_TOTAL, "input" => input).increment(1);
 }
 
 /// Counts a completed resync.
 pub fn count_resync(input: &'static str) {
-    metrics::counter!("screenpop_cti_resyncs_total", "input" => input).increment(1);
+    metrics::counter!(crate::telephony::CTI_RESYNCS_TOTAL, "input" => input).increment(1);
 }
 
 /// A PBX client intake's connection, for the shared [`reconnect`] loop.

@@ -24,3 +24,32 @@ pub mod intake;
 pub mod sip;
 pub mod uac;
 pub mod webhook;
+
+/// Metric `screenpop_cti_connected`.
+pub const CTI_CONNECTED: &str = "screenpop_cti_connected";
+/// Metric `screenpop_cti_event_lag_seconds`.
+pub const CTI_EVENT_LAG_SECONDS: &str = "screenpop_cti_event_lag_seconds";
+/// Metric `screenpop_cti_events_total`.
+pub const CTI_EVENTS_TOTAL: &str = "screenpop_cti_events_total";
+/// Metric `screenpop_cti_garbage_total`.
+pub const CTI_GARBAGE_TOTAL: &str = "screenpop_cti_garbage_total";
+/// Metric `screenpop_cti_reconnects_total`.
+pub const CTI_RECONNECTS_TOTAL: &str = "screenpop_cti_reconnects_total";
+/// Metric `screenpop_cti_resyncs_total`.
+pub const CTI_RESYNCS_TOTAL: &str = "screenpop_cti_resyncs_total";
+/// Metric `screenpop_cti_subscribed`.
+pub const CTI_SUBSCRIBED: &str = "screenpop_cti_subscribed";
+/// Metric `screenpop_hep_packets_total`.
+pub const HEP_PACKETS_TOTAL: &str = "screenpop_hep_packets_total";
+/// Metric `screenpop_sip_messages_total`.
+pub const SIP_MESSAGES_TOTAL: &str = "screenpop_sip_messages_total";
+/// Metric `screenpop_sip_parse_errors_total`.
+pub const SIP_PARSE_ERRORS_TOTAL: &str = "screenpop_sip_parse_errors_total";
+/// Metric `screenpop_sip_rejected_total`.
+pub const SIP_REJECTED_TOTAL: &str = "screenpop_sip_rejected_total";
+/// Metric `screenpop_sip_responses_total`.
+pub const SIP_RESPONSES_TOTAL: &str = "screenpop_sip_responses_total";
+/// Metric `screenpop_sip_retransmissions_total`.
+pub const SIP_RETRANSMISSIONS_TOTAL: &str = "screenpop_sip_retransmissions_total";
+/// Metric `screenpop_sip_transactions`.
+pub const SIP_TRANSACTIONS: &str = "screenpop_sip_transactions";

@@ -220,7 +220,7 @@ impl Webhook {
     /// Refuses a request that failed authentication: 401, counted against its address, logged
     /// at most once a minute.
     fn refuse(&self, peer: Peer, why: &'static str) -> Response {
-        metrics::counter!("screenpop_drops_total", "reason" => "webhook_unauthenticated")
+        metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "webhook_unauthenticated")
             .increment(1);
         self.throttle.failed(peer.0, CHANNEL);
         if let Some(held_back) = self.refusals.sample() {

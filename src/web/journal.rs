@@ -124,7 +124,7 @@ pub async fn note(
     else {
         return error(StatusCode::NOT_FOUND, crate::push::hub::NOT_YOURS);
     };
-    metrics::counter!("screenpop_notes_total").increment(1);
+    metrics::counter!(crate::web::NOTES_TOTAL).increment(1);
     axum::Json(entry).into_response()
 }
 

@@ -122,7 +122,7 @@ fn agent_of(
         Some(agent) => Ok(agent),
         None => {
             state.throttle.failed(peer.0, CHANNEL_API);
-            metrics::counter!("screenpop_drops_total", "reason" => "http_unauthenticated")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "http_unauthenticated")
                 .increment(1);
             Err(Box::new(
                 (
@@ -198,7 +198,7 @@ async fn websocket(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&headers, &state.push.allowed_origins) {
-        metrics::counter!("screenpop_push_drops_total", "reason" => "origin").increment(1);
+        metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "origin").increment(1);
         return (
             StatusCode::FORBIDDEN,
             "origin not allowed: list the page's address in [http] allowed_origins",
@@ -206,7 +206,7 @@ async fn websocket(
             .into_response();
     }
     let Ok(slot) = state.push.slots.clone().try_acquire_owned() else {
-        metrics::counter!("screenpop_push_drops_total", "reason" => "connection_limit")
+        metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "connection_limit")
             .increment(1);
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
@@ -264,6 +264,9 @@ fn live_calls(state: &AppState, headers: &HeaderMap, peer: Peer) -> Response {
     let calls = state.calls.live(Some(&agent.extensions));
     axum::Json(serde_json::json!({ "agent": &*agent, "calls": calls })).into_response()
 }
+
+/// Metric `screenpop_notes_total`.
+pub const NOTES_TOTAL: &str = "screenpop_notes_total";
 
 #[cfg(test)]
 mod tests {

@@ -116,13 +116,13 @@ async fn connection(
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                metrics::counter!("screenpop_drops_total", "reason" => "tls_handshake_failed")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
                     .increment(1);
                 tracing::debug!(%peer, %error, "TLS handshake failed.");
                 return;
             }
             Err(_) => {
-                metrics::counter!("screenpop_drops_total", "reason" => "tls_handshake_failed")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
                     .increment(1);
                 metrics::counter!(CLOSED, "listener" => "http", "reason" => "handshake_timeout")
                     .increment(1);

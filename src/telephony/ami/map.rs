@@ -202,7 +202,7 @@ impl Mapper {
                 );
             }
             None => {
-                metrics::counter!("screenpop_drops_total", "reason" => "cti_book_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cti_book_full")
                     .increment(1);
             }
         }

@@ -250,7 +250,7 @@ async fn flush(socket: &UdpSocket, subscriber: &mut Subscriber, emitter: &Emitte
         match output {
             Output::Send { to, bytes } => {
                 if let Err(error) = socket.send_to(&bytes, to).await {
-                    metrics::counter!("screenpop_drops_total", "reason" => "dialog_send_failed")
+                    metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "dialog_send_failed")
                         .increment(1);
                     tracing::debug!(%error, %to, "Dialog datagram not sent.");
                 }

@@ -124,7 +124,7 @@ impl Mapper {
                     }
                     let legs = self.legs.entry(ext.to_owned()).or_default();
                     if legs.len() >= LEGS_PER_EXTENSION {
-                        metrics::counter!("screenpop_drops_total", "reason" => "dialog_legs_full")
+                        metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "dialog_legs_full")
                             .increment(1);
                         continue;
                     }

@@ -879,7 +879,7 @@ impl Subscriber {
     fn gauges(&self) {
         let active = self.active();
         cti::set_connected(INPUT, &self.s.name, active > 0);
-        metrics::gauge!("screenpop_cti_subscribed", "input" => INPUT, "peer" => self.s.name.clone())
+        metrics::gauge!(crate::telephony::CTI_SUBSCRIBED, "input" => INPUT, "peer" => self.s.name.clone())
             .set(active as f64);
     }
 }

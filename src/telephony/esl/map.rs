@@ -174,7 +174,7 @@ impl Mapper {
                 self.legs.insert(uuid.clone(), Leg { key, extension });
             }
             None => {
-                metrics::counter!("screenpop_drops_total", "reason" => "cti_book_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cti_book_full")
                     .increment(1);
                 return None;
             }

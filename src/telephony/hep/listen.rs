@@ -33,7 +33,7 @@ pub async fn serve_udp(
             r = socket.recv_from(&mut buf) => match r { Ok(r) => r, Err(_) => continue },
         };
         if !allow.permits(peer.ip()) {
-            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "source_not_allowed")
                 .increment(1);
             continue;
         }
@@ -80,7 +80,7 @@ async fn connection(
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    metrics::counter!("screenpop_hep_packets_total", "result" => error.kind())
+                    metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => error.kind())
                         .increment(1);
                     return;
                 }

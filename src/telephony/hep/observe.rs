@@ -81,7 +81,7 @@ impl HepObserver {
         let packet = match decode(bytes) {
             Ok(p) => p,
             Err(error) => {
-                metrics::counter!("screenpop_hep_packets_total", "result" => error.kind())
+                metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => error.kind())
                     .increment(1);
                 tracing::debug!(%sender, %error, "Dropped a HEP packet.");
                 return false;
@@ -90,30 +90,34 @@ impl HepObserver {
         if let Some(password) = &self.config.password
             && packet.auth_key != Some(password.as_bytes())
         {
-            metrics::counter!("screenpop_hep_packets_total", "result" => "bad_auth").increment(1);
+            metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_auth")
+                .increment(1);
             return false;
         }
         if packet.proto_type.is_some_and(|t| t != 1) {
-            metrics::counter!("screenpop_hep_packets_total", "result" => "not_sip").increment(1);
+            metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "not_sip")
+                .increment(1);
             return false;
         }
         let msg = match scan(&packet.payload, Transport::Datagram) {
             Ok(m) if m.defect.is_none() => m,
             Ok(_) | Err(_) => {
-                metrics::counter!("screenpop_hep_packets_total", "result" => "bad_sip")
+                metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_sip")
                     .increment(1);
                 return false;
             }
         };
         let Some(fingerprint) = fingerprint(&msg) else {
-            metrics::counter!("screenpop_hep_packets_total", "result" => "bad_sip").increment(1);
+            metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_sip")
+                .increment(1);
             return false;
         };
         if !self.seen.first_seen(fingerprint) {
-            metrics::counter!("screenpop_hep_packets_total", "result" => "duplicate").increment(1);
+            metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "duplicate")
+                .increment(1);
             return true;
         }
-        metrics::counter!("screenpop_hep_packets_total", "result" => "sip").increment(1);
+        metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "sip").increment(1);
         let mut events = Vec::new();
         {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,7 +125,7 @@ impl HepObserver {
         }
         for event in events {
             if self.events.try_send(event).is_err() {
-                metrics::counter!("screenpop_drops_total", "reason" => "call_event_queue_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
                     .increment(1);
             }
         }

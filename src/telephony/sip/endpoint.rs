@@ -83,7 +83,8 @@ impl ReplyPath {
             ReplyPath::Tcp(tx) => tx.try_send(bytes).is_ok(),
         };
         if !ok {
-            metrics::counter!("screenpop_drops_total", "reason" => "reply_not_sent").increment(1);
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "reply_not_sent")
+                .increment(1);
         }
     }
 
@@ -157,7 +158,7 @@ impl Table {
                 self.by_call.remove(&txn.call_id);
             }
         }
-        metrics::gauge!("screenpop_sip_transactions").set(self.txns.len() as f64);
+        metrics::gauge!(crate::telephony::SIP_TRANSACTIONS).set(self.txns.len() as f64);
     }
 }
 
@@ -217,7 +218,7 @@ impl Endpoint {
         let msg = match scan(bytes, transport) {
             Ok(msg) => msg,
             Err(error) => {
-                metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
+                metrics::counter!(crate::telephony::SIP_PARSE_ERRORS_TOTAL, "kind" => error.kind())
                     .increment(1);
                 tracing::debug!(%source, %error, "Dropped an unreadable SIP message.");
                 return false;
@@ -227,7 +228,7 @@ impl Endpoint {
             StartLine::Response { code, .. } => {
                 // We send no requests, so no response can match a client transaction of ours
                 // [RFC 3261 §18.1.2]: count and drop.
-                metrics::counter!("screenpop_sip_messages_total", "transport" => transport_label, "method" => "response")
+                metrics::counter!(crate::telephony::SIP_MESSAGES_TOTAL, "transport" => transport_label, "method" => "response")
                     .increment(1);
                 tracing::trace!(%source, code, "Ignored a SIP response.");
                 return false;
@@ -235,17 +236,17 @@ impl Endpoint {
             StartLine::Request { method, .. } => method,
         };
         let method = Method::of(method_raw);
-        metrics::counter!("screenpop_sip_messages_total", "transport" => transport_label, "method" => method.label())
+        metrics::counter!(crate::telephony::SIP_MESSAGES_TOTAL, "transport" => transport_label, "method" => method.label())
             .increment(1);
         if let Some(error) = msg.defect {
-            metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
+            metrics::counter!(crate::telephony::SIP_PARSE_ERRORS_TOTAL, "kind" => error.kind())
                 .increment(1);
         }
         let checked = match check::request(&msg) {
             Ok(checked) => checked,
             Err(rejection) => {
                 if msg.defect.is_none() {
-                    metrics::counter!("screenpop_sip_rejected_total", "kind" => rejection.kind)
+                    metrics::counter!(crate::telephony::SIP_REJECTED_TOTAL, "kind" => rejection.kind)
                         .increment(1);
                 }
                 // Never answer an ACK [§17.2.3]; without a Via there is nowhere to answer.
@@ -323,7 +324,7 @@ impl Endpoint {
                 .clone()
                 .unwrap_or_else(|| txn.trying.clone());
             fx.sends.push((txn.path.clone(), last));
-            metrics::counter!("screenpop_sip_retransmissions_total").increment(1);
+            metrics::counter!(crate::telephony::SIP_RETRANSMISSIONS_TOTAL).increment(1);
             return;
         }
         // The same request arriving by another path (new branch, same From tag, CSeq and
@@ -338,7 +339,8 @@ impl Endpoint {
             });
         if merged {
             drop(table);
-            metrics::counter!("screenpop_sip_rejected_total", "kind" => "merged").increment(1);
+            metrics::counter!(crate::telephony::SIP_REJECTED_TOTAL, "kind" => "merged")
+                .increment(1);
             fx.sends.push((
                 path.clone(),
                 respond(msg, source, 482, "Loop Detected", &new_tag(), &[]),
@@ -347,7 +349,7 @@ impl Endpoint {
         }
         if table.txns.len() >= self.config.max_transactions {
             drop(table);
-            metrics::counter!("screenpop_drops_total", "reason" => "transaction_table_full")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "transaction_table_full")
                 .increment(1);
             tracing::warn!(%source, "SIP transaction table full: refused an INVITE with 480.");
             fx.sends.push((
@@ -394,7 +396,7 @@ impl Endpoint {
             .entry(call_id.clone().into())
             .or_default()
             .push(key.clone());
-        metrics::gauge!("screenpop_sip_transactions").set(table.txns.len() as f64);
+        metrics::gauge!(crate::telephony::SIP_TRANSACTIONS).set(table.txns.len() as f64);
         fx.wake_timers |=
             table.schedule(&key, Instant::now() + self.config.ring_timeout, Timer::Ring);
         drop(table);
@@ -408,7 +410,8 @@ impl Endpoint {
                 dialled: identity::dialled(msg),
             }),
             None => {
-                metrics::counter!("screenpop_drops_total", "reason" => "no_extension").increment(1);
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "no_extension")
+                    .increment(1);
                 tracing::info!(%source, "INVITE names no extension (no Request-URI or To user); held without a pop.");
             }
         }
@@ -551,7 +554,7 @@ impl Endpoint {
         }
         for event in fx.events {
             if self.events.try_send(event).is_err() {
-                metrics::counter!("screenpop_drops_total", "reason" => "call_event_queue_full")
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
                     .increment(1);
             }
         }
@@ -679,7 +682,8 @@ fn respond(
 }
 
 fn count_response(code: u16) {
-    metrics::counter!("screenpop_sip_responses_total", "code" => code.to_string()).increment(1);
+    metrics::counter!(crate::telephony::SIP_RESPONSES_TOTAL, "code" => code.to_string())
+        .increment(1);
 }
 
 /// A fresh To tag: 64 random bits, hex.

@@ -102,7 +102,7 @@ async fn connection(
                     }
                 }
                 Err(error) => {
-                    metrics::counter!("screenpop_sip_parse_errors_total", "kind" => error.kind())
+                    metrics::counter!(crate::telephony::SIP_PARSE_ERRORS_TOTAL, "kind" => error.kind())
                         .increment(1);
                     tracing::debug!(%peer, %error, "SIP TCP framing error; closing the connection.");
                     // Answer what can be answered (a 400 naming the defect), then close.

@@ -31,12 +31,12 @@ pub async fn serve(
             },
         };
         if !allow.permits(peer.ip()) {
-            metrics::counter!("screenpop_drops_total", "reason" => "source_not_allowed")
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "source_not_allowed")
                 .increment(1);
             continue;
         }
         if len > MAX_MESSAGE_BYTES {
-            metrics::counter!("screenpop_sip_parse_errors_total", "kind" => "too_large")
+            metrics::counter!(crate::telephony::SIP_PARSE_ERRORS_TOTAL, "kind" => "too_large")
                 .increment(1);
             continue;
         }
