@@ -85,8 +85,9 @@ pub struct Settings {
     pub webhook: crate::telephony::webhook::WebhookConfig,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
     pub journal: usize,
-    /// The config file, re-read on SIGHUP ([`crate::reload`]); none for the demo.
-    pub config_path: Option<std::path::PathBuf>,
+    /// The config file and what it held at start: re-read on SIGHUP and compared with it
+    /// ([`crate::reload`]); none for the demo.
+    pub config_file: Option<(std::path::PathBuf, crate::config::Config)>,
     /// Sets the log filter on a reload (installed by the binary).
     pub log_filter: Option<crate::reload::LogFilter>,
 }
@@ -337,7 +338,7 @@ impl Daemon {
             None => None,
         };
         let reloader = Arc::new(crate::reload::Reloader::new(
-            settings.config_path.clone(),
+            settings.config_file.take(),
             settings.agents.clone(),
             hub.clone(),
             settings.push.session.page.clone(),
@@ -659,7 +660,7 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
         directory_sync: None,
         agents_sync: None,
         journal: config.page.journal,
-        config_path: None,
+        config_file: None,
         log_filter: None,
     })
 }

@@ -301,7 +301,7 @@ fn main() -> ExitCode {
                 log_filter(level).map_err(anyhow::Error::msg)?;
             }
             let mut settings = screenpop::daemon::settings_from(&config).await?;
-            settings.config_path = Some(path);
+            settings.config_file = Some((path, config));
             settings.log_filter = Some(log_filter);
             let pid_file = pid_file.or_else(default_pid_file);
             serve(settings, None, pid_file).await

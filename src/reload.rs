@@ -93,7 +93,7 @@ impl std::fmt::Debug for Reloader {
 impl Reloader {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        path: Option<PathBuf>,
+        file: Option<(PathBuf, Config)>,
         agents: Arc<Agents>,
         hub: Arc<Hub>,
         page: Arc<tokio::sync::watch::Sender<Arc<PageSettings>>>,
@@ -103,7 +103,7 @@ impl Reloader {
         log_filter: Option<LogFilter>,
         intakes: IntakeContext,
     ) -> Reloader {
-        let config = path.as_ref().and_then(|p| Config::load(p).ok());
+        let (path, config) = file.unzip();
         Reloader {
             path,
             config: Mutex::new(config),

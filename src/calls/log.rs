@@ -120,6 +120,17 @@ enum Record {
     Note { call_id: String, note: Note },
 }
 
+impl Record {
+    /// Tags the record with the spool segment it is in (or a no later one).
+    fn set_segment(&mut self, segment: u64) {
+        match self {
+            Record::Call { row, .. } => row.segment = segment,
+            Record::Pick { pick, .. } => pick.segment = segment,
+            Record::Note { note, .. } => note.segment = segment,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Pending {
     calls: HashMap<String, Row>,
@@ -227,11 +238,7 @@ impl CallLog {
         for r in replayed {
             match serde_json::from_slice::<Record>(&r.payload) {
                 Ok(mut record) => {
-                    match &mut record {
-                        Record::Call { row, .. } => row.segment = r.segment,
-                        Record::Pick { pick, .. } => pick.segment = r.segment,
-                        Record::Note { note, .. } => note.segment = r.segment,
-                    }
+                    record.set_segment(r.segment);
                     pending.add(record);
                     records += 1;
                 }
@@ -311,7 +318,7 @@ impl CallLog {
             Change::Ended { reason } => (Some(now), Some(*reason)),
             _ => (None, None),
         };
-        let mut row = Row {
+        let row = Row {
             caller_number: call.caller_number.clone(),
             withheld: call.withheld,
             customer_id: match &call.resolution {
@@ -332,15 +339,11 @@ impl CallLog {
             outcome,
             segment: 0,
         };
-        let record = Record::Call {
+        let mut record = Record::Call {
             id: call.id.clone(),
             row,
         };
         let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        let Record::Call { row: taken, .. } = record else {
-            return;
-        };
-        row = taken;
         let mut pending = self.lock();
         if !pending.calls.contains_key(&call.id) && pending.calls.len() >= self.settings.buffer {
             drop(pending);
@@ -355,8 +358,8 @@ impl CallLog {
         }
         // Tagged and queued under the lock: the spool holds the updates of a call in the
         // order they were folded, each in a segment no earlier than its tag.
-        row.segment = self.spool.segment();
-        pending.add_call(&call.id, row);
+        record.set_segment(self.spool.segment());
+        pending.add(record);
         // A refused record stays in memory (written while the daemon runs) and is counted.
         let _ = self.spool.enqueue(bytes);
         let size = pending.calls.len();
@@ -383,11 +386,7 @@ impl CallLog {
             Err(error) => return Ack(Err(error)),
         };
         let mut record = record;
-        match &mut record {
-            Record::Call { row, .. } => row.segment = segment,
-            Record::Pick { pick, .. } => pick.segment = segment,
-            Record::Note { note, .. } => note.segment = segment,
-        }
+        record.set_segment(segment);
         pending.add(record);
         drop(pending);
         self.wake.notify_one();

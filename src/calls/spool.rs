@@ -194,15 +194,25 @@ impl Spool {
         Ok(())
     }
 
-    /// Queues a record without waiting (the call path): it is on disk within one group commit.
-    pub fn enqueue(&self, payload: Vec<u8>) -> Result<(), SpoolError> {
+    /// Queues a record without waiting (never blocks: a full queue refuses), to be acknowledged
+    /// on `ack` once on disk.
+    fn queue(
+        &self,
+        payload: Vec<u8>,
+        ack: Option<oneshot::Sender<Result<(), SpoolError>>>,
+    ) -> Result<(), SpoolError> {
         self.admit(&payload)?;
         self.ops
-            .try_send(Op::Append(payload, None))
+            .try_send(Op::Append(payload, ack))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => refused("queue"),
                 mpsc::error::TrySendError::Closed(_) => SpoolError::Closed,
             })
+    }
+
+    /// Queues a record without waiting (the call path): it is on disk within one group commit.
+    pub fn enqueue(&self, payload: Vec<u8>) -> Result<(), SpoolError> {
+        self.queue(payload, None)
     }
 
     /// Queues a record without waiting; the receiver answers once it is on disk (fsynced).
@@ -210,26 +220,9 @@ impl Spool {
         &self,
         payload: Vec<u8>,
     ) -> Result<oneshot::Receiver<Result<(), SpoolError>>, SpoolError> {
-        self.admit(&payload)?;
         let (tx, rx) = oneshot::channel();
-        self.ops
-            .try_send(Op::Append(payload, Some(tx)))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => refused("queue"),
-                mpsc::error::TrySendError::Closed(_) => SpoolError::Closed,
-            })?;
+        self.queue(payload, Some(tx))?;
         Ok(rx)
-    }
-
-    /// Appends a record and returns once it is on disk (fsynced).
-    pub async fn append(&self, payload: Vec<u8>) -> Result<(), SpoolError> {
-        self.admit(&payload)?;
-        let (tx, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Append(payload, Some(tx)))
-            .await
-            .map_err(|_| SpoolError::Closed)?;
-        rx.await.map_err(|_| SpoolError::Closed)?
     }
 
     /// Starts a new segment (when the current one holds anything) after every record queued
@@ -466,6 +459,14 @@ impl Writer {
 mod tests {
     use super::*;
 
+    /// Appends a record and waits until it is on disk.
+    async fn durable(spool: &Spool, payload: &[u8]) -> Result<(), SpoolError> {
+        spool
+            .submit(payload.to_vec())?
+            .await
+            .map_err(|_| SpoolError::Closed)?
+    }
+
     fn temp() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "screenpop-spool-unit-{}-{}",
@@ -501,7 +502,7 @@ mod tests {
         let dir = temp();
         let (spool, replayed) = Spool::open(&dir, 1 << 20).expect("open");
         assert!(replayed.is_empty());
-        spool.append(b"a".to_vec()).await.expect("a");
+        durable(&spool, b"a").await.expect("a");
         let next = spool.rotate().await.expect("rotate");
         spool.enqueue(b"b".to_vec()).expect("b");
         spool.sync().await.expect("sync");
@@ -540,9 +541,9 @@ mod tests {
     async fn a_full_spool_refuses_and_says_so() {
         let dir = temp();
         let (spool, _) = Spool::open(&dir, 64).expect("open");
-        spool.append(vec![b'x'; 40]).await.expect("fits");
+        durable(&spool, &[b'x'; 40]).await.expect("fits");
         assert!(matches!(
-            spool.append(vec![b'y'; 40]).await,
+            durable(&spool, &[b'y'; 40]).await,
             Err(SpoolError::Full("max_bytes"))
         ));
         assert!(spool.enqueue(vec![b'y'; 40]).is_err());

@@ -365,6 +365,20 @@ pub trait Session {
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// Connects to a PBX over TCP within `timeout` (`timed_out` otherwise), Nagle off: small
+/// commands and events must not wait for ACKs.
+pub async fn connect<E: From<std::io::Error>>(
+    address: &str,
+    timeout: Duration,
+    timed_out: E,
+) -> Result<tokio::net::TcpStream, E> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| timed_out)??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 /// The reconnect loop every PBX client intake shares: a session, then (unless cancelled) the
 /// reconnect counted, the peer marked down, one log line saying why, a jittered backoff, and
 /// again.

@@ -48,6 +48,12 @@ pub trait Client: Send + Sync {
     fn start<'a>(&'a self, ctx: &'a Context, stop: CancellationToken) -> Started<'a>;
 }
 
+/// Spawns an intake's task on `ctx.tasks`: the start of an intake that binds nothing.
+pub fn spawned<'a>(ctx: &Context, task: impl Future<Output = ()> + Send + 'static) -> Started<'a> {
+    ctx.tasks.spawn(task);
+    Box::pin(std::future::ready(Ok(None)))
+}
+
 /// A digest of a config (its `Debug`, which hides secrets) and its secret.
 pub fn digest(config: &impl std::fmt::Debug, secret: Option<&str>) -> [u8; 32] {
     let mut hash = Sha256::new();

@@ -247,13 +247,12 @@ impl cti::Session for Client<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), AmiError> {
         let config = self.config;
-        let stream = tokio::time::timeout(
+        let stream = cti::connect(
+            &config.address,
             config.connect_timeout,
-            tokio::net::TcpStream::connect(config.address.as_str()),
+            AmiError::Timeout("connecting"),
         )
-        .await
-        .map_err(|_| AmiError::Timeout("connecting"))??;
-        let _ = stream.set_nodelay(true);
+        .await?;
         let mut session = Session {
             config,
             mapper: &mut self.mapper,
@@ -489,15 +488,10 @@ impl crate::telephony::intake::Client for AmiConfig {
         ctx: &'a crate::telephony::intake::Context,
         stop: CancellationToken,
     ) -> crate::telephony::intake::Started<'a> {
-        Box::pin(async move {
-            ctx.tasks.spawn(run(
-                self.clone(),
-                ctx.known.clone(),
-                ctx.events.clone(),
-                stop,
-            ));
-            Ok(None)
-        })
+        crate::telephony::intake::spawned(
+            ctx,
+            run(self.clone(), ctx.known.clone(), ctx.events.clone(), stop),
+        )
     }
 }
 

@@ -156,13 +156,12 @@ impl cti::Session for Client<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), EslError> {
         let config = self.config;
-        let stream = tokio::time::timeout(
+        let stream = cti::connect(
+            &config.address,
             config.connect_timeout,
-            tokio::net::TcpStream::connect(config.address.as_str()),
+            EslError::Timeout("connecting"),
         )
-        .await
-        .map_err(|_| EslError::Timeout("connecting"))??;
-        let _ = stream.set_nodelay(true);
+        .await?;
         serve(
             stream,
             config,
@@ -377,15 +376,10 @@ impl crate::telephony::intake::Client for EslConfig {
         ctx: &'a crate::telephony::intake::Context,
         stop: CancellationToken,
     ) -> crate::telephony::intake::Started<'a> {
-        Box::pin(async move {
-            ctx.tasks.spawn(run(
-                self.clone(),
-                ctx.known.clone(),
-                ctx.events.clone(),
-                stop,
-            ));
-            Ok(None)
-        })
+        crate::telephony::intake::spawned(
+            ctx,
+            run(self.clone(), ctx.known.clone(), ctx.events.clone(), stop),
+        )
     }
 }
 
