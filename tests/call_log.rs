@@ -23,21 +23,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const PG: &str = "127.0.0.1:5432";
 
-async fn seed(db: &TestDb) {
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO customers (id, name, company) VALUES
-                 ('acme', 'Acme Corporation', 'Acme'),
-                 ('pat', 'Pat Shared', 'Globex'), ('sam', 'Sam Shared', 'Initech');
-             INSERT INTO customer_numbers (customer_id, raw, kind) VALUES
-                 ('acme', '(415) 555-0100', 'main'),
-                 ('pat', '+1 312 555 0142', 'main'), ('sam', '(312) 555-0142', 'main');",
-        )
-        .await
-        .expect("seed");
-}
-
 /// A daemon on the database at `url`, with agents alice (1001) and bob (1002).
 async fn daemon(url: &str, call_log: &str) -> Daemon {
     let toml = format!(
@@ -103,7 +88,7 @@ where
 #[tokio::test]
 async fn every_call_is_logged_and_none_is_lost_while_postgres_is_away() {
     let db = TestDb::new().await;
-    seed(&db).await;
+    db.seed_acme_and_shared().await;
     let proxy = Proxy::start(PG.parse().expect("addr")).await;
     let daemon = daemon(&proxy.url(&db.name), "").await;
     let mut updates = daemon.calls.subscribe();
@@ -204,7 +189,7 @@ async fn every_call_is_logged_and_none_is_lost_while_postgres_is_away() {
 #[tokio::test]
 async fn a_full_buffer_drops_new_calls_and_counts_them() {
     let db = TestDb::new().await;
-    seed(&db).await;
+    db.seed_acme_and_shared().await;
     let proxy = Proxy::start(PG.parse().expect("addr")).await;
     let daemon = daemon(&proxy.url(&db.name), "buffer = 3").await;
     let log = daemon.call_log.clone().expect("call log");
@@ -280,7 +265,7 @@ fn candidate_ids(pop: &Value) -> Vec<String> {
 #[tokio::test]
 async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
     let db = TestDb::new().await;
-    seed(&db).await;
+    db.seed_acme_and_shared().await;
     let daemon1 = daemon(&db.url, "").await;
     let http = daemon1.bound.http.expect("http");
     let mut alice = sign_in(http, "alice-t").await;
@@ -372,7 +357,7 @@ async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
 #[tokio::test]
 async fn an_agents_note_and_disposition_land_on_the_call_log_row() {
     let db = TestDb::new().await;
-    seed(&db).await;
+    db.seed_acme_and_shared().await;
     let daemon = daemon(&db.url, "").await;
     let http = daemon.bound.http.expect("http");
     let mut updates = daemon.calls.subscribe();

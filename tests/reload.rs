@@ -7,91 +7,30 @@ mod support;
 #[path = "support/ws.rs"]
 mod ws;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use screenpop::config::TokenHash;
 use serde_json::json;
+use support::binary::Process;
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_screenpop");
 
-struct Daemon {
-    child: Child,
-    sip: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(config: &Path, pid_file: &Path) -> Daemon {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .env_remove("SCREENPOP_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        std::thread::spawn({
-            let log = log.clone();
-            move || {
-                for line in stderr.lines().map_while(Result::ok) {
-                    let mut log = log.lock().expect("log");
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (mut sip, mut http) = (None, None);
-        let mut line = String::new();
-        while sip.is_none() || http.is_none() {
-            line.clear();
-            let n = stdout.read_line(&mut line).expect("banner");
-            assert!(n > 0, "no banner; log:\n{}", log.lock().expect("log"));
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["SIP", "udp", addr, ..] => sip = addr.trim_end_matches(',').parse().ok(),
-                ["HTTP", addr, ..] => http = addr.parse().ok(),
-                _ => {}
-            }
-        }
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        // The pid file is written right after the banner.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !pid_file.exists() {
-            assert!(Instant::now() < deadline, "no pid file");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Daemon {
-            child,
-            sip: sip.expect("sip"),
-            http: http.expect("http"),
-            log,
-        }
+/// The binary on `config`, writing its pid to `pid_file` (for `screenpop reload`).
+fn start(config: &Path, pid_file: &Path) -> Process {
+    let daemon = Process::start(config, &["--pid-file".as_ref(), pid_file.as_os_str()]);
+    // The pid file is written right after the banner.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "no pid file");
+        std::thread::sleep(Duration::from_millis(10));
     }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    daemon
 }
 
 fn agent(id: &str, ext: &str) -> String {
@@ -212,7 +151,7 @@ async fn reload_applies_agents_and_sources_keeps_sockets_and_refuses_a_broken_co
         "",
     );
     let pid_file = dir.join("screenpop.pid");
-    let daemon = Daemon::start(&dir.join("screenpop.toml"), &pid_file);
+    let daemon = start(&dir.join("screenpop.toml"), &pid_file);
     let (sip, http) = (daemon.sip.to_string(), daemon.http.to_string());
     write_config(
         &dir,

@@ -11,128 +11,25 @@ mod support;
 #[path = "support/ws.rs"]
 mod ws;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use proxy::Proxy;
 use screenpop::config::TokenHash;
 use serde_json::json;
+use support::binary::Process;
 use support::pg::TestDb;
 use tokio::net::UdpSocket;
 
-const BIN: &str = env!("CARGO_BIN_EXE_screenpop");
 const PG: &str = "127.0.0.1:5432";
 const ACME: &str = "+14155550100";
 const SHARED: &str = "+13125550142";
 
-/// One run of the binary on a config.
-struct Process {
-    child: Child,
-    sip: SocketAddr,
-    http: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn start(config: &Path) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("SCREENPOP_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        std::thread::spawn({
-            let log = log.clone();
-            move || {
-                for line in stderr.lines().map_while(Result::ok) {
-                    let mut log = log.lock().expect("log");
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (mut sip, mut http) = (None, None);
-        let mut line = String::new();
-        while sip.is_none() || http.is_none() {
-            line.clear();
-            let n = stdout.read_line(&mut line).expect("banner");
-            assert!(n > 0, "no banner; log:\n{}", log.lock().expect("log"));
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["SIP", "udp", addr, ..] => sip = addr.trim_end_matches(',').parse().ok(),
-                ["HTTP", addr, ..] => http = addr.parse().ok(),
-                _ => {}
-            }
-        }
-        // Keep reading so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stdout.lines() {});
-        Process {
-            child,
-            sip: sip.expect("sip"),
-            http: http.expect("http"),
-            log,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill {signal}");
-    }
-
-    /// Waits (bounded) for the process to exit; its exit code (None: killed by a signal).
-    async fn exited(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "did not exit within 15 s");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A database with Acme and two customers sharing a number; a config on it through `proxy`
 /// with its own spool; alice at 1001.
 async fn setup(dir: &Path, proxy: &Proxy, db: &TestDb) -> PathBuf {
-    db.client()
-        .await
-        .batch_execute(
-            "INSERT INTO customers (id, name, company) VALUES
-                 ('acme', 'Acme Corporation', 'Acme'),
-                 ('pat', 'Pat Shared', 'Globex'), ('sam', 'Sam Shared', 'Initech');
-             INSERT INTO customer_numbers (customer_id, raw, kind) VALUES
-                 ('acme', '(415) 555-0100', 'main'),
-                 ('pat', '+1 312 555 0142', 'main'), ('sam', '(312) 555-0142', 'main');",
-        )
-        .await
-        .expect("seed");
+    db.seed_acme_and_shared().await;
     std::fs::create_dir_all(dir).expect("dir");
     let config = dir.join("screenpop.toml");
     std::fs::write(
@@ -344,7 +241,7 @@ async fn sigterm_during_an_outage_loses_nothing_and_reports_its_flush() {
     let proxy = Proxy::start(PG.parse().expect("addr")).await;
     let dir = run_dir("term");
     let config = setup(&dir, &proxy, &db).await;
-    let mut first = Process::start(&config);
+    let mut first = Process::start(&config, &[]);
     proxy.cut();
     let acked = traffic(&first, "term", 10, 5, 2).await;
     first.signal("-TERM");
@@ -358,7 +255,7 @@ async fn sigterm_during_an_outage_loses_nothing_and_reports_its_flush() {
 
     // PostgreSQL back, the daemon restarted on the same spool: everything lands.
     proxy.restore();
-    let mut second = Process::start(&config);
+    let mut second = Process::start(&config, &[]);
     let outcomes = landed(&db, &acked, Duration::from_secs(15)).await;
     for id in &acked.calls {
         let want = if acked.cancelled.contains(id) {
@@ -391,14 +288,14 @@ async fn sigkill_during_an_outage_loses_nothing() {
     let proxy = Proxy::start(PG.parse().expect("addr")).await;
     let dir = run_dir("kill");
     let config = setup(&dir, &proxy, &db).await;
-    let mut first = Process::start(&config);
+    let mut first = Process::start(&config, &[]);
     proxy.cut();
     let acked = traffic(&first, "kill", 10, 5, 2).await;
     first.signal("-KILL");
     assert_eq!(first.exited().await, None);
 
     proxy.restore();
-    let mut second = Process::start(&config);
+    let mut second = Process::start(&config, &[]);
     let outcomes = landed(&db, &acked, Duration::from_secs(15)).await;
     for id in &acked.cancelled {
         assert_eq!(outcomes[id].as_deref(), Some("cancelled"), "call {id}");
@@ -416,7 +313,7 @@ async fn a_minute_without_postgres_loses_nothing() {
     let proxy = Proxy::start(PG.parse().expect("addr")).await;
     let dir = run_dir("outage");
     let config = setup(&dir, &proxy, &db).await;
-    let mut daemon = Process::start(&config);
+    let mut daemon = Process::start(&config, &[]);
     proxy.cut();
     let outage = Instant::now();
     let mut acked = Acked::default();

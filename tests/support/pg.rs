@@ -39,6 +39,23 @@ impl TestDb {
         screenpop::db::connect(&self.url).await.expect("connect")
     }
 
+    /// Acme (one number) and two customers of other companies sharing `+1 312 555 0142`
+    /// (a caller with candidates), each number written in another format.
+    pub async fn seed_acme_and_shared(&self) {
+        self.client()
+            .await
+            .batch_execute(
+                "INSERT INTO customers (id, name, company) VALUES
+                     ('acme', 'Acme Corporation', 'Acme'),
+                     ('pat', 'Pat Shared', 'Globex'), ('sam', 'Sam Shared', 'Initech');
+                 INSERT INTO customer_numbers (customer_id, raw, kind) VALUES
+                     ('acme', '(415) 555-0100', 'main'),
+                     ('pat', '+1 312 555 0142', 'main'), ('sam', '(312) 555-0142', 'main');",
+            )
+            .await
+            .expect("seed");
+    }
+
     /// A fresh call-log spool directory for a daemon on this database (each daemon needs its
     /// own), as the `[call_log]` line that names it.
     pub fn spool_line(&self) -> String {
