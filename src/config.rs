@@ -6,11 +6,8 @@
 //! settings mean at run time: see `daemon`.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -39,9 +36,9 @@ pub enum ConfigError {
     },
 }
 
-/// The whole file.
+/// The whole file. Unknown keys are refused: inside each section by serde, at the top level by
+/// [`Config::parse`] (the client intakes' tables are read in a second pass).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Phone-number normalisation.
     #[serde(default)]
@@ -51,22 +48,22 @@ pub struct Config {
     pub log: Log,
     /// The SIP fork-target listener.
     #[serde(default)]
-    pub sip: Sip,
+    pub sip: crate::telephony::sip::SipConfig,
     /// The HEPv3 listener.
     #[serde(default)]
-    pub hep: Hep,
+    pub hep: crate::telephony::hep::HepConfig,
     /// The HTTP listener (agent page, API, health, metrics).
     #[serde(default)]
-    pub http: HttpServerConfig,
+    pub http: crate::web::HttpServerConfig,
     /// Call tracking.
     #[serde(default)]
-    pub calls: CallsConfig,
+    pub calls: crate::calls::CallsConfig,
     /// Where customers come from.
     #[serde(default)]
     pub directory: DirectoryConfig,
     /// The call log in PostgreSQL.
     #[serde(default)]
-    pub call_log: CallLogConfig,
+    pub call_log: crate::calls::CallLogConfig,
     /// Profile composition.
     #[serde(default)]
     pub compose: crate::compose::ComposeConfig,
@@ -84,19 +81,18 @@ pub struct Config {
     pub page: Page,
     /// Agents (small sites; larger ones keep agents in PostgreSQL).
     #[serde(default)]
-    pub agents: Vec<AgentConfig>,
-    /// Asterisk Manager Interface connections, one `[[ami]]` per PBX.
-    #[serde(default)]
-    pub ami: Vec<Spanned<crate::telephony::ami::AmiConfig>>,
-    /// FreeSWITCH event-socket connections, one `[[esl]]` per switch.
-    #[serde(default)]
-    pub esl: Vec<Spanned<crate::telephony::esl::EslConfig>>,
+    pub agents: Vec<crate::agents::AgentConfig>,
     /// `POST /api/events`: signed call events from a PBX (`[webhook]`, `[[webhook.pbx]]`).
     #[serde(default)]
     pub webhook: crate::telephony::webhook::WebhookConfig,
-    /// RFC 4235 dialog-event subscriptions, one `[[dialog]]` per PBX.
-    #[serde(default)]
-    pub dialog: Vec<Spanned<crate::telephony::dialog::DialogConfig>>,
+    /// The client intakes (`[[ami]]`, `[[esl]]`, `[[dialog]]`: the registry in
+    /// `telephony::intake`), read from the same text after the rest so that each keeps its
+    /// place in the file.
+    #[serde(skip)]
+    pub intakes: crate::telephony::intake::Sections,
+    /// Top-level keys that are not the sections above: each must be a client intake's table.
+    #[serde(flatten)]
+    others: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// `[log]`
@@ -119,330 +115,9 @@ fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
     Ok(Some(level))
 }
 
-/// `[sip]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sip {
-    /// UDP addresses to listen on.
-    #[serde(default)]
-    pub udp: Vec<SocketAddr>,
-    /// TCP addresses to listen on.
-    #[serde(default)]
-    pub tcp: Vec<SocketAddr>,
-    /// Source networks allowed to send SIP (the PBX); everything else is dropped and counted.
-    #[serde(default)]
-    pub allow: Vec<IpNet>,
-    /// How long a branch may ring before screenpop ends it with 480.
-    #[serde(default = "default_ring_timeout", with = "duration")]
-    pub ring_timeout: Duration,
-    /// Most INVITE transactions held at once.
-    #[serde(default = "default_max_transactions")]
-    pub max_transactions: usize,
-    /// Most concurrent TCP connections; when full, a new one evicts the least useful (see
-    /// `listener`).
-    #[serde(default = "default_max_tcp", deserialize_with = "positive")]
-    pub max_tcp_connections: usize,
-    /// Most concurrent TCP connections from one source address.
-    #[serde(default = "default_max_tcp_per_source", deserialize_with = "positive")]
-    pub max_tcp_connections_per_source: usize,
-    /// A TCP connection without traffic for this long is closed (PBXs keep theirs alive with
-    /// CRLF pings). Never shorter than `ring_timeout` + 32 s: a longer-ringing INVITE's final
-    /// response must find its connection open, so a shorter value is raised to that (see
-    /// [`Sip::tcp_idle_timeout_in_force`]).
-    #[serde(default = "default_tcp_idle", with = "duration")]
-    pub tcp_idle_timeout: Duration,
-}
-
-impl Sip {
-    /// The idle timeout in force: `tcp_idle_timeout`, raised to `ring_timeout` + 32 s.
-    pub fn tcp_idle_timeout_in_force(&self) -> Duration {
-        self.tcp_idle_timeout
-            .max(crate::telephony::sip::tcp::min_idle_timeout(
-                self.ring_timeout,
-            ))
-    }
-}
-
-impl Default for Sip {
-    fn default() -> Self {
-        Sip {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-            allow: Vec::new(),
-            ring_timeout: default_ring_timeout(),
-            max_transactions: default_max_transactions(),
-            max_tcp_connections: default_max_tcp(),
-            max_tcp_connections_per_source: default_max_tcp_per_source(),
-            tcp_idle_timeout: default_tcp_idle(),
-        }
-    }
-}
-
-fn default_ring_timeout() -> Duration {
-    Duration::from_secs(120)
-}
-fn default_max_transactions() -> usize {
-    50_000
-}
-fn default_max_tcp() -> usize {
-    1024
-}
-fn default_max_tcp_per_source() -> usize {
-    32
-}
-fn default_tcp_idle() -> Duration {
-    Duration::from_secs(120)
-}
-
-/// `[hep]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Hep {
-    /// UDP addresses to listen on.
-    #[serde(default)]
-    pub udp: Vec<SocketAddr>,
-    /// TCP addresses to listen on.
-    #[serde(default)]
-    pub tcp: Vec<SocketAddr>,
-    /// Source networks allowed to send HEP (the capture agents).
-    #[serde(default)]
-    pub allow: Vec<IpNet>,
-    /// The capture password (HEP chunk 0x0e) every packet must carry, if set.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Most concurrent TCP connections; when full, a new one evicts the least useful.
-    #[serde(default = "default_max_tcp", deserialize_with = "positive")]
-    pub max_tcp_connections: usize,
-    /// Most concurrent TCP connections from one source address.
-    #[serde(default = "default_max_tcp_per_source", deserialize_with = "positive")]
-    pub max_tcp_connections_per_source: usize,
-    /// A TCP connection without a packet for this long is closed.
-    #[serde(default = "default_tcp_idle", with = "duration")]
-    pub tcp_idle_timeout: Duration,
-}
-
-impl Default for Hep {
-    fn default() -> Self {
-        Hep {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-            allow: Vec::new(),
-            password: None,
-            max_tcp_connections: default_max_tcp(),
-            max_tcp_connections_per_source: default_max_tcp_per_source(),
-            tcp_idle_timeout: default_tcp_idle(),
-        }
-    }
-}
-
-/// `[http]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpServerConfig {
-    /// Address of the agent page, API, `/healthz` and `/metrics`.
-    #[serde(default = "default_http")]
-    pub listen: SocketAddr,
-    /// PEM certificate chain for HTTPS/WSS (with `tls_key`); relative to this file.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for HTTPS/WSS (with `tls_cert`); relative to this file.
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// Browser origins (`scheme://host[:port]`) allowed to open `/ws`, e.g. the page's public
-    /// address `"https://screenpop.example.com"` or a CRM embedding it. Without it only the
-    /// page's own origin is allowed, and only when the page was reached by IP address or
-    /// `localhost`: an origin named by DNS must be listed, or a DNS-rebinding page could pass.
-    #[serde(default)]
-    pub allowed_origins: Vec<crate::web::AllowedOrigin>,
-    /// Most connections at once (WebSockets included); when full, a new one evicts the least
-    /// useful (see `listener`).
-    #[serde(default = "default_http_max", deserialize_with = "positive")]
-    pub max_connections: usize,
-    /// Most connections at once from one client address.
-    #[serde(
-        default = "default_http_max_per_address",
-        deserialize_with = "positive"
-    )]
-    pub max_connections_per_address: usize,
-    /// A request's headers must be complete this long after its first byte (after the
-    /// connection opened, for the first request); slower clients are disconnected.
-    #[serde(default = "default_header_read_timeout", with = "duration")]
-    pub header_read_timeout: Duration,
-    /// A keep-alive connection idle this long between requests is closed (WebSockets have
-    /// their own heartbeat, `[push]`).
-    #[serde(default = "default_keep_alive_timeout", with = "duration")]
-    pub keep_alive_timeout: Duration,
-}
-
-impl HttpServerConfig {
-    /// The listener's limits.
-    pub fn limits(&self) -> crate::web::serve::HttpLimits {
-        crate::web::serve::HttpLimits {
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_address,
-            header_read_timeout: self.header_read_timeout,
-            keep_alive_timeout: self.keep_alive_timeout,
-            ..Default::default()
-        }
-    }
-}
-
-impl Default for HttpServerConfig {
-    fn default() -> Self {
-        HttpServerConfig {
-            listen: default_http(),
-            tls_cert: None,
-            tls_key: None,
-            allowed_origins: Vec::new(),
-            max_connections: default_http_max(),
-            max_connections_per_address: default_http_max_per_address(),
-            header_read_timeout: default_header_read_timeout(),
-            keep_alive_timeout: default_keep_alive_timeout(),
-        }
-    }
-}
-
-fn default_http_max() -> usize {
-    crate::web::serve::HttpLimits::default().max_connections
-}
-fn default_http_max_per_address() -> usize {
-    crate::web::serve::HttpLimits::default().max_connections_per_address
-}
-fn default_header_read_timeout() -> Duration {
-    crate::web::serve::HttpLimits::default().header_read_timeout
-}
-fn default_keep_alive_timeout() -> Duration {
-    crate::web::serve::HttpLimits::default().keep_alive_timeout
-}
-
-fn default_http() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-
-/// `[calls]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallsConfig {
-    /// Most calls tracked at once (the oldest is expired when full).
-    #[serde(default = "default_max_calls", deserialize_with = "positive")]
-    pub max_calls: usize,
-    /// How long an answered call whose end is never seen stays live (SIP fork mode never sees
-    /// the BYE).
-    #[serde(default = "default_answered_ttl", with = "duration")]
-    pub answered_ttl: Duration,
-}
-
-impl Default for CallsConfig {
-    fn default() -> Self {
-        CallsConfig {
-            max_calls: default_max_calls(),
-            answered_ttl: default_answered_ttl(),
-        }
-    }
-}
-
-fn default_max_calls() -> usize {
-    20_000
-}
-fn default_answered_ttl() -> Duration {
-    Duration::from_secs(15 * 60)
-}
-
-/// `[call_log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallLogConfig {
-    /// Where the call log (and the agents' picks) are written; defaults to
-    /// `[directory] database_url`. Neither set: no call log in PostgreSQL.
-    #[serde(default)]
-    pub database_url: Option<String>,
-    /// Most calls waiting to be written while PostgreSQL is slow or away; beyond it new calls
-    /// are dropped from the log and counted.
-    #[serde(default = "default_log_buffer", deserialize_with = "positive")]
-    pub buffer: usize,
-    /// Most rows per write.
-    #[serde(default = "default_log_batch", deserialize_with = "positive")]
-    pub batch: usize,
-    /// How often pending rows are written.
-    #[serde(default = "default_log_interval", with = "duration")]
-    pub flush_interval: Duration,
-    /// The local spool every row, note and pick goes through before PostgreSQL (relative to
-    /// this file). Default: `$STATE_DIRECTORY/spool` (systemd's `StateDirectory=`), else
-    /// `/var/lib/screenpop/spool`. One directory per daemon: a second process is refused.
-    #[serde(default)]
-    pub spool_dir: Option<PathBuf>,
-    /// Most bytes the spool may hold while PostgreSQL is away (default 1 GiB, about a
-    /// million calls); beyond it new rows are refused and counted, notes answered 503.
-    #[serde(default = "default_spool_max_bytes", deserialize_with = "positive")]
-    pub spool_max_bytes: usize,
-}
-
-impl CallLogConfig {
-    /// The spool directory, with relative paths taken from `base` (the config file's folder).
-    pub fn spool_dir(&self, base: &Path) -> PathBuf {
-        match &self.spool_dir {
-            Some(dir) => base.join(dir),
-            None => match std::env::var_os("STATE_DIRECTORY") {
-                // systemd may pass several, colon-separated: the first is ours.
-                Some(dirs) => {
-                    PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
-                        .join("spool")
-                }
-                None => PathBuf::from("/var/lib/screenpop/spool"),
-            },
-        }
-    }
-}
-
-impl Default for CallLogConfig {
-    fn default() -> Self {
-        CallLogConfig {
-            database_url: None,
-            buffer: default_log_buffer(),
-            batch: default_log_batch(),
-            flush_interval: default_log_interval(),
-            spool_dir: None,
-            spool_max_bytes: default_spool_max_bytes(),
-        }
-    }
-}
-
-fn default_spool_max_bytes() -> usize {
-    1 << 30
-}
-
-fn default_log_buffer() -> usize {
-    100_000
-}
-fn default_log_batch() -> usize {
-    500
-}
-fn default_log_interval() -> Duration {
-    Duration::from_millis(200)
-}
-
-/// `[[agents]]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    /// A unique id (`alice`).
-    pub id: Spanned<String>,
-    /// The name shown on the page.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The extensions whose calls this agent sees.
-    pub extensions: Vec<String>,
-    /// Roles that open restricted profile sections (a source's `roles`), e.g. `["credit"]`.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// SHA-256 of the agent's token, hex (`screenpop hash-token` prints it).
-    pub token_sha256: TokenHash,
-}
-
 pub use crate::agents::TokenHash;
 pub use crate::push::section::{Page, Push, default_dispositions};
 pub use crate::resolve::section::{DirectoryConfig, Numbers, Region};
-use crate::serde_ext::{duration, positive};
 
 mod assemble;
 pub use assemble::{
@@ -487,7 +162,25 @@ impl Config {
 
     /// Parses and validates text; `file` labels errors.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| invalid(text, file, e))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| invalid(text, file, e))?;
+        let tables = crate::telephony::intake::Sections::TABLES;
+        if let Some(key) = config.others.keys().find(|k| !tables.contains(&k.as_str())) {
+            let line = text
+                .lines()
+                .position(|l| {
+                    let l = l.trim_start().trim_start_matches('[');
+                    l.strip_prefix(key.as_str())
+                        .is_some_and(|r| r.trim_start().starts_with(['=', ']', '.']))
+                })
+                .map_or(1, |i| i + 1);
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                line,
+                key: key.clone(),
+                message: format!("unknown field `{key}`"),
+            });
+        }
+        config.intakes = toml::from_str(text).map_err(|e| invalid(text, file, e))?;
         let at = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError::Invalid {
             file: file.into(),
             line: line_of(text, span.start),
@@ -535,7 +228,7 @@ impl Config {
                 message: "tls_cert and tls_key go together: set both or neither".into(),
             });
         }
-        check_cti(&config, &at)?;
+        check_intakes(&config, &at)?;
         let mut names = HashSet::new();
         for (i, source) in config.sources.iter().enumerate() {
             let name = &source.get_ref().settings.name;
@@ -551,26 +244,32 @@ impl Config {
             + config.sip.tcp.len()
             + config.hep.udp.len()
             + config.hep.tcp.len()
-            + config.ami.len()
-            + config.esl.len()
-            + config.webhook.pbx.len()
-            + config.dialog.len();
+            + config.intakes.each().len()
+            + config.webhook.pbx.len();
         if listens == 0 {
             return Err(ConfigError::Invalid {
                 file: file.into(),
                 line: 1,
                 key: "sip".into(),
-                message: "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[ami]], [[esl]], [[webhook.pbx]] or [[dialog]]".into(),
+                message: format!(
+                    "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[webhook.pbx]] or one of {}",
+                    crate::telephony::intake::Sections::TABLES
+                        .iter()
+                        .map(|t| format!("[[{t}]]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             });
         }
         Ok(config)
     }
 }
 
-/// Checks the CTI inputs: names unique across `[[ami]]`, `[[esl]]`, `[[webhook.pbx]]` and `[[dialog]]`
-/// (they prefix call keys and label metrics), `host:port` addresses, exactly one of a secret and
-/// its environment variable, non-zero timers.
-fn check_cti(
+/// Checks the intakes: names unique across the client intakes and `[[webhook.pbx]]` (they
+/// prefix call keys and label metrics), then each section's own rules ([`Section::check`]).
+///
+/// [`Section::check`]: crate::telephony::intake::Section::check
+fn check_intakes(
     config: &Config,
     at: &dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
 ) -> Result<(), ConfigError> {
@@ -591,164 +290,26 @@ fn check_cti(
             return Err(at(
                 span,
                 &key,
-                format!(
-                    "`{n}` is used twice: names are unique across ami, esl, webhook.pbx and dialog"
-                ),
+                format!("`{n}` is used twice: names are unique across every intake"),
             ));
         }
         Ok(())
     };
-    let address = |a: &str, span: std::ops::Range<usize>, key: String| {
-        let valid = a.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if valid {
-            Ok(())
-        } else {
-            Err(at(span, &key, format!("`{a}` is not host:port")))
-        }
-    };
-    let one_secret = |given: bool, env: bool, span: std::ops::Range<usize>, key: String| {
-        if given == env {
-            Err(at(
-                span,
-                &key,
-                "set exactly one of the secret and its `_env` variable".into(),
-            ))
-        } else {
-            Ok(())
-        }
-    };
-    let nonzero = |d: Duration, span: std::ops::Range<usize>, key: String| {
-        if d.is_zero() {
-            Err(at(span, &key, "must be more than zero".into()))
-        } else {
-            Ok(())
-        }
-    };
-    for (i, ami) in config.ami.iter().enumerate() {
-        let (c, span) = (ami.get_ref(), ami.span());
-        name(&c.name, span.clone(), format!("ami[{i}].name"))?;
-        address(&c.address, span.clone(), format!("ami[{i}].address"))?;
-        one_secret(
-            c.secret.is_some(),
-            c.secret_env.is_some(),
-            span.clone(),
-            format!("ami[{i}].secret"),
-        )?;
-        nonzero(
-            c.ping_interval,
-            span.clone(),
-            format!("ami[{i}].ping_interval"),
-        )?;
-        nonzero(
-            c.ping_timeout,
-            span.clone(),
-            format!("ami[{i}].ping_timeout"),
-        )?;
-        if c.username.is_empty() {
-            return Err(at(
-                span,
-                &format!("ami[{i}].username"),
-                "must not be empty".into(),
-            ));
-        }
-    }
-    for (i, esl) in config.esl.iter().enumerate() {
-        let (c, span) = (esl.get_ref(), esl.span());
-        name(&c.name, span.clone(), format!("esl[{i}].name"))?;
-        address(&c.address, span.clone(), format!("esl[{i}].address"))?;
-        one_secret(
-            c.password.is_some(),
-            c.password_env.is_some(),
-            span.clone(),
-            format!("esl[{i}].password"),
-        )?;
-        nonzero(
-            c.liveness_timeout,
-            span,
-            format!("esl[{i}].liveness_timeout"),
-        )?;
+    for (table, i, span, section) in config.intakes.each() {
+        name(section.name(), span.clone(), format!("{table}[{i}].name"))?;
+        section
+            .check()
+            .map_err(|(field, message)| at(span, &format!("{table}[{i}].{field}"), message))?;
     }
     for (i, pbx) in config.webhook.pbx.iter().enumerate() {
         let (c, span) = (pbx.get_ref(), pbx.span());
         name(&c.name, span.clone(), format!("webhook.pbx[{i}].name"))?;
-        one_secret(
+        crate::telephony::intake::check::one_secret(
+            "secret",
             c.secret.is_some(),
             c.secret_env.is_some(),
-            span,
-            format!("webhook.pbx[{i}].secret"),
-        )?;
-    }
-    for (i, dialog) in config.dialog.iter().enumerate() {
-        let (c, span) = (dialog.get_ref(), dialog.span());
-        name(&c.name, span.clone(), format!("dialog[{i}].name"))?;
-        address(&c.pbx, span.clone(), format!("dialog[{i}].pbx"))?;
-        one_secret(
-            c.password.is_some(),
-            c.password_env.is_some(),
-            span.clone(),
-            format!("dialog[{i}].password"),
-        )?;
-        check_dialog(c, i, span, at)?;
-    }
-    Ok(())
-}
-
-/// The `[[dialog]]` values that go into SIP URIs, and its timers.
-fn check_dialog(
-    c: &crate::telephony::dialog::DialogConfig,
-    i: usize,
-    span: std::ops::Range<usize>,
-    at: &dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError,
-) -> Result<(), ConfigError> {
-    use crate::telephony::dialog::client::uri_safe;
-    if !uri_safe(&c.username, false) {
-        return Err(at(
-            span,
-            &format!("dialog[{i}].username"),
-            "use 1 to 128 letters, digits or URI-safe marks (no spaces, `@`, `:` or `<>`)".into(),
-        ));
-    }
-    if let Some(domain) = &c.domain
-        && !uri_safe(domain, true)
-    {
-        return Err(at(
-            span,
-            &format!("dialog[{i}].domain"),
-            format!("`{domain}` is not a host name or address"),
-        ));
-    }
-    if c.extensions.is_empty() {
-        return Err(at(
-            span,
-            &format!("dialog[{i}].extensions"),
-            "list at least one extension to watch".into(),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for (j, ext) in c.extensions.iter().enumerate() {
-        if !uri_safe(ext, false) || !seen.insert(ext) {
-            return Err(at(
-                span,
-                &format!("dialog[{i}].extensions[{j}]"),
-                format!("`{ext}`: extensions are unique, without spaces, `@`, `:` or `<>`"),
-            ));
-        }
-    }
-    if c.expires > Duration::from_secs(86_400) {
-        return Err(at(
-            span,
-            &format!("dialog[{i}].expires"),
-            "at most 1 day (the PBX may grant less; screenpop refreshes at 80 %)".into(),
-        ));
-    }
-    if c.retry_min > c.retry_max {
-        return Err(at(
-            span,
-            &format!("dialog[{i}].retry_min"),
-            "must not exceed retry_max".into(),
-        ));
+        )
+        .map_err(|(field, message)| at(span, &format!("webhook.pbx[{i}].{field}"), message))?;
     }
     Ok(())
 }
@@ -816,6 +377,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn err(text: &str) -> (usize, String, String) {
@@ -846,6 +409,16 @@ mod tests {
         );
         let (line, key, _) = err(&dup);
         assert_eq!((line, key.as_str()), (8, "agents[1].id"));
+        // Unknown top-level tables and keys, beside the client intakes' tables.
+        let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[[amy]]\nname = \"a\"\n");
+        assert_eq!((line, key.as_str()), (4, "amy"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (line, key, _) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\n[hepp]\nudp = []\n");
+        assert_eq!((line, key.as_str()), (3, "hepp"));
+        let (line, key, msg) = err(
+            "[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[[ami]]\nname = \"p\"\naddress = \"h:1\"\nusername = \"u\"\nsecret = \"s\"\npingg = \"1s\"\n",
+        );
+        assert_eq!((line, key.as_str()), (9, "ami.pingg"), "{msg}");
         let (_, key, _) = err("[numbers]\ndefault_region = \"XX\"\n");
         assert_eq!(key, "numbers.default_region");
         let (line, key, msg) =
@@ -904,12 +477,12 @@ mod tests {
             [webhook]\nmax_skew = \"2m\"\n[[webhook.pbx]]\nname = \"3cx\"\nsecret = \"k\"\n";
         let config = Config::parse(good, Path::new("site.toml")).expect("valid");
         assert_eq!(
-            config.ami[0].get_ref().ping_interval,
+            config.intakes.ami[0].get_ref().ping_interval,
             Duration::from_secs(5)
         );
-        assert_eq!(config.ami[0].get_ref().events, "system,call,agent");
+        assert_eq!(config.intakes.ami[0].get_ref().events, "system,call,agent");
         assert!(
-            !format!("{:?}", config.esl[0]).contains("ClueCon2"),
+            !format!("{:?}", config.intakes.esl[0]).contains("ClueCon2"),
             "secrets never shown"
         );
         let (line, key, _) =
@@ -933,7 +506,7 @@ mod tests {
     fn dialog_sections() {
         let good = "[[dialog]]\nname = \"kam1\"\npbx = \"10.0.0.7:5060\"\ndomain = \"pbx.example\"\nbind = \"0.0.0.0:5070\"\nusername = \"screenpop\"\npassword_env = \"SCREENPOP_SIP_PASSWORD\"\nextensions = [\"1001\", \"1002\"]\nexpires = \"10m\"\n";
         let config = Config::parse(good, Path::new("site.toml")).expect("valid");
-        let d = config.dialog[0].get_ref();
+        let d = config.intakes.dialog[0].get_ref();
         assert_eq!(d.expires, Duration::from_secs(600));
         assert_eq!(d.extensions, ["1001", "1002"]);
         let defaults = Config::parse(
@@ -941,7 +514,7 @@ mod tests {
             Path::new("site.toml"),
         )
         .expect("valid");
-        let d = defaults.dialog[0].get_ref();
+        let d = defaults.intakes.dialog[0].get_ref();
         assert_eq!(d.expires, Duration::from_secs(3600));
         assert!(d.bind.ip().is_unspecified() && d.bind.port() == 0);
         assert!(!format!("{d:?}").contains("hunter2"), "secrets never shown");

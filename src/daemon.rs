@@ -75,14 +75,9 @@ pub struct Settings {
     pub picks: Vec<(String, String, String)>,
     /// The agents table's sync: its database URL and the LISTEN connection opened at load.
     pub agents_sync: Option<(String, crate::db::listen::Listening)>,
-    /// Asterisk AMI clients to run (secrets resolved).
-    pub ami: Vec<crate::telephony::ami::AmiConfig>,
-    /// FreeSWITCH event-socket clients to run (passwords resolved).
-    pub esl: Vec<crate::telephony::esl::EslConfig>,
-    /// Dialog-event subscriptions to run, one per PBX (passwords resolved).
-    pub dialog: Vec<crate::telephony::dialog::DialogConfig>,
-    /// The PBX webhook (secrets resolved); off without PBXs.
-    pub webhook: crate::telephony::webhook::WebhookConfig,
+    /// The intakes to run (secrets resolved): AMI, ESL and dialog clients, and the PBX
+    /// webhook (off without PBXs).
+    pub intakes: crate::telephony::intake::Intakes,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
     pub journal: usize,
     /// The config file and what it held at start: re-read on SIGHUP and compared with it
@@ -325,9 +320,9 @@ impl Daemon {
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
         let webhook = crate::telephony::webhook::Webhook::new(
-            crate::config::webhook_pbxs(&settings.webhook),
-            settings.webhook.max_skew,
-            settings.webhook.replay_capacity,
+            crate::config::webhook_pbxs(&settings.intakes.webhook),
+            settings.intakes.webhook.max_skew,
+            settings.intakes.webhook.replay_capacity,
             known.clone(),
             events_tx.clone(),
             throttle.clone(),
@@ -355,14 +350,7 @@ impl Daemon {
                 cancel: cancel.clone(),
             },
         ));
-        bound.dialog = reloader
-            .start_intakes(&crate::config::Intakes {
-                ami: settings.ami.clone(),
-                esl: settings.esl.clone(),
-                dialog: settings.dialog.clone(),
-                webhook: settings.webhook.clone(),
-            })
-            .await?;
+        bound.dialog = reloader.start_intakes(&settings.intakes).await?;
         drop(events_tx);
         tasks.spawn(crate::web::serve::serve(
             http,
@@ -591,18 +579,10 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
             spool_dir: config.call_log.spool_dir(&config.base),
             spool_max_bytes: config.call_log.spool_max_bytes as u64,
         });
-    let crate::config::Intakes {
-        ami,
-        esl,
-        dialog,
-        webhook,
-    } = crate::config::intakes_from(config)?;
+    let intakes = crate::config::intakes_from(config)?;
     let composer = crate::config::composer_from(config)?;
     Ok(Settings {
-        ami,
-        esl,
-        dialog,
-        webhook,
+        intakes,
         composer,
         call_log,
         picks: Vec::new(),

@@ -49,6 +49,25 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
+/// The TCP budget defaults every listener section shares (`[sip]`, `[hep]`:
+/// `max_tcp_connections`, `max_tcp_connections_per_source`, `tcp_idle_timeout`).
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Most concurrent TCP connections.
+    pub fn max_connections() -> usize {
+        1024
+    }
+    /// Most concurrent TCP connections from one source address.
+    pub fn max_connections_per_source() -> usize {
+        32
+    }
+    /// A TCP connection without traffic for this long is closed.
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(120)
+    }
+}
+
 use crate::backoff::Backoff;
 use crate::throttle::LogSampler;
 

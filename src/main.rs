@@ -501,17 +501,12 @@ async fn serve(
         None => tracing::warn!("Could not raise the open-files limit (RLIMIT_NOFILE)."),
     }
     let cti: Vec<String> = settings
-        .ami
+        .intakes
+        .clients()
         .iter()
-        .map(|a| format!("  AMI  {} → {}", a.name, a.address))
-        .chain(
-            settings
-                .esl
-                .iter()
-                .map(|e| format!("  ESL  {} → {}", e.name, e.address)),
-        )
+        .map(|c| format!("  {}", c.describe()))
         .collect();
-    let webhook = !settings.webhook.pbx.is_empty();
+    let webhook = !settings.intakes.webhook.pbx.is_empty();
     let running = daemon::Daemon::start(settings).await?;
     let b = &running.bound;
     let list = |v: &[SocketAddr]| {

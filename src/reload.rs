@@ -129,7 +129,7 @@ impl Reloader {
         let mut bound = Vec::new();
         let mut running = self.running.lock().await;
         for client in intakes.clients() {
-            if let Some(addr) = self.spawn(client.as_ref(), &mut running).await? {
+            if let Some(addr) = self.spawn(client, &mut running).await? {
                 bound.push(addr);
             }
         }
@@ -231,7 +231,7 @@ impl Reloader {
             let key = p.key();
             match running.get(&key) {
                 Some(r) if r.digest == p.digest() => keep.push(key),
-                _ => start.push(p.as_ref()),
+                _ => start.push(*p),
             }
         }
         // Apply.

@@ -208,7 +208,7 @@ async fn connected(
 ) -> screenpop::daemon::Daemon {
     let mut config = server.config();
     tweak(&mut config);
-    let daemon = start_with(|s| s.ami = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.ami = vec![config]).await;
     server.wait(|s| s.resyncs >= 1).await;
     daemon
 }
@@ -341,7 +341,7 @@ async fn a_call_over_tls_pops_and_an_untrusted_certificate_is_refused() {
     config.name = "pbx-untrusted".into();
     config.tls = true;
     config.tls_server_name = Some("pbx.test".into());
-    let daemon = start_with(|s| s.ami = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.ami = vec![config]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         untrusted.seen.borrow().logins,
@@ -372,7 +372,7 @@ async fn a_queue_call_rung_to_three_agents_pops_each_and_the_losers_end_answered
             )
         });
         s.agents = Arc::new(Agents::new(agents));
-        s.ami = vec![config];
+        s.intakes.ami = vec![config];
     })
     .await;
     server.wait(|s| s.resyncs >= 1).await;

@@ -179,7 +179,7 @@ async fn connected(server: &mut FakeEsl, name: &str) -> screenpop::daemon::Daemo
 }
 
 async fn connected_with(server: &mut FakeEsl, config: EslConfig) -> screenpop::daemon::Daemon {
-    let daemon = start_with(|s| s.esl = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.esl = vec![config]).await;
     server.wait(|s| s.resyncs >= 1).await;
     daemon
 }
@@ -277,7 +277,7 @@ async fn a_ring_group_of_three_pops_each_and_the_losers_end_answered_elsewhere()
             )
         });
         s.agents = Arc::new(Agents::new(agents));
-        s.esl = vec![config];
+        s.intakes.esl = vec![config];
     })
     .await;
     server.wait(|s| s.resyncs >= 1).await;

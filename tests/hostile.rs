@@ -211,7 +211,7 @@ async fn refused_webhook_requests_are_throttled_and_logged_once() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let daemon = start_with(|s| {
-        s.webhook = toml::from_str("[[pbx]]\nname = \"3cx\"\nsecret = \"whsec-test\"\n")
+        s.intakes.webhook = toml::from_str("[[pbx]]\nname = \"3cx\"\nsecret = \"whsec-test\"\n")
             .expect("webhook config");
     })
     .await;

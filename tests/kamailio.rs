@@ -121,7 +121,7 @@ async fn dialog_subscription_through_kamailio_pops_answered_and_cancelled_calls(
     )
     .await;
     let config = dialog_config("kam-calls", &kamailio, PASSWORD);
-    let daemon = start_with(|s| s.dialog = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.dialog = vec![config]).await;
     let http = daemon.bound.http.expect("http");
     until_metric(
         http,
@@ -225,7 +225,7 @@ async fn refreshes_keep_the_subscription_and_a_kamailio_restart_is_survived() {
     .await;
     let mut config = dialog_config("kam-refresh", &kamailio, PASSWORD);
     config.expires = Duration::from_secs(3);
-    let daemon = start_with(|s| s.dialog = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.dialog = vec![config]).await;
     let http = daemon.bound.http.expect("http");
     until_metric(
         http,
@@ -312,7 +312,7 @@ async fn a_wrong_password_is_refused_and_retried_with_backoff_not_in_a_loop() {
     let mut config = dialog_config("kam-refused", &kamailio, "wrong");
     config.retry_min = Duration::from_millis(500);
     config.retry_max = Duration::from_secs(4);
-    let daemon = start_with(|s| s.dialog = vec![config]).await;
+    let daemon = start_with(|s| s.intakes.dialog = vec![config]).await;
     let http = daemon.bound.http.expect("http");
     // Each attempt is a SUBSCRIBE and one answer to the challenge; then the backoff
     // (0.5 s, 1 s, 2 s…). Within 2 s: a few attempts, not hundreds.

@@ -71,7 +71,7 @@ fn ringing_body(id: &str, call: &str) -> String {
 
 #[tokio::test]
 async fn a_signed_event_pops_and_the_call_follows() {
-    let daemon = start_with(|s| s.webhook = config()).await;
+    let daemon = start_with(|s| s.intakes.webhook = config()).await;
     let http = daemon.bound.http.expect("http");
     let mut rx = daemon.calls.subscribe();
     let body = ringing_body("evt-1", "call-1");
@@ -115,7 +115,7 @@ async fn a_signed_event_pops_and_the_call_follows() {
 
 #[tokio::test]
 async fn a_bad_or_missing_signature_gets_401_and_nothing_happens() {
-    let daemon = start_with(|s| s.webhook = config()).await;
+    let daemon = start_with(|s| s.intakes.webhook = config()).await;
     let http = daemon.bound.http.expect("http");
     let mut rx = daemon.calls.subscribe();
     let body = ringing_body("evt-bad", "call-bad");
@@ -162,7 +162,7 @@ async fn a_bad_or_missing_signature_gets_401_and_nothing_happens() {
 
 #[tokio::test]
 async fn a_replayed_event_pops_once() {
-    let daemon = start_with(|s| s.webhook = config()).await;
+    let daemon = start_with(|s| s.intakes.webhook = config()).await;
     let http = daemon.bound.http.expect("http");
     let mut rx = daemon.calls.subscribe();
     let body = ringing_body("evt-once", "call-once");

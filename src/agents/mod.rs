@@ -7,6 +7,7 @@
 //! agent removed (or whose token changed) is signed out, one whose extensions, name or roles
 //! changed is re-routed at once.
 
+mod section;
 pub mod sync;
 mod token;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
+pub use section::AgentConfig;
 pub use token::TokenHash;
 
 /// An agent.

@@ -9,10 +9,12 @@
 pub mod event;
 pub mod journal;
 pub mod log;
+mod section;
 pub mod spool;
 pub mod tracker;
 
 pub use event::{CallEvent, Caller, EndReason, IdentitySource, Intake};
+pub use section::{CallLogConfig, CallsConfig};
 pub use tracker::{
     Call, CallState, CallUpdate, Calls, Change, Leg, LegState, Observer, TrackerConfig,
 };

@@ -42,58 +42,17 @@ pub use crate::telephony::intake::Intakes;
 /// Resolves the intakes' secrets (`*_env`) and TLS files; an unset variable is an error that
 /// names the intake and the variable.
 pub fn intakes_from(config: &Config) -> anyhow::Result<Intakes> {
-    let from_env = |what: String, var: &str| {
-        crate::secret::secret_from_env(var)
-            .map(crate::secret::Secret::new)
-            .with_context(|| format!("{what}: environment variable `{var}` is not set or empty"))
-    };
-    let mut ami = Vec::new();
-    for c in &config.ami {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.secret_env.clone() {
-            c.secret = Some(from_env(format!("ami `{}` secret_env", c.name), &var)?);
-        }
-        if let Some(ca) = &c.tls_ca_file
-            && ca.is_relative()
-        {
-            c.tls_ca_file = Some(config.base.join(ca));
-        }
-        c.tls_connector()
-            .map_err(|e| anyhow::anyhow!("ami `{}`: {e}", c.name))?;
-        ami.push(c);
-    }
-    let mut esl = Vec::new();
-    for c in &config.esl {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.password_env.clone() {
-            c.password = Some(from_env(format!("esl `{}` password_env", c.name), &var)?);
-        }
-        esl.push(c);
-    }
-    let mut dialog = Vec::new();
-    for c in &config.dialog {
-        let mut c = c.get_ref().clone();
-        if let Some(var) = c.password_env.clone() {
-            c.password = Some(from_env(format!("dialog `{}` password_env", c.name), &var)?);
-        }
-        dialog.push(c);
-    }
     let mut webhook = config.webhook.clone();
     for p in &mut webhook.pbx {
         let p = p.get_mut();
-        if let Some(var) = p.secret_env.clone() {
-            p.secret = Some(from_env(
-                format!("webhook pbx `{}` secret_env", p.name),
-                &var,
+        if let Some(var) = &p.secret_env {
+            let field = format!("webhook pbx `{}` secret_env", p.name);
+            p.secret = Some(crate::telephony::intake::check::secret_from_env(
+                &field, var,
             )?);
         }
     }
-    Ok(Intakes {
-        ami,
-        esl,
-        dialog,
-        webhook,
-    })
+    config.intakes.resolve(&config.base, webhook)
 }
 
 /// The profile composer over the config's `[[sources]]`, if any.

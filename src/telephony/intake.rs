@@ -3,12 +3,14 @@
 //! one [`Context`]. The listeners (SIP, HEP) are bound by the daemon, and the webhook is
 //! mounted on the HTTP listener.
 //!
-//! A new client intake is one folder (its config section, its `run`, and `impl Client` for its
-//! config) plus one line in [`Intakes`] and one in [`Intakes::clients`] (and its `[[name]]`
-//! list in the config file's sections).
+//! A new client intake is one folder (its config section with `impl Client` and
+//! `impl Section`, and its `run`) plus one line in the [`registry!`] below: the config file
+//! then accepts its `[[table]]` list, checks and resolves it, and the daemon and hot reload
+//! start, compare and stop it like the others.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -63,38 +65,147 @@ pub fn digest(config: &impl std::fmt::Debug, secret: Option<&str>) -> [u8; 32] {
     hash.finalize().into()
 }
 
-/// The intakes of a config, secrets resolved: one line per kind.
-#[derive(Debug, Clone, Default)]
-pub struct Intakes {
-    /// Asterisk AMI clients.
-    pub ami: Vec<super::ami::AmiConfig>,
-    /// FreeSWITCH event-socket clients.
-    pub esl: Vec<super::esl::EslConfig>,
-    /// Dialog-event subscriptions.
-    pub dialog: Vec<super::dialog::DialogConfig>,
-    /// The webhook and its PBXs (served by the HTTP listener, not a client).
-    pub webhook: super::webhook::WebhookConfig,
+/// A value a [`Section`] refuses: the field (`extensions[1]`) and why.
+pub type Invalid = (String, String);
+
+/// A client intake's config section (`[[ami]]`, …): what the config checks and resolves.
+pub trait Section: Client {
+    /// Its unique name (`pbx1`): the call-key prefix and the `peer` metrics label.
+    fn name(&self) -> &str;
+    /// Checks what serde cannot (addresses, secrets, cross-field rules): the offending field
+    /// and why.
+    fn check(&self) -> Result<(), Invalid>;
+    /// Reads its secret from the environment (`*_env`) and makes relative files relative to
+    /// `base` (the config file's folder).
+    fn resolve(&mut self, base: &Path) -> anyhow::Result<()>;
+    /// One line for the start-up banner (`AMI  pbx1 → 10.0.0.5:5038`).
+    fn describe(&self) -> String;
 }
 
-impl Intakes {
-    /// Every configured client intake, in config order: one line per kind.
-    pub fn clients(&self) -> Vec<Box<dyn Client>> {
-        let mut all: Vec<Box<dyn Client>> = Vec::new();
-        all.extend(
-            self.ami
-                .iter()
-                .map(|c| Box::new(c.clone()) as Box<dyn Client>),
-        );
-        all.extend(
-            self.esl
-                .iter()
-                .map(|c| Box::new(c.clone()) as Box<dyn Client>),
-        );
-        all.extend(
-            self.dialog
-                .iter()
-                .map(|c| Box::new(c.clone()) as Box<dyn Client>),
-        );
-        all
+/// The registry of client intakes: one line per kind, `config table: its section`. It
+/// declares the config file's `[[table]]` lists ([`Sections`]), the resolved intakes the
+/// daemon runs ([`Intakes`]) and how both are walked.
+macro_rules! registry {
+    ($($table:ident: $section:ty,)*) => {
+        /// The client intakes as written in the config file, each with its place in the file.
+        #[derive(Debug, Clone, Default, serde::Deserialize)]
+        pub struct Sections {
+            $(
+                #[doc = concat!("`[[", stringify!($table), "]]`")]
+                #[serde(default)]
+                pub $table: Vec<toml::Spanned<$section>>,
+            )*
+        }
+
+        impl Sections {
+            /// The config tables of the client intakes.
+            pub const TABLES: &[&str] = &[$(stringify!($table)),*];
+
+            /// Every section in file order per kind: table, index, span, section.
+            pub fn each(&self) -> Vec<(&'static str, usize, std::ops::Range<usize>, &dyn Section)> {
+                let mut all: Vec<(&'static str, usize, std::ops::Range<usize>, &dyn Section)> =
+                    Vec::new();
+                $(
+                    for (i, s) in self.$table.iter().enumerate() {
+                        all.push((stringify!($table), i, s.span(), s.get_ref()));
+                    }
+                )*
+                all
+            }
+
+            /// The sections with their secrets and files resolved; an error names the intake.
+            pub fn resolve(&self, base: &Path, webhook: super::webhook::WebhookConfig)
+                -> anyhow::Result<Intakes>
+            {
+                Ok(Intakes {
+                    $(
+                        $table: self.$table
+                            .iter()
+                            .map(|s| {
+                                let mut c = s.get_ref().clone();
+                                c.resolve(base).map_err(|e| {
+                                    anyhow::anyhow!("{} `{}` {e:#}", stringify!($table), c.name())
+                                })?;
+                                Ok(c)
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                    )*
+                    webhook,
+                })
+            }
+        }
+
+        /// The intakes of a config, secrets resolved: what the daemon runs.
+        #[derive(Debug, Clone, Default)]
+        pub struct Intakes {
+            $(
+                #[doc = concat!("`[[", stringify!($table), "]]`")]
+                pub $table: Vec<$section>,
+            )*
+            /// The webhook and its PBXs (served by the HTTP listener, not a client).
+            pub webhook: super::webhook::WebhookConfig,
+        }
+
+        impl Intakes {
+            /// Every configured client intake, in config order per kind.
+            pub fn clients(&self) -> Vec<&dyn Section> {
+                let mut all: Vec<&dyn Section> = Vec::new();
+                $( all.extend(self.$table.iter().map(|c| c as &dyn Section)); )*
+                all
+            }
+        }
+    };
+}
+
+registry! {
+    ami: super::ami::AmiConfig,
+    esl: super::esl::EslConfig,
+    dialog: super::dialog::DialogConfig,
+}
+
+/// Shared checks for [`Section::check`].
+pub mod check {
+    use std::time::Duration;
+
+    /// `host:port` with a non-zero port.
+    pub fn address(field: &str, a: &str) -> Result<(), super::Invalid> {
+        let valid = a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err((field.into(), format!("`{a}` is not host:port")))
+        }
+    }
+
+    /// Exactly one of a secret and its `_env` variable.
+    pub fn one_secret(field: &str, given: bool, env: bool) -> Result<(), super::Invalid> {
+        if given == env {
+            Err((
+                field.into(),
+                "set exactly one of the secret and its `_env` variable".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A timer that is not zero.
+    pub fn nonzero(field: &str, d: Duration) -> Result<(), super::Invalid> {
+        if d.is_zero() {
+            Err((field.into(), "must be more than zero".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A secret from an environment variable, or an error that names the variable.
+    pub fn secret_from_env(field: &str, var: &str) -> anyhow::Result<crate::secret::Secret> {
+        crate::secret::secret_from_env(var)
+            .map(crate::secret::Secret::new)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{field}: environment variable `{var}` is not set or empty")
+            })
     }
 }

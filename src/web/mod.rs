@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 pub mod journal;
 pub mod page;
+mod section;
 pub mod serve;
 pub mod tls;
 
@@ -148,6 +149,7 @@ fn bearer_token(value: &str) -> Option<&str> {
 }
 
 pub use crate::push::section::AllowedOrigin;
+pub use section::HttpServerConfig;
 
 /// Whether a browser `Origin` may open `/ws` [RFC 6455 §10.2]: absent (not a browser: the
 /// token still has to be right), one configured, or the page's own origin when the page was

@@ -474,6 +474,44 @@ impl Session<'_> {
     }
 }
 
+impl crate::telephony::intake::Section for AmiConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> Result<(), crate::telephony::intake::Invalid> {
+        use crate::telephony::intake::check;
+        check::address("address", &self.address)?;
+        check::one_secret("secret", self.secret.is_some(), self.secret_env.is_some())?;
+        check::nonzero("ping_interval", self.ping_interval)?;
+        check::nonzero("ping_timeout", self.ping_timeout)?;
+        if self.username.is_empty() {
+            return Err(("username".into(), "must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, base: &std::path::Path) -> anyhow::Result<()> {
+        if let Some(var) = &self.secret_env {
+            self.secret = Some(crate::telephony::intake::check::secret_from_env(
+                "secret_env",
+                var,
+            )?);
+        }
+        if let Some(ca) = &self.tls_ca_file
+            && ca.is_relative()
+        {
+            self.tls_ca_file = Some(base.join(ca));
+        }
+        self.tls_connector().map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("AMI  {} → {}", self.name, self.address)
+    }
+}
+
 impl crate::telephony::intake::Client for AmiConfig {
     fn key(&self) -> String {
         format!("ami {}", self.name)

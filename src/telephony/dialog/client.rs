@@ -115,6 +115,52 @@ pub enum DialogError {
     Io(#[from] std::io::Error),
 }
 
+impl DialogConfig {
+    /// The values that go into SIP URIs, and the timers.
+    fn check_uris(&self) -> Result<(), crate::telephony::intake::Invalid> {
+        if !uri_safe(&self.username, false) {
+            return Err((
+                "username".into(),
+                "use 1 to 128 letters, digits or URI-safe marks (no spaces, `@`, `:` or `<>`)"
+                    .into(),
+            ));
+        }
+        if let Some(domain) = &self.domain
+            && !uri_safe(domain, true)
+        {
+            return Err((
+                "domain".into(),
+                format!("`{domain}` is not a host name or address"),
+            ));
+        }
+        if self.extensions.is_empty() {
+            return Err((
+                "extensions".into(),
+                "list at least one extension to watch".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (j, ext) in self.extensions.iter().enumerate() {
+            if !uri_safe(ext, false) || !seen.insert(ext) {
+                return Err((
+                    format!("extensions[{j}]"),
+                    format!("`{ext}`: extensions are unique, without spaces, `@`, `:` or `<>`"),
+                ));
+            }
+        }
+        if self.expires > Duration::from_secs(86_400) {
+            return Err((
+                "expires".into(),
+                "at most 1 day (the PBX may grant less; screenpop refreshes at 80 %)".into(),
+            ));
+        }
+        if self.retry_min > self.retry_max {
+            return Err(("retry_min".into(), "must not exceed retry_max".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Characters allowed in an extension, a username or a domain as screenpop writes them into
 /// SIP URIs: RFC 3261 `unreserved` plus a few `user-unreserved`, and `[]:` for IPv6 domains.
 pub fn uri_safe(s: &str, domain: bool) -> bool {
@@ -259,6 +305,42 @@ async fn flush(socket: &UdpSocket, subscriber: &mut Subscriber, emitter: &Emitte
                 emitter.emit(events);
             }
         }
+    }
+}
+
+impl crate::telephony::intake::Section for DialogConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> Result<(), crate::telephony::intake::Invalid> {
+        use crate::telephony::intake::check;
+        check::address("pbx", &self.pbx)?;
+        check::one_secret(
+            "password",
+            self.password.is_some(),
+            self.password_env.is_some(),
+        )?;
+        self.check_uris()
+    }
+
+    fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {
+        if let Some(var) = &self.password_env {
+            self.password = Some(crate::telephony::intake::check::secret_from_env(
+                "password_env",
+                var,
+            )?);
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "SUBSCRIBE  {} → {} ({} extensions)",
+            self.name,
+            self.pbx,
+            self.extensions.len()
+        )
     }
 }
 

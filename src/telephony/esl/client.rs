@@ -362,6 +362,37 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+impl crate::telephony::intake::Section for EslConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self) -> Result<(), crate::telephony::intake::Invalid> {
+        use crate::telephony::intake::check;
+        check::address("address", &self.address)?;
+        check::one_secret(
+            "password",
+            self.password.is_some(),
+            self.password_env.is_some(),
+        )?;
+        check::nonzero("liveness_timeout", self.liveness_timeout)
+    }
+
+    fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {
+        if let Some(var) = &self.password_env {
+            self.password = Some(crate::telephony::intake::check::secret_from_env(
+                "password_env",
+                var,
+            )?);
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("ESL  {} → {}", self.name, self.address)
+    }
+}
+
 impl crate::telephony::intake::Client for EslConfig {
     fn key(&self) -> String {
         format!("esl {}", self.name)

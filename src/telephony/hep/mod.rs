@@ -8,6 +8,8 @@
 pub mod decode;
 pub mod listen;
 pub mod observe;
+mod section;
 
 pub use decode::{HepError, Packet, decode, encode};
 pub use observe::HepObserver;
+pub use section::HepConfig;

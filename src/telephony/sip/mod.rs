@@ -16,11 +16,13 @@ pub mod grammar;
 pub mod identity;
 pub mod reply;
 pub mod scan;
+mod section;
 pub mod tcp;
 pub mod udp;
 
 pub use endpoint::{Endpoint, EndpointConfig};
 pub use scan::{Message, StartLine, Transport, scan};
+pub use section::SipConfig;
 
 /// Why a SIP message could not be taken. The PBX (or whoever sent it) is at fault in every case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

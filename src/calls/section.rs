@@ -1,0 +1,111 @@
+//! `[calls]` and `[call_log]`: the call table's and the call log's sections, with their
+//! defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::serde_ext::{duration, positive};
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Most calls tracked at once (the oldest is expired when full).
+    #[serde(default = "default_max_calls", deserialize_with = "positive")]
+    pub max_calls: usize,
+    /// How long an answered call whose end is never seen stays live (SIP fork mode never sees
+    /// the BYE).
+    #[serde(default = "default_answered_ttl", with = "duration")]
+    pub answered_ttl: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            max_calls: default_max_calls(),
+            answered_ttl: default_answered_ttl(),
+        }
+    }
+}
+
+fn default_max_calls() -> usize {
+    20_000
+}
+fn default_answered_ttl() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+/// `[call_log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLogConfig {
+    /// Where the call log (and the agents' picks) are written; defaults to
+    /// `[directory] database_url`. Neither set: no call log in PostgreSQL.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Most calls waiting to be written while PostgreSQL is slow or away; beyond it new calls
+    /// are dropped from the log and counted.
+    #[serde(default = "default_log_buffer", deserialize_with = "positive")]
+    pub buffer: usize,
+    /// Most rows per write.
+    #[serde(default = "default_log_batch", deserialize_with = "positive")]
+    pub batch: usize,
+    /// How often pending rows are written.
+    #[serde(default = "default_log_interval", with = "duration")]
+    pub flush_interval: Duration,
+    /// The local spool every row, note and pick goes through before PostgreSQL (relative to
+    /// this file). Default: `$STATE_DIRECTORY/spool` (systemd's `StateDirectory=`), else
+    /// `/var/lib/screenpop/spool`. One directory per daemon: a second process is refused.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold while PostgreSQL is away (default 1 GiB, about a
+    /// million calls); beyond it new rows are refused and counted, notes answered 503.
+    #[serde(default = "default_spool_max_bytes", deserialize_with = "positive")]
+    pub spool_max_bytes: usize,
+}
+
+impl CallLogConfig {
+    /// The spool directory, with relative paths taken from `base` (the config file's folder).
+    pub fn spool_dir(&self, base: &Path) -> PathBuf {
+        match &self.spool_dir {
+            Some(dir) => base.join(dir),
+            None => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd may pass several, colon-separated: the first is ours.
+                Some(dirs) => {
+                    PathBuf::from(dirs.to_string_lossy().split(':').next().unwrap_or_default())
+                        .join("spool")
+                }
+                None => PathBuf::from("/var/lib/screenpop/spool"),
+            },
+        }
+    }
+}
+
+impl Default for CallLogConfig {
+    fn default() -> Self {
+        CallLogConfig {
+            database_url: None,
+            buffer: default_log_buffer(),
+            batch: default_log_batch(),
+            flush_interval: default_log_interval(),
+            spool_dir: None,
+            spool_max_bytes: default_spool_max_bytes(),
+        }
+    }
+}
+
+fn default_spool_max_bytes() -> usize {
+    1 << 30
+}
+
+fn default_log_buffer() -> usize {
+    100_000
+}
+fn default_log_batch() -> usize {
+    500
+}
+fn default_log_interval() -> Duration {
+    Duration::from_millis(200)
+}
