@@ -1,55 +1,62 @@
 //! screenpop: a call-center screen-pop daemon. When a customer calls, the agent's screen knows
 //! who is ringing before the agent picks up.
 //!
-//! # Layout
-//! In the order data flows:
-//! - [`telephony`]: SIP fork-target and HEPv3 listeners, Asterisk AMI and FreeSWITCH ESL clients,
-//!   turning PBX traffic into call events.
-//! - [`calls`]: the call table (ringing → answered → ended, legs per extension), the call log
-//!   in PostgreSQL and the in-memory call journal.
-//! - [`resolve`]: caller number → E.164 → customer, from memory.
-//! - [`sources`]: data-source adapters (postgres, http, csv): one system each.
-//! - [`compose`]: every source at once for the popped customer, with timeouts, caches,
-//!   breakers; parts handed on as they arrive.
-//! - [`agents`]: who may see which extensions (and which restricted sections).
-//! - [`push`]: WebSocket delivery of pops to agents.
-//! - [`web`]: the HTTP listener (agent page, API, health, metrics, the signed PBX webhook).
-//! - [`config`]: the TOML file IT writes; [`daemon`]: start-up and shutdown; [`reload`]:
-//!   applying a changed config (SIGHUP) without dropping agents or calls; [`demo`]: the
-//!   embedded default and the PostgreSQL demo databases.
-//! - [`db`]: PostgreSQL connections and the schema migrations.
-//! - [`pii`], [`time`]: masking numbers in logs; RFC 3339 timestamps; [`throttle`]: failed
-//!   sign-ins per source address.
-//! - [`listener`]: the accept loop of every TCP listener (connection budgets, eviction of the
-//!   least useful connection, idle timeouts, accept backoff, the open-files limit).
-//! - [`customer`]: the customer record every stage shares; [`serde_ext`]: durations and
-//!   counts in config sections; [`tls_client`]: TLS for outgoing
-//!   connections; [`lookup`]: the `screenpop lookup` report.
-//! - `backoff`, `dedup`: leaf helpers: the one retry delay (exponential, jittered) and the one
-//!   time-window de-duplication (HEP copies, webhook retries).
+//! Calls flow down the stages, and every module imports only from the stages below it
+//! (`docs/architecture.md` has the picture and where each kind of change goes). Modules are
+//! private unless the binary, the tests or an adapter outside the crate need them.
 
+// The stages, in the order a call flows.
+/// Who may see which extensions and which restricted sections.
 pub mod agents;
-mod backoff;
+/// The call table (ringing → answered → ended, legs per extension), the call log, the journal.
 pub mod calls;
+/// Every source at once for the popped customer: timeouts, caches, breakers, display hints.
 pub mod compose;
-pub mod config;
-pub mod customer;
-pub mod daemon;
-pub mod db;
-mod dedup;
-pub mod demo;
-pub mod listener;
-pub mod lookup;
-pub mod metric;
-pub mod pii;
+/// WebSocket delivery of pops, snapshots and the page's settings to agents.
 pub mod push;
-pub mod reload;
+/// Caller number → E.164 → customer, from memory.
 pub mod resolve;
-pub mod secret;
-pub mod serde_ext;
+/// Data-source adapters (postgres, http, csv): one system each.
 pub mod sources;
+/// PBX traffic in: SIP fork target, HEPv3, AMI, ESL, dialog subscriptions, the webhook.
 pub mod telephony;
-pub mod throttle;
-pub mod time;
-pub mod tls_client;
+/// The HTTP listener: agent page, API, health, metrics, the webhook route.
 pub mod web;
+
+// Assembly and operation.
+/// The TOML file IT writes: loading, validation with file:line:key errors, assembly.
+pub mod config;
+/// Start-up and shutdown of every component.
+pub mod daemon;
+/// PostgreSQL connections and the schema migrations.
+pub mod db;
+/// The embedded demo and the PostgreSQL demo databases.
+pub mod demo;
+/// The accept loop of every TCP listener: budgets, eviction, idle timeouts, open-files limit.
+pub mod listener;
+/// The `screenpop lookup` report: what a number would pop, stage by stage.
+pub mod lookup;
+/// Applying a changed config (SIGHUP, `screenpop reload`) without dropping agents or calls.
+pub mod reload;
+
+// Leaves every stage may use.
+/// The one retry delay: exponential, jittered.
+mod backoff;
+/// The customer record every stage shares.
+mod customer;
+/// The one time-window de-duplication (HEP copies, webhook retries).
+mod dedup;
+/// Metric names more than one module counts.
+mod metric;
+/// Masking phone numbers in logs unless PII logging is on.
+mod pii;
+/// Secrets that never print, and reading them from the environment.
+mod secret;
+/// Durations and counts in config sections.
+mod serde_ext;
+/// Failed sign-ins per source address.
+mod throttle;
+/// RFC 3339 timestamps.
+mod time;
+/// TLS for outgoing connections (AMI over TLS, HTTP sources).
+mod tls_client;

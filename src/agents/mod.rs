@@ -8,7 +8,7 @@
 //! changed is re-routed at once.
 
 mod section;
-pub mod sync;
+pub(crate) mod sync;
 mod token;
 
 use std::collections::{HashMap, HashSet};

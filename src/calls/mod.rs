@@ -6,12 +6,12 @@
 //! - `log`: the call log in PostgreSQL, written in batches from a bounded buffer.
 //! - `journal`: the recent calls in memory with the agents' notes, for the agent page.
 
-pub mod event;
-pub mod journal;
+mod event;
+pub(crate) mod journal;
 pub mod log;
 mod section;
-pub mod spool;
-pub mod tracker;
+mod spool;
+mod tracker;
 
 pub use event::{CallEvent, Caller, EndReason, IdentitySource, Intake};
 pub use section::{CallLogConfig, CallsConfig};

@@ -10,9 +10,9 @@
 //! It never retries within a call: a failed source is reported, and the next call tries again
 //! (or the breaker skips it).
 
-pub mod breaker;
-pub mod cache;
-pub mod display;
+mod breaker;
+mod cache;
+pub(crate) mod display;
 
 use std::path::Path;
 use std::sync::Arc;

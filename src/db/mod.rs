@@ -3,7 +3,7 @@
 //! Owns the schema's lifecycle only; what reads and writes the tables lives with its stage
 //! (`resolve` for customers, `agents`, the call log).
 
-pub mod listen;
+pub(crate) mod listen;
 pub mod migrate;
 
 pub use migrate::{MIGRATIONS, migrate};

@@ -7,11 +7,11 @@
 //!
 //! The HTTP side (`GET /ws`, Origin check, connection cap, buffer sizes) is in `web`.
 
-pub mod hub;
+pub(crate) mod hub;
 pub mod message;
-pub mod profiles;
-pub mod section;
-pub mod session;
+mod profiles;
+pub(crate) mod section;
+pub(crate) mod session;
 
 pub use hub::Hub;
 pub use session::SessionConfig;

@@ -137,14 +137,4 @@ impl Profiles {
     pub fn end(&self, call_id: &str) {
         self.lock().remove(call_id);
     }
-
-    /// Calls with a profile (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether no call has a profile.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

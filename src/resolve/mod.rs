@@ -12,10 +12,10 @@
 
 pub mod directory;
 pub mod import;
-pub mod index;
-pub mod normalise;
+mod index;
+mod normalise;
 pub mod postgres;
-pub mod section;
+pub(crate) mod section;
 
 use std::sync::Arc;
 

@@ -12,10 +12,10 @@
 //! (the composer) does that for all of them alike.
 
 pub mod contract;
-pub mod csv;
+pub(crate) mod csv;
 pub mod http;
-pub mod postgres;
-pub mod value;
+mod postgres;
+mod value;
 
 use std::future::Future;
 use std::path::Path;

@@ -13,14 +13,14 @@
 //!   (`crate::listener`).
 //! - `uac`: a minimal SIP client, for `screenpop call` and the tests.
 
-pub mod accept;
+mod accept;
 pub mod allow;
 pub mod ami;
 pub mod cti;
 pub mod dialog;
 pub mod esl;
 pub mod hep;
-pub mod intake;
+pub(crate) mod intake;
 pub mod sip;
 pub mod uac;
 pub mod webhook;

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-pub mod journal;
+pub(crate) mod journal;
 pub mod page;
 mod section;
-pub mod serve;
-pub mod tls;
+pub(crate) mod serve;
+pub(crate) mod tls;
 
 use axum::Router;
 use axum::extract::{Query, State};

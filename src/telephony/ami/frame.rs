@@ -145,14 +145,6 @@ impl Framer {
             self.current.fields.push((key, value));
         }
     }
-
-    /// Drops everything buffered (a new connection).
-    pub fn reset(&mut self) {
-        self.buf.clear();
-        self.current = Message::default();
-        self.skipping = false;
-        self.truncated = false;
-    }
 }
 
 #[cfg(test)]

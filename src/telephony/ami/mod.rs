@@ -7,7 +7,7 @@
 //! - `client`: the connection loop (login, `CoreShowChannels` resync, `Ping`, backoff).
 //! - `setup`: the least-privilege `manager.conf` stanza `screenpop ami-setup` prints.
 
-pub mod client;
+pub(crate) mod client;
 pub mod frame;
 pub mod map;
 pub mod setup;

@@ -10,10 +10,10 @@
 //!   NOTIFY, versions, resubscription with backoff).
 //! - `client`: `[[dialog]]` and the task driving it from a UDP socket.
 
-pub mod client;
-pub mod digest;
+mod client;
+mod digest;
 pub mod info;
-pub mod map;
+mod map;
 pub mod subscriber;
 
 pub use client::{DialogConfig, DialogError, run};

@@ -5,7 +5,7 @@
 //! - `map`: JSON events and the `show calls` listing → call events, keyed by the a-leg UUID.
 //! - `client`: the connection loop (auth, subscription, resync, liveness, backoff).
 
-pub mod client;
+mod client;
 pub mod frame;
 pub mod map;
 

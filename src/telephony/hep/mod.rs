@@ -6,8 +6,8 @@
 //! - `listen`: the UDP and TCP listeners.
 
 pub mod decode;
-pub mod listen;
-pub mod observe;
+pub(crate) mod listen;
+pub(crate) mod observe;
 mod section;
 
 pub use decode::{HepError, Packet, decode, encode};

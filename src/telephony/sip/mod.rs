@@ -11,14 +11,14 @@
 //! - `udp`, `tcp`: the listeners.
 
 pub mod check;
-pub mod endpoint;
+mod endpoint;
 pub mod grammar;
 pub mod identity;
 pub mod reply;
 pub mod scan;
 mod section;
-pub mod tcp;
-pub mod udp;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 pub use endpoint::{Endpoint, EndpointConfig};
 pub use scan::{Message, StartLine, Transport, scan};
