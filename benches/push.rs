@@ -37,7 +37,7 @@ fn resolutions() -> (Resolution, Resolution) {
 fn call(number: &str, resolution: Resolution) -> Call {
     Call {
         id: CALL_ID.into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         caller_number: Some(number.into()),
         caller_display: Some("Acme Corporation".into()),
         caller_key: Some(number.into()),

@@ -249,7 +249,7 @@ async fn a_direct_call_rings_is_answered_and_ends() {
             extension: "1001".into()
         }
     );
-    assert_eq!(ringing.call.intake, Intake::Ami);
+    assert_eq!(ringing.call.intake, Intake::AMI);
     assert_eq!(ringing.call.caller_number.as_deref(), Some("+14155550100"));
     assert_eq!(
         ringing.call.caller_display.as_deref(),

@@ -45,7 +45,7 @@ async fn daemon(url: &str, call_log: &str) -> Daemon {
 fn ended(key: &str, reason: EndReason) -> CallEvent {
     CallEvent::Ended {
         key: key.into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         extension: None,
         reason,
     }
@@ -99,7 +99,7 @@ async fn every_call_is_logged_and_none_is_lost_while_postgres_is_away() {
     daemon.calls.apply(ringing("first", "1002", "+14155550100"));
     daemon.calls.apply(CallEvent::Answered {
         key: "first".into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         by: Some("1001".into()),
     });
     daemon.calls.apply(ended("first", EndReason::Completed));

@@ -227,7 +227,7 @@ async fn a_direct_call_rings_is_answered_and_ends() {
     server.send(fixture("direct_call.esl")).await;
     let first = next_update(&mut rx, |_| true).await;
     assert_eq!(first.change, ringing("1001"));
-    assert_eq!(first.call.intake, Intake::Esl);
+    assert_eq!(first.call.intake, Intake::ESL);
     assert_eq!(first.call.caller_number.as_deref(), Some("+14155550100"));
     assert_eq!(first.call.dialled.as_deref(), Some("18005550199"));
     assert!(acme(&first), "the caller resolves to Acme Corporation");

@@ -163,7 +163,7 @@ async fn a_mirrored_ring_group_call_pops_once_per_leg_and_tracks_the_answer() {
     let mut rang = Vec::new();
     let answered = loop {
         let u = next_update(&mut updates, |_| true).await;
-        assert_eq!(u.call.intake, Intake::Hep);
+        assert_eq!(u.call.intake, Intake::HEP);
         match u.change {
             Change::Ringing { extension } => rang.push(extension),
             Change::Answered { .. } => break u,

@@ -48,7 +48,7 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
 fn ring_from(key: &str, extension: &str, number: &str, display: &str) -> CallEvent {
     CallEvent::Ringing {
         key: key.into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         extension: extension.into(),
         caller: Caller {
             number: Some(number.into()),

@@ -147,7 +147,7 @@ async fn dialog_subscription_through_kamailio_pops_answered_and_cancelled_calls(
         kamailio.addr,
     );
     let pop = ringing(&mut rx, "1001").await;
-    assert_eq!(pop.call.intake, Intake::Dialog);
+    assert_eq!(pop.call.intake, Intake::DIALOG);
     assert_eq!(pop.call.caller_number.as_deref(), Some("+14155550100"));
     assert_eq!(
         pop.call.caller_display, None,
@@ -378,7 +378,7 @@ async fn kamailio_siptrace_hep_pops_every_relayed_call_once() {
     for (how, ext, caller, display) in calls {
         let uac = call(&tools, &dir, how, ext, caller, display, kamailio.addr);
         let pop = ringing(&mut rx, ext).await;
-        assert_eq!(pop.call.intake, Intake::Hep);
+        assert_eq!(pop.call.intake, Intake::HEP);
         assert_eq!(pop.call.caller_number.as_deref(), Some(caller));
         assert_eq!(pop.call.caller_display.as_deref(), Some(display));
         let mut changes = Vec::new();
@@ -461,7 +461,7 @@ async fn kamailio_forks_calls_to_screenpop_which_never_answers_them() {
         kamailio.addr,
     );
     let pop = ringing(&mut rx, "1001").await;
-    assert_eq!(pop.call.intake, Intake::Sip);
+    assert_eq!(pop.call.intake, Intake::SIP);
     assert_eq!(pop.call.caller_number.as_deref(), Some("+14155550100"));
     assert_eq!(pop.call.caller_display.as_deref(), Some("Acme Front Desk"));
     assert_eq!(

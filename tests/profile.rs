@@ -540,7 +540,7 @@ async fn ended_calls_forget_their_profiles() {
     until(&mut alice, "complete").await;
     daemon.calls.apply(CallEvent::Ended {
         key: "gone".into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         extension: None,
         reason: EndReason::Cancelled,
     });

@@ -273,7 +273,7 @@ async fn a_ring_group_of_three_all_ring_and_the_losers_end_answered_elsewhere() 
     for ext in ["1001", "1002", "1003"] {
         daemon.calls.apply(CallEvent::Ringing {
             key: "group".into(),
-            intake: Intake::Hep,
+            intake: Intake::HEP,
             extension: ext.into(),
             caller: caller.clone(),
             dialled: Some("600".into()),
@@ -290,7 +290,7 @@ async fn a_ring_group_of_three_all_ring_and_the_losers_end_answered_elsewhere() 
     }
     daemon.calls.apply(CallEvent::Answered {
         key: "group".into(),
-        intake: Intake::Hep,
+        intake: Intake::HEP,
         by: Some("1002".into()),
     });
     for (i, ws) in sockets.iter_mut().enumerate() {
@@ -303,7 +303,7 @@ async fn a_ring_group_of_three_all_ring_and_the_losers_end_answered_elsewhere() 
     }
     daemon.calls.apply(CallEvent::Ended {
         key: "group".into(),
-        intake: Intake::Hep,
+        intake: Intake::HEP,
         extension: None,
         reason: EndReason::Completed,
     });
@@ -393,7 +393,7 @@ async fn a_client_that_never_reads_is_closed_for_backpressure_and_others_are_una
     for i in 0..40_000 {
         daemon.calls.apply(CallEvent::Ringing {
             key: format!("flood-{i}"),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: "1001".into(),
             caller: caller.clone(),
             dialled: None,
@@ -404,7 +404,7 @@ async fn a_client_that_never_reads_is_closed_for_backpressure_and_others_are_una
     }
     daemon.calls.apply(CallEvent::Ringing {
         key: "for-bob".into(),
-        intake: Intake::Sip,
+        intake: Intake::SIP,
         extension: "1002".into(),
         caller,
         dialled: None,

@@ -354,7 +354,7 @@ async fn answered_elsewhere_and_bye_and_the_call_tool_over_udp_and_tcp() {
     );
     let ended = next_update(&mut updates, |u| {
         matches!(u.change, Change::Ended { .. })
-            && u.call.intake == screenpop::calls::Intake::Sip
+            && u.call.intake == screenpop::calls::Intake::SIP
             && u.call.caller_number.is_some()
     })
     .await;

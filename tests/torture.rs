@@ -283,7 +283,7 @@ async fn the_whole_set_wrapped_in_hep_is_taken_silently() {
     );
     // The valid torture INVITEs rang (wsinv to "vivekg"…): the HEP path took them.
     let first = next_update(&mut updates, is_ringing).await;
-    assert_eq!(first.call.intake, screenpop::calls::Intake::Hep);
+    assert_eq!(first.call.intake, screenpop::calls::Intake::HEP);
     still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     let http = daemon.bound.http.expect("http");
     assert!(metric(http, "screenpop_hep_packets_total", "result=\"sip\"").await >= 40.0);

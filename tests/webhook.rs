@@ -78,7 +78,7 @@ async fn a_signed_event_pops_and_the_call_follows() {
     let (status, reply) = post(http, &headers(SECRET, &now(), &body), &body).await;
     assert_eq!(status, 202, "{reply}");
     let pop = next_update(&mut rx, is_ringing).await;
-    assert_eq!(pop.call.intake, Intake::Webhook);
+    assert_eq!(pop.call.intake, Intake::WEBHOOK);
     assert_eq!(
         pop.change,
         Change::Ringing {

@@ -317,7 +317,7 @@ mod tests {
     fn ring(key: &str, ext: &str) -> CallEvent {
         CallEvent::Ringing {
             key: key.into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: ext.into(),
             caller: Caller {
                 number: Some("+15550100".into()),
@@ -358,12 +358,12 @@ mod tests {
         calls.apply(ring("k", "1001"));
         calls.apply(CallEvent::Answered {
             key: "k".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             by: Some("1001".into()),
         });
         calls.apply(CallEvent::Ended {
             key: "k".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: None,
             reason: EndReason::Completed,
         });

@@ -598,7 +598,7 @@ impl Calls {
 pub fn call_id(intake: Intake, key: &str, generation: u32) -> String {
     use sha2::Digest;
     let family = match intake {
-        Intake::Sip | Intake::Hep => "sip",
+        Intake::SIP | Intake::HEP => "sip",
         other => other.label(),
     };
     let mut hash = sha2::Sha256::new();
@@ -655,7 +655,7 @@ mod tests {
     fn ringing(key: &str, ext: &str) -> CallEvent {
         CallEvent::Ringing {
             key: key.into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: ext.into(),
             caller: Caller {
                 number: Some("+15550100".into()),
@@ -678,7 +678,7 @@ mod tests {
         assert_eq!(calls.counts(), (1, 0));
         calls.apply(CallEvent::Answered {
             key: "c1".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             by: Some("1002".into()),
         });
         let changes: Vec<Change> = std::iter::from_fn(|| rx.try_recv().ok())
@@ -707,7 +707,7 @@ mod tests {
         );
         calls.apply(CallEvent::Ended {
             key: "c1".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: None,
             reason: EndReason::Completed,
         });
@@ -727,7 +727,7 @@ mod tests {
         calls.apply(ringing("a", "1002"));
         calls.apply(CallEvent::Ended {
             key: "a".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: Some("1001".into()),
             reason: EndReason::Cancelled,
         });
@@ -735,7 +735,7 @@ mod tests {
         assert!(calls.live(Some(&["1003".into()])).is_empty());
         calls.apply(CallEvent::Ended {
             key: "a".into(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: Some("1002".into()),
             reason: EndReason::Cancelled,
         });
@@ -764,17 +764,17 @@ mod tests {
     #[test]
     fn call_ids_are_deterministic_from_the_intake_key() {
         let key = "a84b4c76e66710@pc33.example.com";
-        let sip = call_id(Intake::Sip, key, 0);
+        let sip = call_id(Intake::SIP, key, 0);
         assert_eq!(sip.len(), 16);
-        assert_eq!(sip, call_id(Intake::Hep, key, 0));
+        assert_eq!(sip, call_id(Intake::HEP, key, 0));
         assert_ne!(
             sip,
-            call_id(Intake::Sip, "a84b4c76e66711@pc33.example.com", 0)
+            call_id(Intake::SIP, "a84b4c76e66711@pc33.example.com", 0)
         );
-        assert_ne!(sip, call_id(Intake::Ami, key, 0));
+        assert_ne!(sip, call_id(Intake::AMI, key, 0));
         assert_ne!(
             sip,
-            call_id(Intake::Sip, key, 1),
+            call_id(Intake::SIP, key, 1),
             "a later call on the same key"
         );
     }

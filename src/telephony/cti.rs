@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn book_is_idempotent_and_ends_the_last_leg() {
-        let mut book = Book::new(Intake::Ami, "pbx");
+        let mut book = Book::new(Intake::AMI, "pbx");
         assert!(book.ring("c", "1001", &acme(), None).is_some());
         assert!(book.ring("c", "1001", &acme(), None).is_none(), "repeat");
         assert!(book.ring("c", "1002", &acme(), None).is_some());
@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn resync_ends_what_was_not_touched() {
-        let mut book = Book::new(Intake::Esl, "fs");
+        let mut book = Book::new(Intake::ESL, "fs");
         book.ring("a", "1001", &acme(), None);
         book.ring("b", "1002", &acme(), None);
         book.begin_resync();

@@ -4,9 +4,10 @@
 //! mounted on the HTTP listener.
 //!
 //! A new client intake is one folder (its config section with `impl Client` and
-//! `impl Section`, and its `run`) plus one line in the [`registry!`] below: the config file
-//! then accepts its `[[table]]` list, checks and resolves it, and the daemon and hot reload
-//! start, compare and stop it like the others.
+//! `impl Section`, its `run`, its `Intake` label) plus one line in the registry in
+//! `telephony/mod.rs`: that line declares the folder's module, the config file then accepts
+//! its `[[table]]` list, checks and resolves it, and the daemon and hot reload start, compare
+//! and stop it like the others (`docs/architecture.md` shows the diff).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,18 +83,20 @@ pub trait Section: Client {
     fn describe(&self) -> String;
 }
 
-/// The registry of client intakes: one line per kind, `config table: its section`. It
-/// declares the config file's `[[table]]` lists ([`Sections`]), the resolved intakes the
-/// daemon runs ([`Intakes`]) and how both are walked.
+/// The registry of client intakes, invoked once in `telephony/mod.rs` with one line per kind,
+/// `folder: its section type` (the folder's name is its config table). It declares the
+/// folder's module, the config file's `[[table]]` lists ([`Sections`]), the resolved intakes
+/// the daemon runs ([`Intakes`]) and how both are walked.
 macro_rules! registry {
-    ($($table:ident: $section:ty,)*) => {
+    ($($(#[$doc:meta])* $table:ident: $section:ident,)*) => {
+        $( $(#[$doc])* pub mod $table; )*
         /// The client intakes as written in the config file, each with its place in the file.
         #[derive(Debug, Clone, Default, serde::Deserialize)]
         pub struct Sections {
             $(
                 #[doc = concat!("`[[", stringify!($table), "]]`")]
                 #[serde(default)]
-                pub $table: Vec<toml::Spanned<$section>>,
+                pub $table: Vec<toml::Spanned<$table::$section>>,
             )*
         }
 
@@ -102,8 +105,8 @@ macro_rules! registry {
             pub const TABLES: &[&str] = &[$(stringify!($table)),*];
 
             /// Every section in file order per kind: table, index, span, section.
-            pub fn each(&self) -> Vec<(&'static str, usize, std::ops::Range<usize>, &dyn Section)> {
-                let mut all: Vec<(&'static str, usize, std::ops::Range<usize>, &dyn Section)> =
+            pub fn each(&self) -> Vec<(&'static str, usize, std::ops::Range<usize>, &dyn $crate::telephony::intake::Section)> {
+                let mut all: Vec<(&'static str, usize, std::ops::Range<usize>, &dyn $crate::telephony::intake::Section)> =
                     Vec::new();
                 $(
                     for (i, s) in self.$table.iter().enumerate() {
@@ -114,7 +117,7 @@ macro_rules! registry {
             }
 
             /// The sections with their secrets and files resolved; an error names the intake.
-            pub fn resolve(&self, base: &Path, webhook: super::webhook::WebhookConfig)
+            pub fn resolve(&self, base: &std::path::Path, webhook: $crate::telephony::webhook::WebhookConfig)
                 -> anyhow::Result<Intakes>
             {
                 Ok(Intakes {
@@ -122,9 +125,11 @@ macro_rules! registry {
                         $table: self.$table
                             .iter()
                             .map(|s| {
+                                use $crate::telephony::intake::Section as _;
                                 let mut c = s.get_ref().clone();
+                                let name = c.name().to_owned();
                                 c.resolve(base).map_err(|e| {
-                                    anyhow::anyhow!("{} `{}` {e:#}", stringify!($table), c.name())
+                                    anyhow::anyhow!("{} `{name}` {e:#}", stringify!($table))
                                 })?;
                                 Ok(c)
                             })
@@ -140,28 +145,27 @@ macro_rules! registry {
         pub struct Intakes {
             $(
                 #[doc = concat!("`[[", stringify!($table), "]]`")]
-                pub $table: Vec<$section>,
+                pub $table: Vec<$table::$section>,
             )*
             /// The webhook and its PBXs (served by the HTTP listener, not a client).
-            pub webhook: super::webhook::WebhookConfig,
+            pub webhook: $crate::telephony::webhook::WebhookConfig,
         }
 
         impl Intakes {
             /// Every configured client intake, in config order per kind.
-            pub fn clients(&self) -> Vec<&dyn Section> {
-                let mut all: Vec<&dyn Section> = Vec::new();
-                $( all.extend(self.$table.iter().map(|c| c as &dyn Section)); )*
+            pub fn clients(&self) -> Vec<&dyn $crate::telephony::intake::Section> {
+                let mut all: Vec<&dyn $crate::telephony::intake::Section> = Vec::new();
+                $( all.extend(self.$table.iter().map(|c| c as &dyn $crate::telephony::intake::Section)); )*
                 all
             }
         }
     };
 }
 
-registry! {
-    ami: super::ami::AmiConfig,
-    esl: super::esl::EslConfig,
-    dialog: super::dialog::DialogConfig,
-}
+pub(crate) use registry;
+
+/// The registry's types, declared in `telephony` by its one invocation.
+pub use super::{Intakes, Sections};
 
 /// Shared checks for [`Section::check`].
 pub mod check {

@@ -15,15 +15,22 @@
 
 mod accept;
 pub mod allow;
-pub mod ami;
 pub mod cti;
-pub mod dialog;
-pub mod esl;
 pub mod hep;
 pub(crate) mod intake;
 pub mod sip;
 pub mod uac;
 pub mod webhook;
+
+// The client intakes: one line per kind, `folder: its config section` (see `intake`).
+intake::registry! {
+    /// Asterisk Manager Interface clients, `[[ami]]`.
+    ami: AmiConfig,
+    /// FreeSWITCH event-socket clients, `[[esl]]`.
+    esl: EslConfig,
+    /// RFC 4235 dialog-event subscriptions, `[[dialog]]`.
+    dialog: DialogConfig,
+}
 
 /// Metric `screenpop_cti_connected`.
 pub const CTI_CONNECTED: &str = "screenpop_cti_connected";

@@ -296,7 +296,7 @@ impl Webhook {
                     "ringing",
                     CallEvent::Ringing {
                         key,
-                        intake: Intake::Webhook,
+                        intake: Intake::WEBHOOK,
                         extension,
                         caller,
                         dialled: event.dialled,
@@ -307,7 +307,7 @@ impl Webhook {
                 "answered",
                 CallEvent::Answered {
                     key,
-                    intake: Intake::Webhook,
+                    intake: Intake::WEBHOOK,
                     by: event.by,
                 },
             ),
@@ -319,7 +319,7 @@ impl Webhook {
                     "ended",
                     CallEvent::Ended {
                         key,
-                        intake: Intake::Webhook,
+                        intake: Intake::WEBHOOK,
                         extension: event.extension,
                         reason,
                     },

@@ -320,7 +320,7 @@ pub async fn http_request(
 pub fn ringing(key: &str, extension: &str, number: &str) -> screenpop::calls::CallEvent {
     screenpop::calls::CallEvent::Ringing {
         key: key.into(),
-        intake: screenpop::calls::Intake::Sip,
+        intake: screenpop::calls::Intake::SIP,
         extension: extension.into(),
         caller: screenpop::calls::Caller {
             number: Some(number.into()),

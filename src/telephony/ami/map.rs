@@ -136,7 +136,7 @@ impl Mapper {
             known,
             channels: HashMap::new(),
             calls: HashMap::new(),
-            book: Book::new(Intake::Ami, pbx),
+            book: Book::new(Intake::AMI, pbx),
             listed: None,
         }
     }

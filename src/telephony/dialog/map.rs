@@ -84,7 +84,7 @@ impl Mapper {
     /// A mapper for the PBX named `pbx` (the call-key prefix).
     pub fn new(pbx: &str) -> Self {
         Mapper {
-            book: Book::new(Intake::Dialog, pbx),
+            book: Book::new(Intake::DIALOG, pbx),
             legs: HashMap::new(),
             seq: 0,
         }
@@ -234,7 +234,7 @@ mod tests {
         };
         assert_eq!(
             (key.as_str(), *intake, extension.as_str()),
-            ("kam:c1", Intake::Dialog, "1001")
+            ("kam:c1", Intake::DIALOG, "1001")
         );
         assert_eq!(caller.number.as_deref(), Some("+14155550100"));
         assert_eq!(caller.display.as_deref(), Some("Acme"));

@@ -117,7 +117,7 @@ impl Mapper {
             known,
             legs: HashMap::new(),
             dialled: HashMap::new(),
-            book: Book::new(Intake::Esl, pbx),
+            book: Book::new(Intake::ESL, pbx),
         }
     }
 

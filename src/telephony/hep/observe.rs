@@ -179,7 +179,7 @@ impl HepObserver {
                 }
                 events.push(CallEvent::Ringing {
                     key,
-                    intake: Intake::Hep,
+                    intake: Intake::HEP,
                     extension,
                     caller: identity::caller(msg),
                     dialled: identity::dialled(msg),
@@ -197,7 +197,7 @@ impl HepObserver {
                 // A CANCEL from the caller's side names no known leg: it ends the whole call.
                 events.push(CallEvent::Ended {
                     key,
-                    intake: Intake::Hep,
+                    intake: Intake::HEP,
                     extension,
                     reason,
                 });
@@ -205,7 +205,7 @@ impl HepObserver {
             StartLine::Request { method: b"BYE", .. } => {
                 events.push(CallEvent::Ended {
                     key,
-                    intake: Intake::Hep,
+                    intake: Intake::HEP,
                     extension: None,
                     reason: EndReason::Completed,
                 });
@@ -222,7 +222,7 @@ impl HepObserver {
                 match code {
                     200..=299 => events.push(CallEvent::Answered {
                         key,
-                        intake: Intake::Hep,
+                        intake: Intake::HEP,
                         by: extension,
                     }),
                     487 => {} // the answer to a CANCEL, already seen
@@ -230,7 +230,7 @@ impl HepObserver {
                         if extension.is_some() {
                             events.push(CallEvent::Ended {
                                 key,
-                                intake: Intake::Hep,
+                                intake: Intake::HEP,
                                 extension,
                                 reason: EndReason::Rejected,
                             });

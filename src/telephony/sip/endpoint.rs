@@ -404,7 +404,7 @@ impl Endpoint {
         match extension {
             Some(extension) => fx.events.push(CallEvent::Ringing {
                 key: call_id,
-                intake: Intake::Sip,
+                intake: Intake::SIP,
                 extension,
                 caller: identity::caller(msg),
                 dialled: identity::dialled(msg),
@@ -454,13 +454,13 @@ impl Endpoint {
         let event = if answered_elsewhere {
             CallEvent::Answered {
                 key: txn.call_id.to_string(),
-                intake: Intake::Sip,
+                intake: Intake::SIP,
                 by: None,
             }
         } else {
             CallEvent::Ended {
                 key: txn.call_id.to_string(),
-                intake: Intake::Sip,
+                intake: Intake::SIP,
                 extension: txn.extension.as_deref().map(str::to_owned),
                 reason: EndReason::Cancelled,
             }
@@ -522,7 +522,7 @@ impl Endpoint {
         drop(table);
         fx.events.push(CallEvent::Ended {
             key: call_id.into_owned(),
-            intake: Intake::Sip,
+            intake: Intake::SIP,
             extension: None,
             reason: EndReason::Completed,
         });
@@ -599,7 +599,7 @@ impl Endpoint {
                 Timer::Ring if txn.state == State::Proceeding => {
                     fx.events.push(CallEvent::Ended {
                         key: txn.call_id.to_string(),
-                        intake: Intake::Sip,
+                        intake: Intake::SIP,
                         extension: txn.extension.as_deref().map(str::to_owned),
                         reason: EndReason::Timeout,
                     });
