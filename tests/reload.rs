@@ -1,7 +1,8 @@
 //! Hot reload on the release binary (issue 18): `screenpop reload` and SIGHUP re-read the
 //! config; an agent added can sign in, one removed is signed out, a source added is on the
 //! next pop, connected agents stay connected, and a broken config is refused whole (file, line
-//! and key in the command's output and in the log) while the running one keeps serving.
+//! and key in the command's output and in the log) while the running one keeps serving; PBX
+//! connections added, changed and removed are opened and closed, unchanged ones kept.
 
 mod support;
 #[path = "support/ws.rs"]
@@ -259,5 +260,131 @@ async fn reload_applies_agents_and_sources_keeps_sockets_and_refuses_a_broken_co
         1.0
     );
     drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A PBX's event socket as far as the daemon's connection goes: accepted, and seen to close.
+struct FakePbx {
+    listener: tokio::net::TcpListener,
+}
+
+impl FakePbx {
+    async fn bind() -> FakePbx {
+        FakePbx {
+            listener: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        }
+    }
+
+    fn address(&self) -> String {
+        self.listener.local_addr().expect("addr").to_string()
+    }
+
+    /// The daemon's next connection, within 5 s.
+    async fn accepted(&self, daemon: &Process) -> tokio::net::TcpStream {
+        match tokio::time::timeout(Duration::from_secs(5), self.listener.accept()).await {
+            Ok(Ok((stream, _))) => stream,
+            _ => panic!("the daemon did not connect\nlog:\n{}", daemon.log()),
+        }
+    }
+}
+
+/// Whether the daemon closes `stream` within `within` (it sends nothing before the PBX's
+/// greeting, and gives up on a silent PBX only after its 10 s login timeout).
+async fn closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+fn esl(name: &str, address: &str) -> String {
+    format!("[[esl]]\nname = \"{name}\"\naddress = \"{address}\"\npassword = \"ClueCon\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_changes_and_removes_pbx_connections_without_dropping_agents() {
+    let dir = run_dir();
+    std::fs::write(
+        dir.join("customers.csv"),
+        "id,name,company,account,crm_url,tags,numbers\n",
+    )
+    .expect("customers");
+    write_config(
+        &dir,
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        &[("alice", "1001")],
+        "",
+    );
+    let daemon = start(&dir.join("screenpop.toml"), &dir.join("screenpop.pid"));
+    let listen = (daemon.sip.to_string(), daemon.http.to_string());
+    let listen = (listen.0.as_str(), listen.1.as_str());
+    let (mut alice, _) = ws::sign_in(daemon.http, "alice-t").await;
+    let (one, two) = (FakePbx::bind().await, FakePbx::bind().await);
+
+    // Added, by SIGHUP: the daemon connects to the PBX.
+    write_config(
+        &dir,
+        listen,
+        &[("alice", "1001")],
+        &esl("fs1", &one.address()),
+    );
+    daemon.signal("-HUP");
+    let mut first = one.accepted(&daemon).await;
+
+    // Changed (another address), by `screenpop reload`: the old connection closes, a new one
+    // opens at the new address.
+    write_config(
+        &dir,
+        listen,
+        &[("alice", "1001")],
+        &esl("fs1", &two.address()),
+    );
+    let out = reload_cmd(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        closed(&mut first, Duration::from_secs(5)).await,
+        "the old connection is closed"
+    );
+    let mut second = two.accepted(&daemon).await;
+
+    // Unchanged on a reload that touches something else: the connection stays.
+    write_config(
+        &dir,
+        listen,
+        &[("alice", "1001"), ("bob", "1002")],
+        &esl("fs1", &two.address()),
+    );
+    assert!(reload_cmd(&dir).status.success());
+    assert!(
+        !closed(&mut second, Duration::from_secs(2)).await,
+        "an unchanged PBX keeps its connection"
+    );
+
+    // Removed: its connection closes and no other opens.
+    write_config(&dir, listen, &[("alice", "1001"), ("bob", "1002")], "");
+    assert!(reload_cmd(&dir).status.success());
+    assert!(
+        closed(&mut second, Duration::from_secs(3)).await,
+        "a removed PBX is disconnected"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), two.listener.accept())
+            .await
+            .is_err(),
+        "no reconnect to a removed PBX"
+    );
+
+    // alice stayed connected through all of it: the next call pops on the same socket.
+    ring(daemon.sip, "after-intakes").await;
+    let pop = ws::expect(&mut alice, "ringing").await;
+    assert_eq!(pop["extension"], "1001", "{pop}");
     let _ = std::fs::remove_dir_all(&dir);
 }
