@@ -38,6 +38,7 @@ fn call(number: &str, resolution: Resolution) -> Call {
     Call {
         id: CALL_ID.into(),
         intake: Intake::SIP,
+        key: "a84b4c76e66710@pc33.example.com".into(),
         caller_number: Some(number.into()),
         caller_display: Some("Acme Corporation".into()),
         caller_key: Some(number.into()),

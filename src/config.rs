@@ -85,6 +85,9 @@ pub struct Config {
     /// `POST /api/events`: signed call events from a PBX (`[webhook]`, `[[webhook.pbx]]`).
     #[serde(default)]
     pub webhook: crate::telephony::webhook::WebhookConfig,
+    /// Several nodes on NATS JetStream; without it, one node.
+    #[serde(default)]
+    pub cluster: Option<Spanned<crate::cluster::ClusterConfig>>,
     /// The client intakes (`[[ami]]`, `[[esl]]`, `[[dialog]]`: the registry in
     /// `telephony::intake`), read from the same text after the rest so that each keeps its
     /// place in the file.
@@ -229,6 +232,11 @@ impl Config {
             });
         }
         check_intakes(&config, &at)?;
+        if let Some(cluster) = &config.cluster {
+            cluster.get_ref().check().map_err(|(field, message)| {
+                at(cluster.span(), &format!("cluster.{field}"), message)
+            })?;
+        }
         let mut names = HashSet::new();
         for (i, source) in config.sources.iter().enumerate() {
             let name = &source.get_ref().settings.name;
@@ -500,6 +508,49 @@ mod tests {
         assert_eq!((line, key.as_str()), (4, "esl.pasword"));
         let (_, key, _) = err("[[webhook.pbx]]\nname = \"w\"\n");
         assert_eq!(key, "webhook.pbx[0].secret");
+    }
+
+    #[test]
+    fn cluster_section() {
+        let base = "[sip]\nudp = [\"0.0.0.0:5060\"]\n\n[cluster]\nnode = \"a\"\nnats = [\"nats://10.0.0.5:4222\", \"tls://nats-2.example:4222\"]\n";
+        let config = Config::parse(base, Path::new("site.toml")).expect("valid");
+        let c = config.cluster.expect("cluster").into_inner();
+        assert_eq!((c.node.as_str(), c.prefix.as_str()), ("a", "screenpop"));
+        assert_eq!(c.replicas(), 2, "3, or fewer seed servers");
+        assert_eq!(c.heartbeat, Duration::from_secs(1));
+        let without = Config::parse("[sip]\nudp = [\"0.0.0.0:5060\"]\n", Path::new("site.toml"))
+            .expect("valid");
+        assert!(without.cluster.is_none(), "no [cluster]: one node");
+        for (edit, key) in [
+            (("node = \"a\"", "node = \"a b\""), "cluster.node"),
+            (
+                ("nats://10.0.0.5:4222", "http://10.0.0.5:4222"),
+                "cluster.nats[0]",
+            ),
+            (
+                ("\"tls://nats-2.example:4222\"", "\"tls://nats-2.example\""),
+                "cluster.nats[1]",
+            ),
+            (("nats = [", "prefix = \"a.b\"\nnats = ["), "cluster.prefix"),
+            (("nats = [", "replicas = 7\nnats = ["), "cluster.replicas"),
+            (
+                ("nats = [", "heartbeat = \"0s\"\nnats = ["),
+                "cluster.heartbeat",
+            ),
+            (
+                ("nats = [", "page_url = \"node-a:8080\"\nnats = ["),
+                "cluster.page_url",
+            ),
+            (("nats = [", "nodes = 2\nnats = ["), "cluster.nodes"),
+        ] {
+            let text = base.replace(edit.0, edit.1);
+            let (line, k, msg) = err(&text);
+            assert_eq!(k, key, "{text}: {msg}");
+            assert!(line >= 4, "{text}: line {line}");
+        }
+        let (_, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\n[cluster]\nnode = \"a\"\n");
+        assert_eq!(key, "cluster", "{msg}");
+        assert!(msg.contains("nats"), "{msg}");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Settings {
     pub intakes: crate::telephony::intake::Intakes,
     /// Most calls kept in the in-memory call journal (the page's recent calls and notes).
     pub journal: usize,
+    /// The cluster to join (`[cluster]`, token resolved); none: a single node, no NATS.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The config file and what it held at start: re-read on SIGHUP and compared with it
     /// ([`crate::reload`]); none for the demo.
     pub config_file: Option<(std::path::PathBuf, crate::config::Config)>,
@@ -172,6 +174,13 @@ impl Daemon {
         let tasks = TaskTracker::new();
         let (events_tx, events_rx) = mpsc::channel(CALL_EVENT_QUEUE);
         let calls = Calls::new(settings.tracker.clone(), settings.resolver.clone());
+        // Before any intake starts: every event of this node's intakes is copied out.
+        let cluster = match settings.cluster.take() {
+            Some(config) => Some(
+                crate::cluster::start(config, calls.clone(), &tasks, cancel.child_token()).await?,
+            ),
+            None => None,
+        };
         let agents = settings.agents.clone();
         let known: Arc<dyn Fn(&str) -> bool + Send + Sync> = {
             let agents = agents.clone();
@@ -316,6 +325,7 @@ impl Daemon {
             call_log: call_log.clone(),
             shutdown: cancel.child_token(),
             throttle: throttle.clone(),
+            cluster: cluster.clone(),
         });
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
@@ -640,6 +650,14 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
         directory_sync: None,
         agents_sync: None,
         journal: config.page.journal,
+        cluster: match &config.cluster {
+            Some(c) => {
+                let mut c = c.get_ref().clone();
+                c.resolve(&config.base)?;
+                Some(c)
+            }
+            None => None,
+        },
         config_file: None,
         log_filter: None,
     })

@@ -10,6 +10,8 @@
 pub mod agents;
 /// The call table (ringing → answered → ended, legs per extension), the call log, the journal.
 pub mod calls;
+/// Several equal nodes on NATS JetStream: events shared, liveness, resync.
+pub mod cluster;
 /// Every source at once for the popped customer: timeouts, caches, breakers, display hints.
 pub mod compose;
 /// WebSocket delivery of pops, snapshots and the page's settings to agents.

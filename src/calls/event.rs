@@ -19,7 +19,7 @@ pub enum IdentitySource {
 }
 
 /// The caller as the INVITE presents it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     /// The user part of the identity URI (tel: the number), percent-decoded, without user
     /// parameters (`;npdi;rn=…`, `;isub=…`). Not yet normalised to E.164.
@@ -60,6 +60,53 @@ impl Intake {
     /// A metrics and key label.
     pub fn label(&self) -> &'static str {
         self.0
+    }
+
+    /// The intake labelled `label` (another node's events): a built-in one, or one of at most
+    /// [`MAX_LABELS`] others, interned once each; beyond that, `None`.
+    pub fn from_label(label: &str) -> Option<Intake> {
+        const BUILT_IN: [Intake; 6] = [
+            Intake::SIP,
+            Intake::HEP,
+            Intake::AMI,
+            Intake::ESL,
+            Intake::WEBHOOK,
+            Intake::DIALOG,
+        ];
+        if let Some(known) = BUILT_IN.iter().find(|i| i.0 == label) {
+            return Some(*known);
+        }
+        let valid = !label.is_empty()
+            && label.len() <= 32
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return None;
+        }
+        static OTHERS: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let mut others = OTHERS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = others.iter().find(|l| **l == label) {
+            return Some(Intake(known));
+        }
+        if others.len() >= MAX_LABELS {
+            return None;
+        }
+        // Bounded by MAX_LABELS: at most that many short strings live for the process.
+        let leaked: &'static str = Box::leak(label.to_owned().into_boxed_str());
+        others.push(leaked);
+        Some(Intake(leaked))
+    }
+}
+
+/// Most intake labels other than the built-in ones a node learns from its peers.
+pub const MAX_LABELS: usize = 32;
+
+impl<'de> serde::Deserialize<'de> for Intake {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let label = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Intake::from_label(&label)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown intake `{label}`")))
     }
 }
 
@@ -115,8 +162,9 @@ impl EndReason {
     }
 }
 
-/// What an intake saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an intake saw. Serialised as is between the nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum CallEvent {
     /// An extension started ringing.
     Ringing {

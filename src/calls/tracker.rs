@@ -118,6 +118,10 @@ pub struct Call {
     pub state: CallState,
     /// The extensions rung.
     pub legs: Vec<Leg>,
+    /// The intake's own key for the call (the SIP Call-ID, `pbx1:<Linkedid>`): what another
+    /// node's events for it carry.
+    #[serde(skip)]
+    pub key: String,
 }
 
 /// What changed.
@@ -225,6 +229,9 @@ pub struct Calls {
     updates: broadcast::Sender<CallUpdate>,
     observers: RwLock<Vec<Arc<dyn Observer>>>,
     resolver: Arc<dyn Resolver>,
+    /// Where this node's own events are copied for the other nodes (a cluster's bounded
+    /// publish queue); never waited on.
+    replica: std::sync::OnceLock<mpsc::Sender<CallEvent>>,
 }
 
 /// A consumer of every call update, called in line, in order, on the thread that applied the
@@ -255,6 +262,7 @@ impl Calls {
             updates,
             observers: RwLock::default(),
             resolver,
+            replica: std::sync::OnceLock::new(),
         })
     }
 
@@ -317,6 +325,46 @@ impl Calls {
         (table.calls.len() - table.answered, table.answered)
     }
 
+    /// Copies every event of this node's intakes to `tx` from now on (a cluster's publish
+    /// queue): a full queue drops the copy and counts it, the call goes on here. Events from
+    /// other nodes come in through [`Calls::apply`] and are not copied again.
+    pub fn replicate_to(&self, tx: mpsc::Sender<CallEvent>) {
+        let _ = self.replica.set(tx);
+    }
+
+    /// The events that rebuild the live calls on another node (a node that joins or comes
+    /// back): each ringing or answered leg rung, then the answer.
+    pub fn resync_events(&self) -> Vec<CallEvent> {
+        let table = self.lock();
+        let mut events = Vec::new();
+        for ((intake, key), entry) in &table.calls {
+            let call = &entry.call;
+            let caller = Caller {
+                number: call.caller_number.clone(),
+                display: call.caller_display.clone(),
+                source: super::IdentitySource::From,
+                withheld: call.withheld,
+            };
+            for leg in &call.legs {
+                events.push(CallEvent::Ringing {
+                    key: key.clone(),
+                    intake: *intake,
+                    extension: leg.extension.clone(),
+                    caller: caller.clone(),
+                    dialled: call.dialled.clone(),
+                });
+            }
+            if let CallState::Answered { by } = &call.state {
+                events.push(CallEvent::Answered {
+                    key: key.clone(),
+                    intake: *intake,
+                    by: by.clone(),
+                });
+            }
+        }
+        events
+    }
+
     /// Applies events until the channel closes or `cancel` fires; expires stale calls meanwhile.
     pub async fn run(
         self: Arc<Self>,
@@ -330,7 +378,15 @@ impl Calls {
                 () = cancel.cancelled() => return,
                 _ = sweep.tick() => self.expire(Instant::now()),
                 event = events.recv() => match event {
-                    Some(event) => self.apply(event),
+                    Some(event) => {
+                        if let Some(replica) = self.replica.get()
+                            && replica.try_send(event.clone()).is_err()
+                        {
+                            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_queue_full")
+                                .increment(1);
+                        }
+                        self.apply(event)
+                    }
                     None => return,
                 },
             }
@@ -352,7 +408,7 @@ impl Calls {
                     caller,
                     dialled,
                 } => {
-                    let map_key = (intake, key);
+                    let map_key = (family(intake), key);
                     if !table.calls.contains_key(&map_key) {
                         if table.calls.len() >= self.config.max_calls {
                             table.evict_oldest(&mut out);
@@ -361,6 +417,7 @@ impl Calls {
                         let call = self.new_call(
                             call_id(intake, &map_key.1, generation),
                             intake,
+                            &map_key.1,
                             &caller,
                             dialled,
                         );
@@ -411,7 +468,7 @@ impl Calls {
                     });
                 }
                 CallEvent::Answered { key, intake, by } => {
-                    let Some(entry) = table.calls.get_mut(&(intake, key)) else {
+                    let Some(entry) = table.calls.get_mut(&(family(intake), key)) else {
                         return;
                     };
                     let call = &mut entry.call;
@@ -463,7 +520,7 @@ impl Calls {
                     extension,
                     reason,
                 } => {
-                    let map_key = (intake, key);
+                    let map_key = (family(intake), key);
                     let Some(entry) = table.calls.get_mut(&map_key) else {
                         return;
                     };
@@ -518,6 +575,7 @@ impl Calls {
         &self,
         id: String,
         intake: Intake,
+        key: &str,
         caller: &Caller,
         dialled: Option<String>,
     ) -> Call {
@@ -540,6 +598,7 @@ impl Calls {
         Call {
             id,
             intake,
+            key: key.to_owned(),
             caller_number: caller.number.as_deref().and_then(super::event::clean_text),
             caller_key,
             caller_display: caller.display.as_deref().and_then(super::event::clean_text),
@@ -590,6 +649,16 @@ impl Calls {
     }
 }
 
+/// The key space an intake's keys live in: SIP and HEP share the SIP Call-ID (a fork target
+/// and a HEP capture of the same PBX see the same call, on one node or two).
+fn family(intake: Intake) -> Intake {
+    if intake == Intake::HEP {
+        Intake::SIP
+    } else {
+        intake
+    }
+}
+
 /// A call's id, from the intake's own key: the same call seen by several screenpop nodes (a
 /// PBX forking to two, HEP copies to both, an AMI connection each) gets the same id on every
 /// one. SIP and HEP share their key space (the SIP Call-ID); the other intakes' keys already
@@ -597,10 +666,7 @@ impl Calls {
 /// SHA-256, hex.
 pub fn call_id(intake: Intake, key: &str, generation: u32) -> String {
     use sha2::Digest;
-    let family = match intake {
-        Intake::SIP | Intake::HEP => "sip",
-        other => other.label(),
-    };
+    let family = family(intake).label();
     let mut hash = sha2::Sha256::new();
     hash.update(family.as_bytes());
     hash.update([0]);

@@ -53,6 +53,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Failed sign-ins per source address (API and WebSocket).
     pub throttle: AuthThrottle,
+    /// The cluster, when this node is one of several.
+    pub cluster: Option<Arc<crate::cluster::Status>>,
 }
 
 /// WebSocket endpoint settings.
@@ -84,8 +86,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `ok`, or `degraded` (still 200: the node pops its own agents) when it is cut off from its
+/// cluster.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok", "live_calls": state.calls.live(None).len() }))
+    let live_calls = state.calls.counts();
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "live_calls": live_calls.0 + live_calls.1,
+    });
+    if let Some(cluster) = &state.cluster {
+        if !cluster.connected() {
+            body["status"] = "degraded".into();
+        }
+        body["cluster"] = cluster.health();
+    }
+    axum::Json(body)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -1,0 +1,454 @@
+//! Several equal nodes on NATS JetStream (`[cluster]`): any intake at any node, any agent at
+//! any node.
+//!
+//! **Pop first, agree after.** A node applies its own intakes' events at once (its agents pop
+//! with no NATS on the path) and copies each into a bounded publish queue
+//! ([`Calls::replicate_to`]); a full queue drops the copy and counts it. Every node applies
+//! the others' events to its own call table, so every node knows every live call: an agent
+//! signed in anywhere is popped, a `snapshot` at any node is complete, and a call whose
+//! node dies lives on at every other node, where its later events (from their own intakes or
+//! from the survivors) end it. Call ids are deterministic from the intake's key
+//! (`calls::tracker::call_id`), and the call table is idempotent per leg, so a call seen by
+//! several nodes (a fork to two nodes, HEP copies to both, an AMI connection from each) is
+//! one call with one pop per ringing leg, and one call-log row (written by call id).
+//!
+//! **Liveness.** Each node heartbeats into the `<prefix>_nodes` key-value bucket, whose
+//! entries expire after three heartbeats: `/healthz` and `screenpop_cluster_nodes` show the
+//! live nodes.
+//!
+//! **NATS away.** The node goes on popping its own agents from its own intakes; `/healthz`
+//! says `degraded`, `screenpop_cluster_connected` is 0, one warning is logged. When the
+//! connection comes back the node says `hello`, and every node answers with its live calls
+//! (the events that rebuild them), so both sides catch up.
+
+mod section;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use section::ClusterConfig;
+
+use crate::calls::{CallEvent, Calls};
+
+/// Metric `screenpop_cluster_connected`: 1 while connected to NATS.
+pub const CONNECTED: &str = "screenpop_cluster_connected";
+/// Metric `screenpop_cluster_nodes`: the nodes with a live heartbeat, this one included.
+pub const NODES: &str = "screenpop_cluster_nodes";
+/// Metric `screenpop_cluster_events_total{direction}`: events published and received.
+pub const EVENTS_TOTAL: &str = "screenpop_cluster_events_total";
+/// Metric `screenpop_cluster_publish_latency_seconds`: publish at one node → applied at
+/// another (wall clocks: meaningful where the nodes' clocks agree, e.g. NTP).
+pub const LATENCY_SECONDS: &str = "screenpop_cluster_publish_latency_seconds";
+/// Metric `screenpop_cluster_resyncs_total`: live-call sets sent to a node that said hello.
+pub const RESYNCS_TOTAL: &str = "screenpop_cluster_resyncs_total";
+
+/// Most events in one published message.
+const BATCH: usize = 256;
+
+/// What goes over NATS: some events of one node.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    /// The node that saw them.
+    node: String,
+    /// When it published them, microseconds since the Unix epoch.
+    sent_us: u64,
+    /// The events, in the order that node applied them.
+    events: Vec<CallEvent>,
+}
+
+/// The cluster as `/healthz` shows it.
+#[derive(Debug)]
+pub struct Status {
+    node: String,
+    connected: AtomicBool,
+    nodes: Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl Status {
+    /// Whether this node is connected to NATS now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// `{"node", "connected", "nodes": [names]}` for `/healthz`.
+    pub fn health(&self) -> serde_json::Value {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        serde_json::json!({
+            "node": self.node,
+            "connected": self.connected(),
+            "nodes": nodes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The page addresses of the live nodes that gave one (`page_url`), this node's first.
+    pub fn page_urls(&self) -> Vec<String> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut urls: Vec<(bool, String)> = nodes
+            .iter()
+            .filter_map(|(n, url)| Some((n != &self.node, url.clone()?)))
+            .collect();
+        urls.sort();
+        urls.into_iter().map(|(_, u)| u).collect()
+    }
+}
+
+/// Joins the cluster: from now on `calls` copies its own events out and applies the other
+/// nodes'. Never waits for NATS; the tasks run on `tasks` until `cancel`.
+pub async fn start(
+    config: ClusterConfig,
+    calls: Arc<Calls>,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<Arc<Status>> {
+    let status = Arc::new(Status {
+        node: config.node.clone(),
+        connected: AtomicBool::new(false),
+        nodes: Mutex::default(),
+    });
+    metrics::gauge!(CONNECTED).set(0.0);
+    let (tx, rx) = mpsc::channel(config.publish_queue);
+    calls.replicate_to(tx);
+    let hello = Arc::new(Notify::new());
+    let client = connect(&config, status.clone(), hello.clone()).await?;
+    let subjects = Subjects::new(&config.prefix);
+    let subscriber = client
+        .subscribe(format!("{}.v1.>", config.prefix))
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to the cluster's subjects: {e}"))?;
+    tasks.spawn(publish(
+        client.clone(),
+        config.node.clone(),
+        subjects.clone(),
+        rx,
+        cancel.clone(),
+    ));
+    tasks.spawn(receive(
+        client.clone(),
+        config.node.clone(),
+        subjects.clone(),
+        subscriber,
+        calls.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(greet(
+        client.clone(),
+        config.node.clone(),
+        subjects,
+        calls,
+        hello,
+        cancel.clone(),
+    ));
+    tasks.spawn(heartbeat(client, config, status.clone(), cancel));
+    Ok(status)
+}
+
+#[derive(Debug, Clone)]
+struct Subjects {
+    events: String,
+    hello: String,
+}
+
+impl Subjects {
+    fn new(prefix: &str) -> Subjects {
+        Subjects {
+            events: format!("{prefix}.v1.events"),
+            hello: format!("{prefix}.v1.hello"),
+        }
+    }
+}
+
+/// The NATS client: connects in the background (the daemon starts without NATS), reconnects
+/// for ever, and keeps `status` and the gauge current; each (re)connection wakes `hello`.
+async fn connect(
+    config: &ClusterConfig,
+    status: Arc<Status>,
+    hello: Arc<Notify>,
+) -> anyhow::Result<async_nats::Client> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("screenpop {}", config.node))
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let (status, hello) = (status.clone(), hello.clone());
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        status.connected.store(true, Ordering::Relaxed);
+                        metrics::gauge!(CONNECTED).set(1.0);
+                        tracing::info!("Connected to NATS: the cluster is whole.");
+                        hello.notify_one();
+                    }
+                    async_nats::Event::Disconnected => {
+                        status.connected.store(false, Ordering::Relaxed);
+                        metrics::gauge!(CONNECTED).set(0.0);
+                        tracing::warn!(
+                            "NATS unreachable: popping this node's own agents from its own intakes until it is back."
+                        );
+                    }
+                    async_nats::Event::SlowConsumer(_) => {
+                        metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_slow_consumer")
+                            .increment(1);
+                    }
+                    other => tracing::debug!(event = %other, "NATS client event."),
+                }
+            }
+        });
+    if let Some(token) = &config.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(creds) = &config.credentials_file {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster credentials_file {}: {e}", creds.display()))?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let urls: Vec<async_nats::ServerAddr> = config
+        .nats
+        .iter()
+        .map(|u| u.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("cluster nats: {e}"))?;
+    options
+        .connect(urls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Publishes this node's events, as many as are waiting in one message (at most [`BATCH`]).
+async fn publish(
+    client: async_nats::Client,
+    node: String,
+    subjects: Subjects,
+    mut rx: mpsc::Receiver<CallEvent>,
+    cancel: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            () = cancel.cancelled() => return,
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len() as u64;
+        send(&client, &node, &subjects.events, std::mem::take(&mut batch)).await;
+        metrics::counter!(EVENTS_TOTAL, "direction" => "published").increment(count);
+    }
+}
+
+async fn send(client: &async_nats::Client, node: &str, subject: &str, events: Vec<CallEvent>) {
+    let envelope = Envelope {
+        node: node.to_owned(),
+        sent_us: now_us(),
+        events,
+    };
+    match serde_json::to_vec(&envelope) {
+        Ok(bytes) => {
+            if let Err(error) = client.publish(subject.to_owned(), bytes.into()).await {
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_failed")
+                    .increment(1);
+                tracing::debug!(%error, "Cluster publish failed.");
+            }
+        }
+        Err(error) => tracing::error!(%error, "Cluster message not encodable."),
+    }
+}
+
+/// Applies the other nodes' events; answers a node's `hello` with this node's live calls.
+async fn receive(
+    client: async_nats::Client,
+    node: String,
+    subjects: Subjects,
+    mut subscriber: async_nats::Subscriber,
+    calls: Arc<Calls>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            () = cancel.cancelled() => return,
+            message = subscriber.next() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let envelope: Envelope = match serde_json::from_slice(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_bad_message")
+                    .increment(1);
+                tracing::debug!(%error, subject = %message.subject, "Cluster message not understood.");
+                continue;
+            }
+        };
+        if envelope.node == node {
+            continue;
+        }
+        if message.subject.as_str() == subjects.hello {
+            metrics::counter!(RESYNCS_TOTAL).increment(1);
+            tracing::info!(peer = %envelope.node, "A node joined or came back: sending it the live calls.");
+            resync(&client, &node, &subjects, &calls).await;
+        }
+        let lag = now_us().saturating_sub(envelope.sent_us);
+        metrics::histogram!(LATENCY_SECONDS).record(lag as f64 / 1e6);
+        metrics::counter!(EVENTS_TOTAL, "direction" => "received")
+            .increment(envelope.events.len() as u64);
+        for event in envelope.events {
+            calls.apply(event);
+        }
+    }
+}
+
+/// This node's live calls, as the events that rebuild them, in messages of [`BATCH`].
+async fn resync(client: &async_nats::Client, node: &str, subjects: &Subjects, calls: &Calls) {
+    let events = calls.resync_events();
+    for chunk in events.chunks(BATCH) {
+        send(client, node, &subjects.events, chunk.to_vec()).await;
+    }
+}
+
+/// On every (re)connection: `hello` (the others answer with their live calls) carrying this
+/// node's live calls, said again after 2, 5 and 10 s: right after NATS servers restart, their
+/// routes (and so other nodes' subscriptions) may not be up yet, and a core NATS message with
+/// no subscriber is gone. Every copy is idempotent at the receivers.
+async fn greet(
+    client: async_nats::Client,
+    node: String,
+    subjects: Subjects,
+    calls: Arc<Calls>,
+    hello: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    const AGAIN: [Duration; 4] = [
+        Duration::ZERO,
+        Duration::from_secs(2),
+        Duration::from_secs(3),
+        Duration::from_secs(5),
+    ];
+    let mut waiting = true;
+    loop {
+        if waiting {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = hello.notified() => {}
+            }
+        }
+        waiting = true;
+        for wait in AGAIN {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                // Reconnected again meanwhile: start over.
+                () = hello.notified() => {
+                    waiting = false;
+                    break;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            send(&client, &node, &subjects.hello, Vec::new()).await;
+            resync(&client, &node, &subjects, &calls).await;
+        }
+    }
+}
+
+/// Heartbeats into `<prefix>_nodes` (entries expire after three heartbeats) and reads the
+/// live nodes back.
+async fn heartbeat(
+    client: async_nats::Client,
+    config: ClusterConfig,
+    status: Arc<Status>,
+    cancel: CancellationToken,
+) {
+    let js = async_nats::jetstream::new(client);
+    let bucket = format!("{}_nodes", config.prefix);
+    let mut store = None;
+    let mut tick = tokio::time::interval(config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let value =
+        serde_json::to_vec(&serde_json::json!({ "page_url": config.page_url })).unwrap_or_default();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if store.is_none() {
+            let kv = async_nats::jetstream::kv::Config {
+                bucket: bucket.clone(),
+                history: 1,
+                max_age: config.heartbeat * 3,
+                num_replicas: config.replicas(),
+                ..Default::default()
+            };
+            match js.create_key_value(kv).await {
+                Ok(s) => store = Some(s),
+                Err(_) => match js.get_key_value(&bucket).await {
+                    Ok(s) => store = Some(s),
+                    Err(error) => {
+                        if !failing {
+                            tracing::warn!(%error, %bucket, "Cluster nodes bucket not reachable; retrying.");
+                            failing = true;
+                        }
+                        continue;
+                    }
+                },
+            }
+        }
+        let Some(kv) = &store else { continue };
+        let result = async {
+            kv.put(&config.node, value.clone().into()).await?;
+            let mut keys = kv.keys().await?;
+            let mut nodes = Vec::new();
+            while let Some(key) = keys.next().await {
+                let key = key?;
+                let url = kv
+                    .get(&key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+                    .and_then(|v| v["page_url"].as_str().map(str::to_owned));
+                nodes.push((key, url));
+            }
+            anyhow::Ok(nodes)
+        }
+        .await;
+        match result {
+            Ok(nodes) => {
+                failing = false;
+                metrics::gauge!(NODES).set(nodes.len() as f64);
+                *status.nodes.lock().unwrap_or_else(|p| p.into_inner()) = nodes;
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "Cluster heartbeat failed; retrying.");
+                    failing = true;
+                }
+            }
+        }
+    }
+}
