@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod nats;
 pub mod peers;
 pub mod pg;
 
