@@ -308,6 +308,9 @@ impl Daemon {
         );
         hub.load_picks(std::mem::take(&mut settings.picks));
         calls.observe(hub.observer());
+        if let Some(node) = &cluster {
+            node.attach(&hub);
+        }
         let push = Arc::new(crate::web::PushSettings {
             session: settings.push.session.clone(),
             allowed_origins: settings.push.allowed_origins.clone(),
@@ -325,7 +328,7 @@ impl Daemon {
             call_log: call_log.clone(),
             shutdown: cancel.child_token(),
             throttle: throttle.clone(),
-            cluster: cluster.clone(),
+            cluster: cluster.as_ref().map(|n| n.status()),
         });
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.

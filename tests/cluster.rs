@@ -325,3 +325,88 @@ async fn with_nats_down_each_node_pops_its_own_agents_and_resyncs_when_it_return
     a.shutdown();
     b.shutdown();
 }
+
+/// A loyalty API on loopback that counts its requests.
+async fn loyalty_api() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/v1/members/{account}",
+        axum::routing::get(move || {
+            let hits = counted.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                axum::Json(serde_json::json!({"tier": "gold", "points": 12_400}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_asks_the_sources_and_every_node_shows_its_sections() {
+    let nats = NatsCluster::start(3).await;
+    let prefix = prefix("owner");
+    let (api, hits) = loyalty_api().await;
+    let text = format!(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\n[[sources]]\nname = \"loyalty\"\ntype = \"http\"\n\
+         url = \"http://{api}/v1/members/{{account}}\"\ntimeout = \"2s\"\n"
+    );
+    let config =
+        screenpop::config::Config::parse(&text, Path::new("cluster.toml")).expect("config");
+    let composer = screenpop::config::composer_from(&config).expect("composer");
+    let start = |name: &'static str| {
+        let (config, composer) = (cluster(name, &nats, &prefix), composer.clone());
+        start_with(move |s| {
+            s.cluster = Some(config);
+            s.composer = composer;
+        })
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let (http_a, http_b) = (a.bound.http.expect("http"), b.bound.http.expect("http"));
+    until_nodes(http_a, 2).await;
+    until_nodes(http_b, 2).await;
+    let (mut at_a, _) = ws::sign_in(http_a, ALICE).await;
+    let (mut at_b, _) = ws::sign_in(http_b, ALICE).await;
+
+    // Forked to both nodes: both pop, one of them asks the API, both show the section.
+    let to_a = UdpPeer::new(a.bound.sip_udp[0]).await;
+    let to_b = UdpPeer::new(b.bound.sip_udp[0]).await;
+    invite(&to_a, "1001", "owner-1@pbx", "z9hG4bKw1").await;
+    invite(&to_b, "1001", "owner-1@pbx", "z9hG4bKw2").await;
+    for ws in [&mut at_a, &mut at_b] {
+        let section = within(ws, "section", Duration::from_secs(5))
+            .await
+            .expect("the loyalty section");
+        assert_eq!(section["name"], "loyalty", "{section}");
+        assert_eq!(section["data"]["tier"], "gold", "{section}");
+        assert!(
+            within(ws, "complete", Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+    }
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the sources are asked once per call, not once per node"
+    );
+
+    // alice moves to node b: the call's section is in b's snapshot.
+    let (_, snapshot) = ws::sign_in(http_b, ALICE).await;
+    let call = &snapshot["calls"][0];
+    assert_eq!(call["sections"][0]["name"], "loyalty", "{snapshot}");
+    assert_eq!(call["complete"], true, "{snapshot}");
+    a.shutdown();
+    b.shutdown();
+}

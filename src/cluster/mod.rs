@@ -48,6 +48,17 @@ pub const LATENCY_SECONDS: &str = "screenpop_cluster_publish_latency_seconds";
 /// Metric `screenpop_cluster_resyncs_total`: live-call sets sent to a node that said hello.
 pub const RESYNCS_TOTAL: &str = "screenpop_cluster_resyncs_total";
 
+/// Metric `screenpop_cluster_claims_total{result}`: calls this node asked to own: `won`,
+/// `lost` (another node composes), `unavailable` (NATS could not say: composed here).
+pub const CLAIMS_TOTAL: &str = "screenpop_cluster_claims_total";
+
+/// How long a claim may take before this node composes anyway.
+const CLAIM_WITHIN: Duration = Duration::from_secs(1);
+/// How long a claim is kept (past any call's life: ring timeout plus answered TTL).
+const CLAIM_KEPT: Duration = Duration::from_secs(3600);
+/// Most shared sections waiting to be published.
+const SHARE_QUEUE: usize = 4096;
+
 /// Most events in one published message.
 const BATCH: usize = 256;
 
@@ -99,13 +110,14 @@ impl Status {
 }
 
 /// Joins the cluster: from now on `calls` copies its own events out and applies the other
-/// nodes'. Never waits for NATS; the tasks run on `tasks` until `cancel`.
+/// nodes'. Never waits for NATS; the tasks run on `tasks` until `cancel`. [`Node::attach`]
+/// then joins the push hub.
 pub async fn start(
     config: ClusterConfig,
     calls: Arc<Calls>,
     tasks: &TaskTracker,
     cancel: CancellationToken,
-) -> anyhow::Result<Arc<Status>> {
+) -> anyhow::Result<Arc<Node>> {
     let status = Arc::new(Status {
         node: config.node.clone(),
         connected: AtomicBool::new(false),
@@ -114,6 +126,14 @@ pub async fn start(
     metrics::gauge!(CONNECTED).set(0.0);
     let (tx, rx) = mpsc::channel(config.publish_queue);
     calls.replicate_to(tx);
+    let (shares, shared) = mpsc::channel(SHARE_QUEUE);
+    let node = Arc::new(Node {
+        name: config.node.clone(),
+        status: status.clone(),
+        claims: Arc::default(),
+        hub: Arc::default(),
+        shares,
+    });
     let hello = Arc::new(Notify::new());
     let client = connect(&config, status.clone(), hello.clone()).await?;
     let subjects = Subjects::new(&config.prefix);
@@ -128,12 +148,20 @@ pub async fn start(
         rx,
         cancel.clone(),
     ));
+    tasks.spawn(publish_shared(
+        client.clone(),
+        config.node.clone(),
+        subjects.sections.clone(),
+        shared,
+        cancel.clone(),
+    ));
     tasks.spawn(receive(
         client.clone(),
         config.node.clone(),
         subjects.clone(),
         subscriber,
         calls.clone(),
+        node.hub.clone(),
         cancel.clone(),
     ));
     tasks.spawn(greet(
@@ -144,14 +172,21 @@ pub async fn start(
         hello,
         cancel.clone(),
     ));
-    tasks.spawn(heartbeat(client, config, status.clone(), cancel));
-    Ok(status)
+    tasks.spawn(heartbeat(
+        client,
+        config,
+        status,
+        node.claims.clone(),
+        cancel,
+    ));
+    Ok(node)
 }
 
 #[derive(Debug, Clone)]
 struct Subjects {
     events: String,
     hello: String,
+    sections: String,
 }
 
 impl Subjects {
@@ -159,7 +194,188 @@ impl Subjects {
         Subjects {
             events: format!("{prefix}.v1.events"),
             hello: format!("{prefix}.v1.hello"),
+            sections: format!("{prefix}.v1.sections"),
         }
+    }
+}
+
+/// A profile section (or its end) the owner of a call composed, for the other nodes. Only the
+/// answer travels: the title, roles and display hints come from each node's own config.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Shared {
+    Part {
+        call_id: String,
+        customer_id: String,
+        name: String,
+        status: crate::compose::Status,
+        data: Option<serde_json::Value>,
+        error: Option<String>,
+        age_ms: Option<u64>,
+        elapsed_us: u64,
+    },
+    Complete {
+        call_id: String,
+        customer_id: String,
+        sources: Vec<String>,
+        missing: Vec<String>,
+        elapsed_us: u64,
+    },
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SharedEnvelope {
+    node: String,
+    sent_us: u64,
+    item: Shared,
+}
+
+/// This node in the cluster: what the daemon keeps of it.
+pub struct Node {
+    name: String,
+    status: Arc<Status>,
+    claims: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    hub: Arc<std::sync::OnceLock<Arc<crate::push::Hub>>>,
+    shares: mpsc::Sender<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// The cluster as `/healthz` shows it.
+    pub fn status(&self) -> Arc<Status> {
+        self.status.clone()
+    }
+
+    /// Joins the push hub: calls' profiles are composed by their owner and shared.
+    pub fn attach(self: &Arc<Self>, hub: &Arc<crate::push::Hub>) {
+        let _ = self.hub.set(hub.clone());
+        hub.set_share(self.clone());
+    }
+
+    fn offer(&self, item: Shared) {
+        if self.shares.try_send(item).is_err() {
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_share_queue_full")
+                .increment(1);
+        }
+    }
+}
+
+impl crate::push::Share for Node {
+    fn claim(
+        &self,
+        call_id: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        let store = self.claims.get().cloned();
+        let (call_id, node) = (call_id.to_owned(), self.name.clone());
+        Box::pin(async move {
+            let result = match store {
+                None => None,
+                Some(store) => {
+                    let created = tokio::time::timeout(
+                        CLAIM_WITHIN,
+                        store.create(&call_id, node.clone().into_bytes().into()),
+                    )
+                    .await;
+                    match created {
+                        Ok(Ok(_)) => Some(true),
+                        // Taken, or an outage: the read tells whose it is.
+                        Ok(Err(_)) => {
+                            match tokio::time::timeout(CLAIM_WITHIN, store.get(&call_id)).await {
+                                Ok(Ok(Some(owner))) => Some(owner.as_ref() == node.as_bytes()),
+                                _ => None,
+                            }
+                        }
+                        Err(_) => None,
+                    }
+                }
+            };
+            let label = match result {
+                Some(true) => "won",
+                Some(false) => "lost",
+                None => "unavailable",
+            };
+            metrics::counter!(CLAIMS_TOTAL, "result" => label).increment(1);
+            result.unwrap_or(true)
+        })
+    }
+
+    fn part(&self, call_id: &str, customer_id: &str, part: &crate::compose::Part) {
+        self.offer(Shared::Part {
+            call_id: call_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            name: part.name.to_string(),
+            status: part.status,
+            data: part.data.as_deref().cloned(),
+            error: part.error.clone(),
+            age_ms: part.age.map(|a| a.as_millis() as u64),
+            elapsed_us: part.elapsed.as_micros() as u64,
+        });
+    }
+
+    fn complete(&self, call_id: &str, customer_id: &str, summary: &crate::compose::Summary) {
+        self.offer(Shared::Complete {
+            call_id: call_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            sources: summary.sources.iter().map(|s| s.to_string()).collect(),
+            missing: summary.missing.iter().map(|s| s.to_string()).collect(),
+            elapsed_us: summary.elapsed.as_micros() as u64,
+        });
+    }
+}
+
+/// A shared section from another node, to the hub.
+fn apply_shared(hub: &crate::push::Hub, item: Shared) {
+    match item {
+        Shared::Part {
+            call_id,
+            customer_id,
+            name,
+            status,
+            data,
+            error,
+            age_ms,
+            elapsed_us,
+        } => {
+            let Some(composer) = hub.composer() else {
+                return;
+            };
+            let Some(part) = composer.part_from(
+                &name,
+                status,
+                data,
+                error,
+                age_ms.map(Duration::from_millis),
+                Duration::from_micros(elapsed_us),
+            ) else {
+                // A source this node does not have: its config differs; shown nowhere here.
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_unknown_source")
+                    .increment(1);
+                return;
+            };
+            hub.remote_part(&call_id, &customer_id, part);
+        }
+        Shared::Complete {
+            call_id,
+            customer_id,
+            sources,
+            missing,
+            elapsed_us,
+        } => hub.remote_complete(
+            &call_id,
+            &customer_id,
+            crate::compose::Summary {
+                sources: sources.into_iter().map(Arc::from).collect(),
+                missing: missing.into_iter().map(Arc::from).collect(),
+                elapsed: Duration::from_micros(elapsed_us),
+            },
+        ),
     }
 }
 
@@ -280,6 +496,39 @@ async fn send(client: &async_nats::Client, node: &str, subject: &str, events: Ve
     }
 }
 
+/// Publishes the sections this node composed as a call's owner, one message each.
+async fn publish_shared(
+    client: async_nats::Client,
+    node: String,
+    subject: String,
+    mut rx: mpsc::Receiver<Shared>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            () = cancel.cancelled() => return,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        let envelope = SharedEnvelope {
+            node: node.clone(),
+            sent_us: now_us(),
+            item,
+        };
+        match serde_json::to_vec(&envelope) {
+            Ok(bytes) => {
+                if client.publish(subject.clone(), bytes.into()).await.is_err() {
+                    metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_failed")
+                        .increment(1);
+                }
+            }
+            Err(error) => tracing::error!(%error, "Shared section not encodable."),
+        }
+    }
+}
+
 /// Applies the other nodes' events; answers a node's `hello` with this node's live calls.
 async fn receive(
     client: async_nats::Client,
@@ -287,6 +536,7 @@ async fn receive(
     subjects: Subjects,
     mut subscriber: async_nats::Subscriber,
     calls: Arc<Calls>,
+    hub: Arc<std::sync::OnceLock<Arc<crate::push::Hub>>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -297,6 +547,22 @@ async fn receive(
                 None => return,
             },
         };
+        if message.subject.as_str() == subjects.sections {
+            match serde_json::from_slice::<SharedEnvelope>(&message.payload) {
+                Ok(envelope) if envelope.node != node => {
+                    if let Some(hub) = hub.get() {
+                        apply_shared(hub, envelope.item);
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_bad_message")
+                        .increment(1);
+                    tracing::debug!(%error, "Shared section not understood.");
+                }
+            }
+            continue;
+        }
         let envelope: Envelope = match serde_json::from_slice(&message.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -376,11 +642,12 @@ async fn greet(
 }
 
 /// Heartbeats into `<prefix>_nodes` (entries expire after three heartbeats) and reads the
-/// live nodes back.
+/// live nodes back; makes (or finds) the `<prefix>_claims` bucket calls are won in.
 async fn heartbeat(
     client: async_nats::Client,
     config: ClusterConfig,
     status: Arc<Status>,
+    claims: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
     cancel: CancellationToken,
 ) {
     let js = async_nats::jetstream::new(client);
@@ -416,6 +683,23 @@ async fn heartbeat(
                         continue;
                     }
                 },
+            }
+        }
+        if claims.get().is_none() {
+            let bucket = format!("{}_claims", config.prefix);
+            let kv = async_nats::jetstream::kv::Config {
+                bucket: bucket.clone(),
+                history: 1,
+                max_age: CLAIM_KEPT,
+                num_replicas: config.replicas(),
+                ..Default::default()
+            };
+            let made = match js.create_key_value(kv).await {
+                Ok(s) => Some(s),
+                Err(_) => js.get_key_value(&bucket).await.ok(),
+            };
+            if let Some(made) = made {
+                let _ = claims.set(made);
             }
         }
         let Some(kv) = &store else { continue };

@@ -138,7 +138,7 @@ pub enum ComposeError {
 }
 
 /// How a section turned out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Data (possibly null: nothing on file).
@@ -365,6 +365,32 @@ impl Composer {
     /// Whether there is nothing to compose.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// A part another node composed, as this node's config says the source may be shown: its
+    /// title, roles and display hints from here. `None` for a source not configured here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn part_from(
+        &self,
+        name: &str,
+        status: Status,
+        data: Option<Value>,
+        error: Option<String>,
+        age: Option<Duration>,
+        elapsed: Duration,
+    ) -> Option<Part> {
+        let slot = self.slots.iter().find(|s| &*s.name == name)?;
+        Some(Part {
+            name: slot.name.clone(),
+            title: slot.title.clone(),
+            status,
+            data: data.map(Arc::new),
+            error,
+            age,
+            elapsed,
+            roles: slot.roles.clone(),
+            display: slot.display.clone(),
+        })
     }
 
     /// How many times each source's adapter was called (cache hits and skips not counted).

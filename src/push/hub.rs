@@ -42,6 +42,25 @@ pub const NOT_YOURS: &str = "no such call at your extensions";
 /// Most picks remembered.
 const MAX_PICKS: usize = 100_000;
 
+/// How long a node that did not win a call waits for its owner's sections before composing
+/// them itself (the owner died, or cannot reach the others): past the composer's deadline.
+const OWNER_GRACE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// A cluster's say in who composes a call's profile (see `cluster`): one node per call asks
+/// the sources and shares what they answer; the others show what it shares.
+pub trait Share: Send + Sync + std::fmt::Debug {
+    /// Resolves to whether this node composes everyone's profile of `call_id`: it won the
+    /// call, or the cluster could not be asked (then every node composes for itself).
+    fn claim(
+        &self,
+        call_id: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+    /// Hands a part this node composed to the other nodes (never waits).
+    fn part(&self, call_id: &str, customer_id: &str, part: &Part);
+    /// Hands the end of this node's composition to the other nodes (never waits).
+    fn complete(&self, call_id: &str, customer_id: &str, summary: &Summary);
+}
+
 /// One registered connection.
 #[derive(Debug, Clone)]
 struct Subscriber {
@@ -73,6 +92,8 @@ pub struct Hub {
     cancel: CancellationToken,
     calls: Arc<Calls>,
     next_id: AtomicU64,
+    /// The cluster, when this node is one of several.
+    share: std::sync::OnceLock<Arc<dyn Share>>,
 }
 
 /// A connection's registration; unregisters when dropped.
@@ -121,6 +142,7 @@ impl Hub {
             cancel,
             calls,
             next_id: AtomicU64::new(1),
+            share: std::sync::OnceLock::new(),
         })
     }
 
@@ -388,6 +410,46 @@ impl Hub {
         }
     }
 
+    /// Joins a cluster: from now on a call's profile is composed by the node that wins it.
+    pub fn set_share(&self, share: Arc<dyn Share>) {
+        let _ = self.share.set(share);
+    }
+
+    /// A part another node composed for everyone's profile of a call, delivered to the call's
+    /// open pops here like one composed here (once per source).
+    pub fn remote_part(&self, call_id: &str, customer_id: &str, part: Part) {
+        let Some(generation) = self.profiles.shared_generation(call_id, customer_id) else {
+            return;
+        };
+        if self
+            .profiles
+            .add_part(call_id, &Audience::All, generation, part.clone())
+        {
+            self.deliver_part(call_id, &Audience::All, customer_id, &part);
+        }
+    }
+
+    /// The end of another node's composition of a call's profile.
+    pub fn remote_complete(&self, call_id: &str, customer_id: &str, summary: Summary) {
+        let Some(generation) = self.profiles.shared_generation(call_id, customer_id) else {
+            return;
+        };
+        if self
+            .profiles
+            .finish(call_id, &Audience::All, generation, summary.clone())
+        {
+            self.deliver_complete(call_id, &Audience::All, customer_id, &summary);
+        }
+    }
+
+    /// The composer in force (for parts from other nodes).
+    pub fn composer(&self) -> Option<Arc<Composer>> {
+        self.composer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Replaces the composer (a reload): compositions already running finish on the old one,
     /// the next pop uses the new one.
     pub fn set_composer(&self, composer: Option<Arc<Composer>>) {
@@ -420,8 +482,35 @@ impl Hub {
         let hub = self.clone();
         let call_id = call_id.to_owned();
         let cancel = self.cancel.clone();
+        let share = match audience {
+            Audience::All => self.share.get().cloned(),
+            Audience::Agent(_) => None,
+        };
         tokio::spawn(async move {
             let customer_id = who.customer.id().to_owned();
+            // In a cluster, the node that wins the call composes; the others show what it
+            // shares, and compose themselves only if nothing complete came in time.
+            if let Some(share) = &share {
+                let mine = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    mine = share.claim(&call_id) => mine,
+                };
+                if !mine {
+                    let deadline = tokio::time::Instant::now() + OWNER_GRACE;
+                    while tokio::time::Instant::now() < deadline {
+                        match hub.profiles.shared(&call_id) {
+                            Some(p) if p.summary.is_some() => return,
+                            None => return,
+                            Some(_) => {}
+                        }
+                        tokio::select! {
+                            () = cancel.cancelled() => return,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                        }
+                    }
+                    metrics::counter!(crate::push::OWNER_SILENT_TOTAL).increment(1);
+                }
+            }
             let Some(_permit) = permit else {
                 let (parts, summary) = composer.overloaded();
                 for part in parts {
@@ -441,6 +530,9 @@ impl Hub {
                 return;
             };
             let compose = composer.compose(&who, |part| {
+                if let Some(share) = &share {
+                    share.part(&call_id, &customer_id, &part);
+                }
                 if hub
                     .profiles
                     .add_part(&call_id, &audience, generation, part.clone())
@@ -452,6 +544,9 @@ impl Hub {
                 () = cancel.cancelled() => return,
                 summary = compose => summary,
             };
+            if let Some(share) = &share {
+                share.complete(&call_id, &customer_id, &summary);
+            }
             if hub
                 .profiles
                 .finish(&call_id, &audience, generation, summary.clone())

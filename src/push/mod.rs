@@ -13,7 +13,7 @@ mod profiles;
 pub(crate) mod section;
 pub(crate) mod session;
 
-pub use hub::Hub;
+pub use hub::{Hub, Share};
 pub use session::SessionConfig;
 
 /// Metric `screenpop_push_client_messages_total`.
@@ -28,3 +28,6 @@ pub const PUSH_FANOUT_SECONDS: &str = "screenpop_push_fanout_seconds";
 pub const PUSH_MESSAGES_TOTAL: &str = "screenpop_push_messages_total";
 /// Metric `screenpop_push_picks_total`.
 pub const PUSH_PICKS_TOTAL: &str = "screenpop_push_picks_total";
+/// Metric `screenpop_cluster_owner_silent_total`: calls whose owner shared no complete
+/// profile in time, composed here instead.
+pub const OWNER_SILENT_TOTAL: &str = "screenpop_cluster_owner_silent_total";

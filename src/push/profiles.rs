@@ -97,7 +97,8 @@ impl Profiles {
         (profile.generation == generation).then(|| f(profile))
     }
 
-    /// Records a part; false when the profile is gone (call ended) or replaced.
+    /// Records a part; false when the profile is gone (call ended) or replaced, or already has
+    /// this source's part (composed here and by another node).
     pub fn add_part(
         &self,
         call_id: &str,
@@ -105,8 +106,26 @@ impl Profiles {
         generation: u64,
         part: Part,
     ) -> bool {
-        self.with(call_id, audience, generation, |p| p.parts.push(part))
-            .is_some()
+        self.with(call_id, audience, generation, |p| {
+            if p.parts.iter().any(|q| q.name == part.name) {
+                return false;
+            }
+            p.parts.push(part);
+            true
+        })
+        .unwrap_or(false)
+    }
+
+    /// The generation of everyone's profile of a call for `customer_id`, begun if there is
+    /// none yet (a part from another node can arrive before the call's first `ringing` here);
+    /// `None` when everyone's profile is another customer's.
+    pub fn shared_generation(&self, call_id: &str, customer_id: &str) -> Option<u64> {
+        if let Some(generation) = self.begin(call_id, &Audience::All, customer_id) {
+            return Some(generation);
+        }
+        let calls = self.lock();
+        let shared = calls.get(call_id)?.shared.as_ref()?;
+        (&*shared.customer_id == customer_id).then_some(shared.generation)
     }
 
     /// Records the end of a composition; false when the profile is gone or replaced.
@@ -117,8 +136,13 @@ impl Profiles {
         generation: u64,
         summary: Summary,
     ) -> bool {
-        self.with(call_id, audience, generation, |p| p.summary = Some(summary))
-            .is_some()
+        self.with(call_id, audience, generation, |p| {
+            p.summary.is_none() && {
+                p.summary = Some(summary);
+                true
+            }
+        })
+        .unwrap_or(false)
     }
 
     /// The profile `agent` sees for a call: its own pick's, else everyone's.
