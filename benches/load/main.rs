@@ -14,6 +14,7 @@
 
 #![allow(missing_docs)]
 
+mod cluster;
 mod floor;
 mod loadgen;
 mod plot;
@@ -35,6 +36,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Several nodes on NATS JetStream (issue 15): single node vs cluster same-node vs
+    /// cross-node vs NATS down, INVITE → `ringing`; snapshot after moving nodes; node-gone time.
+    Cluster {
+        /// Agents holding WebSockets.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Calls per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 4000)]
+        calls: usize,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One scenario: N agents connected, calls at a fixed rate, latency histograms.
     Run {
         /// `screenpop` (the daemon) or `floor` (the minimal UDP → WebSocket relay).
@@ -102,6 +119,18 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Cmd::Cluster {
+                agents,
+                rate,
+                calls,
+                out,
+            } => {
+                let figures = cluster::run(daemon_exe(), agents, rate, calls).await?;
+                if let Some(out) = out {
+                    std::fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
+                }
+                Ok(())
+            }
             Cmd::Run {
                 target,
                 transport,
