@@ -410,3 +410,86 @@ async fn one_node_asks_the_sources_and_every_node_shows_its_sections() {
     a.shutdown();
     b.shutdown();
 }
+
+#[path = "support/browser.rs"]
+mod browser;
+
+/// A free loopback port (bound and let go: the node binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_page_moves_to_another_node_when_its_node_goes_away() {
+    let nats = NatsCluster::start(3).await;
+    let prefix = prefix("page");
+    let (port_a, port_b) = (free_port(), free_port());
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
+    let start = |name: &'static str, port: u16, other: u16| {
+        let mut config = cluster(name, &nats, &prefix);
+        config.page_url = Some(url(port));
+        start_with(move |s| {
+            s.http = SocketAddr::from(([127, 0, 0, 1], port));
+            s.cluster = Some(config);
+            // The page is served by one node and may reconnect to the other.
+            s.push.allowed_origins = vec![url(other)];
+        })
+    };
+    let a = start("a", port_a, port_b).await;
+    let b = start("b", port_b, port_a).await;
+    until_nodes(a.bound.http.expect("http"), 2).await;
+    until_nodes(b.bound.http.expect("http"), 2).await;
+    // Each node's ready lists both nodes' pages, its own first.
+    let mut socket = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port_a}/ws"))
+        .await
+        .expect("ws")
+        .0;
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(format!(
+            "{{\"type\":\"auth\",\"token\":\"{ALICE}\"}}"
+        )))
+        .await
+        .expect("auth");
+    let first = ws::expect(&mut socket, "ready").await;
+    assert_eq!(
+        first["nodes"],
+        serde_json::json!([url(port_a), url(port_b)]),
+        "{first}"
+    );
+    drop(socket);
+
+    let sip_b = b.bound.sip_udp[0];
+    browser::run(|sessions: browser::Sessions| async move {
+        let page = sessions.open(1280, 900).await;
+        page.sign_in(&format!("{}/", url(port_a)), ALICE).await;
+        // Node a goes away: the page reconnects to node b by itself.
+        a.shutdown();
+        page.until(
+            Duration::from_secs(5),
+            "the connection lost",
+            "document.querySelector('#conn').dataset.state !== 'live'",
+        )
+        .await;
+        page.until(
+            Duration::from_secs(15),
+            "live again, at node b",
+            "document.querySelector('#conn').dataset.state === 'live'",
+        )
+        .await;
+        let to_b = UdpPeer::new(sip_b).await;
+        invite(&to_b, "1001", "page-1@pbx", "z9hG4bKpg").await;
+        page.until(
+            Duration::from_secs(5),
+            "the card, from node b",
+            "document.querySelector('article.card') && document.querySelector('article.card .name').textContent === 'Acme Corporation'",
+        )
+        .await;
+    })
+    .await;
+    b.shutdown();
+}

@@ -119,13 +119,10 @@ impl Nats {
 /// A tiny HTTP/1.0 GET on loopback: the body, or `None`.
 async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .ok()?;
@@ -323,7 +320,10 @@ pub async fn run(exe: PathBuf, agents: usize, rate: u64, calls: usize) -> anyhow
 
     // Every NATS server down: node b pops its own agents alone.
     nats.kill_all();
-    until(b.http, Duration::from_secs(20), |h| h["status"] == "degraded").await?;
+    until(b.http, Duration::from_secs(20), |h| {
+        h["status"] == "degraded"
+    })
+    .await?;
     let o = scenario(&b, &b, agents, rate, calls).await?;
     record("cluster node, NATS down", &o);
     drop(b_guard);

@@ -319,6 +319,10 @@ impl crate::push::Share for Node {
         });
     }
 
+    fn page_urls(&self) -> Vec<String> {
+        self.status.page_urls()
+    }
+
     fn complete(&self, call_id: &str, customer_id: &str, summary: &crate::compose::Summary) {
         self.offer(Shared::Complete {
             call_id: call_id.to_owned(),

@@ -59,6 +59,8 @@ pub trait Share: Send + Sync + std::fmt::Debug {
     fn part(&self, call_id: &str, customer_id: &str, part: &Part);
     /// Hands the end of this node's composition to the other nodes (never waits).
     fn complete(&self, call_id: &str, customer_id: &str, summary: &Summary);
+    /// The live nodes' page addresses, this node's first (for `ready`).
+    fn page_urls(&self) -> Vec<String>;
 }
 
 /// One registered connection.
@@ -413,6 +415,11 @@ impl Hub {
     /// Joins a cluster: from now on a call's profile is composed by the node that wins it.
     pub fn set_share(&self, share: Arc<dyn Share>) {
         let _ = self.share.set(share);
+    }
+
+    /// In a cluster, the live nodes' page addresses, this node's first; else none.
+    pub fn page_urls(&self) -> Vec<String> {
+        self.share.get().map(|s| s.page_urls()).unwrap_or_default()
     }
 
     /// A part another node composed for everyone's profile of a call, delivered to the call's

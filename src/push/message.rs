@@ -296,6 +296,10 @@ pub struct Ready<'a> {
     pub heartbeat_ms: u64,
     /// The page's settings.
     pub page: &'a PageSettings,
+    /// In a cluster, the live nodes' page addresses (`[cluster] page_url`), this node's first:
+    /// where the page reconnects when this node goes away.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 #[cfg(test)]

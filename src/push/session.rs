@@ -204,6 +204,7 @@ async fn live(
                 extensions: &agent.extensions,
                 heartbeat_ms: config.heartbeat.as_millis() as u64,
                 page,
+                nodes: writer_hub.page_urls(),
             })
             .unwrap_or_default(),
         )

@@ -73,7 +73,7 @@ pub struct PushSettings {
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(page::index))
+        .route("/", get(page::index_in))
         .route("/assets/{file}", get(page::asset))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

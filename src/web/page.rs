@@ -40,6 +40,32 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
+/// The page's policy in a cluster: [`CSP`], with the WebSocket (and HTTP) origins of the
+/// other nodes' pages added to `connect-src`, so the page can move there. Only well-formed
+/// origins (`http[s]://host[:port]`) are added.
+pub fn csp(nodes: &[String]) -> String {
+    let mut extra = String::new();
+    for url in nodes {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            continue;
+        };
+        let host = rest.split('/').next().unwrap_or_default();
+        let safe = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        let ws = match scheme {
+            "https" => "wss",
+            "http" => "ws",
+            _ => continue,
+        };
+        if safe {
+            extra.push_str(&format!(" {scheme}://{host} {ws}://{host}"));
+        }
+    }
+    CSP.replace("connect-src 'self'", &format!("connect-src 'self'{extra}"))
+}
+
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 struct Built {
@@ -80,8 +106,24 @@ pub fn asset_path(name: &str) -> Option<String> {
         .map(|(n, _, bytes)| format!("/assets/{}", versioned(n, bytes)))
 }
 
-/// `GET /`.
+/// `GET /` for a single node (and the tests' scripted servers).
 pub async fn index() -> Response {
+    page(&[])
+}
+
+/// `GET /` on the daemon: in a cluster, the page may also connect to the other nodes.
+pub async fn index_in(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+) -> Response {
+    let nodes = state
+        .cluster
+        .as_ref()
+        .map(|c| c.page_urls())
+        .unwrap_or_default();
+    page(&nodes)
+}
+
+fn page(nodes: &[String]) -> Response {
     let mut response = (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         built().index.clone(),
@@ -89,9 +131,10 @@ pub async fn index() -> Response {
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let csp = csp(nodes);
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(CSP)),
     );
     secure(headers);
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -150,5 +193,19 @@ mod tests {
             assert!(!rest[word..].starts_with('='), "inline handler at {i}");
         }
         assert!(!CSP.contains("unsafe"));
+        let cluster = csp(&[
+            "https://node-b.example.com:8443/".into(),
+            "http://10.0.0.7".into(),
+            "https://evil.example; script-src *".into(),
+            "ftp://x".into(),
+        ]);
+        assert!(
+            cluster.contains("connect-src 'self' https://node-b.example.com:8443 wss://node-b.example.com:8443 http://10.0.0.7 ws://10.0.0.7;"),
+            "{cluster}"
+        );
+        assert!(
+            !cluster.contains("evil") && !cluster.contains("ftp"),
+            "{cluster}"
+        );
     }
 }

@@ -49,6 +49,11 @@
     audio: null,
     ringTimer: null,
     recentTimer: null,
+    // A cluster's nodes (`ready.nodes`: their page addresses). When the connection drops, each
+    // reconnect attempt goes to the next one, so the page finds a node that is up; -1 is the
+    // node that served the page.
+    nodes: [],
+    nodeIndex: -1,
   };
 
   // ---- phone numbers ----------------------------------------------------------------------
@@ -124,10 +129,13 @@
   function connect() {
     clearTimeout(state.reconnectTimer);
     if (!state.token) return;
-    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    if (state.nodeIndex >= 0 && state.nodes.length) {
+      url = state.nodes[state.nodeIndex % state.nodes.length].replace(/^http/, "ws").replace(/\/+$/, "") + "/ws";
+    }
     let ws;
     try {
-      ws = new WebSocket(scheme + location.host + "/ws");
+      ws = new WebSocket(url);
     } catch (_) {
       scheduleReconnect();
       return;
@@ -163,6 +171,7 @@
     const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** state.attempt);
     const delay = Math.round(cap / 2 + Math.random() * cap / 2);
     state.attempt = Math.min(state.attempt + 1, 10);
+    if (state.nodes.length) state.nodeIndex = (state.nodeIndex + 1) % state.nodes.length;
     setConn("offline", "Offline · retrying in " + Math.max(1, Math.round(delay / 1000)) + " s");
     clearTimeout(state.reconnectTimer);
     state.reconnectTimer = setTimeout(connect, delay);
@@ -226,6 +235,9 @@
     state.agent = { id: msg.agent, name: msg.name, extensions: msg.extensions || [] };
     state.heartbeatMs = Math.max(1000, msg.heartbeat_ms || 15000);
     if (msg.page) state.page = msg.page;
+    state.nodes = Array.isArray(msg.nodes) ? msg.nodes.filter((n) => /^https?:\/\//.test(n)) : [];
+    // This node is the list's first: a dropped connection tries the next one first.
+    state.nodeIndex = state.nodes.length ? 0 : -1;
     setConn("live", "Live");
     $("who").hidden = false;
     $("who").textContent = msg.name + " · ext " + (msg.extensions || []).join(", ");
