@@ -104,14 +104,26 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.ports[i].0)
     }
 
+    /// SIGKILL of server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut guard) = self.servers[i].take() {
+            let _ = guard.0.kill();
+            let _ = guard.0.wait();
+            // Reaped: its guard must not signal a PID the system may hand out again.
+            std::mem::forget(guard);
+        }
+    }
+
+    /// Starts server `i` again (same ports and store) without waiting for it.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
     /// SIGKILL of every server.
     pub fn kill_all(&mut self) {
-        for s in &mut self.servers {
-            if let Some(mut guard) = s.take() {
-                let _ = guard.0.kill();
-                let _ = guard.0.wait();
-                std::mem::forget(guard);
-            }
+        for i in 0..self.servers.len() {
+            self.kill(i);
         }
     }
 }

@@ -14,6 +14,7 @@
 
 #![allow(missing_docs)]
 
+mod campaign;
 mod cluster;
 mod floor;
 mod loadgen;
@@ -36,6 +37,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The cluster's fault campaign (issue 15): three nodes, three NATS servers, calls forked
+    /// to two nodes, a random node or NATS server SIGKILLed every `--fault-every` seconds.
+    Campaign {
+        /// How long, minutes.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Calls per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Agents (each reconnects to the next node when its node goes away).
+        #[arg(long, default_value_t = 50)]
+        agents: usize,
+        /// Seconds between faults.
+        #[arg(long, default_value_t = 30)]
+        fault_every: u64,
+        /// Seconds a killed process stays down.
+        #[arg(long, default_value_t = 10)]
+        down_for: u64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Several nodes on NATS JetStream (issue 15): single node vs cluster same-node vs
     /// cross-node vs NATS down, INVITE → `ringing`; snapshot after moving nodes; node-gone time.
     Cluster {
@@ -119,6 +142,28 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
+            Cmd::Campaign {
+                minutes,
+                rate,
+                agents,
+                fault_every,
+                down_for,
+                out,
+            } => {
+                let figures = campaign::run(
+                    daemon_exe(),
+                    minutes,
+                    rate,
+                    agents,
+                    Duration::from_secs(fault_every),
+                    Duration::from_secs(down_for),
+                )
+                .await?;
+                if let Some(out) = out {
+                    std::fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
+                }
+                Ok(())
+            }
             Cmd::Cluster {
                 agents,
                 rate,
