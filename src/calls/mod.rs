@@ -29,6 +29,9 @@ pub const CALL_LOG_WRITE_ERRORS_TOTAL: &str = "screenpop_call_log_write_errors_t
 pub const CALLS: &str = "screenpop_calls";
 /// Metric `screenpop_calls_ended_total`.
 pub const CALLS_ENDED_TOTAL: &str = "screenpop_calls_ended_total";
+/// Metric `screenpop_calls_duplicates_total{intake}`: a leg reported ringing again (by
+/// another intake, another node, a retransmission) and suppressed.
+pub const DUPLICATES_TOTAL: &str = "screenpop_calls_duplicates_total";
 /// Metric `screenpop_calls_total`.
 pub const CALLS_TOTAL: &str = "screenpop_calls_total";
 /// Metric `screenpop_resolutions_total`.

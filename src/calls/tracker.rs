@@ -442,7 +442,12 @@ impl Calls {
                     };
                     let call = &mut entry.call;
                     match call.legs.iter_mut().find(|l| l.extension == extension) {
-                        Some(leg) if leg.state == LegState::Ringing => return,
+                        Some(leg) if leg.state == LegState::Ringing => {
+                            // Seen already: another intake, another node, a retransmission.
+                            metrics::counter!(crate::calls::DUPLICATES_TOTAL, "intake" => intake.label())
+                                .increment(1);
+                            return;
+                        }
                         Some(leg) => leg.state = LegState::Ringing,
                         None => call.legs.push(Leg {
                             extension: extension.clone(),
