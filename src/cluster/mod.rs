@@ -477,7 +477,12 @@ async fn publish(
             }
         }
         let count = batch.len() as u64;
-        send(&client, &node, &subjects.events, std::mem::take(&mut batch)).await;
+        // While NATS is away the client's own buffer fills and a publish waits: never past
+        // shutdown.
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = send(&client, &node, &subjects.events, std::mem::take(&mut batch)) => {}
+        }
         metrics::counter!(EVENTS_TOTAL, "direction" => "published").increment(count);
     }
 }
@@ -523,7 +528,11 @@ async fn publish_shared(
         };
         match serde_json::to_vec(&envelope) {
             Ok(bytes) => {
-                if client.publish(subject.clone(), bytes.into()).await.is_err() {
+                let published = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    published = client.publish(subject.clone(), bytes.into()) => published,
+                };
+                if published.is_err() {
                     metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_failed")
                         .increment(1);
                 }
@@ -582,7 +591,10 @@ async fn receive(
         if message.subject.as_str() == subjects.hello {
             metrics::counter!(RESYNCS_TOTAL).increment(1);
             tracing::info!(peer = %envelope.node, "A node joined or came back: sending it the live calls.");
-            resync(&client, &node, &subjects, &calls).await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = resync(&client, &node, &subjects, &calls) => {}
+            }
         }
         let lag = now_us().saturating_sub(envelope.sent_us);
         metrics::histogram!(LATENCY_SECONDS).record(lag as f64 / 1e6);
@@ -639,8 +651,14 @@ async fn greet(
                 }
                 () = tokio::time::sleep(wait) => {}
             }
-            send(&client, &node, &subjects.hello, Vec::new()).await;
-            resync(&client, &node, &subjects, &calls).await;
+            let greeting = async {
+                send(&client, &node, &subjects.hello, Vec::new()).await;
+                resync(&client, &node, &subjects, &calls).await;
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = greeting => {}
+            }
         }
     }
 }
@@ -655,7 +673,6 @@ async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let js = async_nats::jetstream::new(client);
-    let bucket = format!("{}_nodes", config.prefix);
     let mut store = None;
     let mut tick = tokio::time::interval(config.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -667,64 +684,11 @@ async fn heartbeat(
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if store.is_none() {
-            let kv = async_nats::jetstream::kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: config.heartbeat * 3,
-                num_replicas: config.replicas(),
-                ..Default::default()
-            };
-            match js.create_key_value(kv).await {
-                Ok(s) => store = Some(s),
-                Err(_) => match js.get_key_value(&bucket).await {
-                    Ok(s) => store = Some(s),
-                    Err(error) => {
-                        if !failing {
-                            tracing::warn!(%error, %bucket, "Cluster nodes bucket not reachable; retrying.");
-                            failing = true;
-                        }
-                        continue;
-                    }
-                },
-            }
-        }
-        if claims.get().is_none() {
-            let bucket = format!("{}_claims", config.prefix);
-            let kv = async_nats::jetstream::kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: CLAIM_KEPT,
-                num_replicas: config.replicas(),
-                ..Default::default()
-            };
-            let made = match js.create_key_value(kv).await {
-                Ok(s) => Some(s),
-                Err(_) => js.get_key_value(&bucket).await.ok(),
-            };
-            if let Some(made) = made {
-                let _ = claims.set(made);
-            }
-        }
-        let Some(kv) = &store else { continue };
-        let result = async {
-            kv.put(&config.node, value.clone().into()).await?;
-            let mut keys = kv.keys().await?;
-            let mut nodes = Vec::new();
-            while let Some(key) = keys.next().await {
-                let key = key?;
-                let url = kv
-                    .get(&key)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
-                    .and_then(|v| v["page_url"].as_str().map(str::to_owned));
-                nodes.push((key, url));
-            }
-            anyhow::Ok(nodes)
-        }
-        .await;
+        // Every NATS call can wait while NATS is away: none may hold up shutdown.
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = beat(&js, &config, &value, &mut store, &claims) => result,
+        };
         match result {
             Ok(nodes) => {
                 failing = false;
@@ -739,4 +703,63 @@ async fn heartbeat(
             }
         }
     }
+}
+
+/// A bucket of `max_age`, made or found.
+async fn bucket(
+    js: &async_nats::jetstream::Context,
+    config: &ClusterConfig,
+    name: String,
+    max_age: Duration,
+) -> anyhow::Result<async_nats::jetstream::kv::Store> {
+    let kv = async_nats::jetstream::kv::Config {
+        bucket: name.clone(),
+        history: 1,
+        max_age,
+        num_replicas: config.replicas(),
+        ..Default::default()
+    };
+    match js.create_key_value(kv).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| anyhow::anyhow!("bucket {name}: {e}")),
+    }
+}
+
+/// One heartbeat: the buckets made (once), this node's key written, the live nodes read.
+async fn beat(
+    js: &async_nats::jetstream::Context,
+    config: &ClusterConfig,
+    value: &[u8],
+    store: &mut Option<async_nats::jetstream::kv::Store>,
+    claims: &std::sync::OnceLock<async_nats::jetstream::kv::Store>,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    if store.is_none() {
+        let name = format!("{}_nodes", config.prefix);
+        *store = Some(bucket(js, config, name, config.heartbeat * 3).await?);
+    }
+    if claims.get().is_none() {
+        let name = format!("{}_claims", config.prefix);
+        let _ = claims.set(bucket(js, config, name, CLAIM_KEPT).await?);
+    }
+    let Some(kv) = store.as_ref() else {
+        return Ok(Vec::new());
+    };
+    kv.put(&config.node, value.to_vec().into()).await?;
+    let mut keys = kv.keys().await?;
+    let mut nodes = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        let url = kv
+            .get(&key)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(&v).ok())
+            .and_then(|v| v["page_url"].as_str().map(str::to_owned));
+        nodes.push((key, url));
+    }
+    Ok(nodes)
 }
