@@ -181,9 +181,10 @@ pub async fn run(
     // A fresh call log every node writes to.
     let admin = screenpop::db::connect(&format!("{SERVER}/postgres")).await?;
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {DB}; CREATE DATABASE {DB}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))
+        .await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DB}"))
         .await?;
     let db_url = format!("{SERVER}/{DB}");
     let mut client = screenpop::db::connect(&db_url).await?;
