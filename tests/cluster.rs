@@ -493,3 +493,56 @@ async fn the_agent_page_moves_to_another_node_when_its_node_goes_away() {
     .await;
     b.shutdown();
 }
+
+/// Rings `n` calls at `to` (ext 1001) and expects each to pop on `ws` within 10 s (what the
+/// cluster may need to route around a lost NATS server); cancels them.
+async fn pops_across(sip: SocketAddr, ws: &mut ws::Ws, tag: &str, n: usize) {
+    for k in 0..n {
+        // A socket per call: the 487s of the last one are never ACKed, so they come again.
+        let to = &UdpPeer::new(sip).await;
+        let (call, branch) = (format!("{tag}-{k}@pbx"), format!("z9hG4bK{tag}{k}"));
+        invite(to, "1001", &call, &branch).await;
+        let pop = within(ws, "ringing", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{call} did not pop across nodes"));
+        assert_eq!(pop["extension"], "1001", "{pop}");
+        cancel(to, "1001", &call, &branch).await;
+        assert!(within(ws, "ended", Duration::from_secs(10)).await.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_nats_server_that_leads_the_claims_or_stopping_one_server_loses_no_pop() {
+    let mut nats = NatsCluster::start(3).await;
+    let prefix = prefix("leader");
+    let (a, b) = (
+        node("a", &nats, &prefix).await,
+        node("b", &nats, &prefix).await,
+    );
+    until_nodes(a.bound.http.expect("http"), 2).await;
+    until_nodes(b.bound.http.expect("http"), 2).await;
+    let (mut at_b, _) = ws::sign_in(b.bound.http.expect("http"), ALICE).await;
+    let to_a = a.bound.sip_udp[0];
+    pops_across(to_a, &mut at_b, "before", 2).await;
+
+    // SIGKILL of the server leading the claims bucket: a raft election follows (4–9 s), during
+    // which no call can be claimed; calls still pop across nodes (core NATS) and are composed
+    // where they rang.
+    let stream = format!("KV_{prefix}_claims");
+    let leader = nats
+        .stream_leader(&stream)
+        .await
+        .expect("the claims bucket has a leader");
+    nats.kill(leader);
+    pops_across(to_a, &mut at_b, "leaderless", 3).await;
+    nats.restart(leader).await;
+
+    // One server stopped cleanly (a partition of one): the nodes' clients move to the others.
+    let stopped = (leader + 1) % 3;
+    nats.stop(stopped);
+    pops_across(to_a, &mut at_b, "partition", 3).await;
+    nats.restart(stopped).await;
+    pops_across(to_a, &mut at_b, "after", 2).await;
+    a.shutdown();
+    b.shutdown();
+}

@@ -106,7 +106,9 @@ async fn agent(
         if ws.send(Message::text(auth)).await.is_err() {
             continue;
         }
-        let mut rung: HashSet<String> = HashSet::new();
+        // The calls this connection has shown, by number: a second `ringing` for one (under
+        // any call id) is a duplicate pop.
+        let mut rung: HashSet<usize> = HashSet::new();
         loop {
             let msg = tokio::select! {
                 () = stop.cancelled() => return,
@@ -123,19 +125,16 @@ async fn agent(
                 Some("ringing") => {
                     if let Some(n) = call_of(&v) {
                         seen.pops.insert((n, i));
-                    }
-                    let id = v["call_id"].as_str().unwrap_or_default().to_owned();
-                    if !rung.insert(id) {
-                        seen.duplicates += 1;
+                        if !rung.insert(n) {
+                            seen.duplicates += 1;
+                        }
                     }
                 }
                 Some("snapshot") => {
                     for entry in v["calls"].as_array().into_iter().flatten() {
                         if let Some(n) = call_of(entry) {
                             seen.pops.insert((n, i));
-                        }
-                        if let Some(id) = entry["call_id"].as_str() {
-                            rung.insert(id.to_owned());
+                            rung.insert(n);
                         }
                     }
                 }

@@ -231,7 +231,7 @@ pub struct Calls {
     resolver: Arc<dyn Resolver>,
     /// Where this node's own events are copied for the other nodes (a cluster's bounded
     /// publish queue); never waited on.
-    replica: std::sync::OnceLock<mpsc::Sender<CallEvent>>,
+    replica: std::sync::OnceLock<mpsc::Sender<(CallEvent, u32)>>,
 }
 
 /// A consumer of every call update, called in line, in order, on the thread that applied the
@@ -328,17 +328,23 @@ impl Calls {
     /// Copies every event of this node's intakes to `tx` from now on (a cluster's publish
     /// queue): a full queue drops the copy and counts it, the call goes on here. Events from
     /// other nodes come in through [`Calls::apply`] and are not copied again.
-    pub fn replicate_to(&self, tx: mpsc::Sender<CallEvent>) {
+    pub fn replicate_to(&self, tx: mpsc::Sender<(CallEvent, u32)>) {
         let _ = self.replica.set(tx);
     }
 
     /// The events that rebuild the live calls on another node (a node that joins or comes
-    /// back): each ringing or answered leg rung, then the answer.
-    pub fn resync_events(&self) -> Vec<CallEvent> {
+    /// back): each ringing or answered leg rung, then the answer; each with its call's
+    /// generation (see [`Calls::apply_remote`]).
+    pub fn resync_events(&self) -> Vec<(CallEvent, u32)> {
         let table = self.lock();
         let mut events = Vec::new();
         for ((intake, key), entry) in &table.calls {
             let call = &entry.call;
+            let generation = table
+                .generations
+                .get(&(*intake, key.clone()))
+                .copied()
+                .unwrap_or(0);
             let caller = Caller {
                 number: call.caller_number.clone(),
                 display: call.caller_display.clone(),
@@ -346,20 +352,26 @@ impl Calls {
                 withheld: call.withheld,
             };
             for leg in &call.legs {
-                events.push(CallEvent::Ringing {
-                    key: key.clone(),
-                    intake: *intake,
-                    extension: leg.extension.clone(),
-                    caller: caller.clone(),
-                    dialled: call.dialled.clone(),
-                });
+                events.push((
+                    CallEvent::Ringing {
+                        key: key.clone(),
+                        intake: *intake,
+                        extension: leg.extension.clone(),
+                        caller: caller.clone(),
+                        dialled: call.dialled.clone(),
+                    },
+                    generation,
+                ));
             }
             if let CallState::Answered { by } = &call.state {
-                events.push(CallEvent::Answered {
-                    key: key.clone(),
-                    intake: *intake,
-                    by: by.clone(),
-                });
+                events.push((
+                    CallEvent::Answered {
+                        key: key.clone(),
+                        intake: *intake,
+                        by: by.clone(),
+                    },
+                    generation,
+                ));
             }
         }
         events
@@ -379,13 +391,15 @@ impl Calls {
                 _ = sweep.tick() => self.expire(Instant::now()),
                 event = events.recv() => match event {
                     Some(event) => {
-                        if let Some(replica) = self.replica.get()
-                            && replica.try_send(event.clone()).is_err()
+                        let replica = self.replica.get();
+                        let copy = replica.map(|_| event.clone());
+                        let generation = self.apply_at(event, None);
+                        if let (Some(replica), Some(copy)) = (replica, copy)
+                            && replica.try_send((copy, generation)).is_err()
                         {
                             metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_queue_full")
                                 .increment(1);
                         }
-                        self.apply(event)
                     }
                     None => return,
                 },
@@ -395,11 +409,44 @@ impl Calls {
 
     /// Applies one event.
     pub fn apply(&self, event: CallEvent) {
+        self.apply_at(event, None);
+    }
+
+    /// Applies another node's event, about the `generation`th call on its key there (how many
+    /// calls on that key that node had seen end). An event about a call that already ended
+    /// here is stale and dropped (a node that comes back re-sends its live calls, some of which
+    /// may have ended here meanwhile): without that, the key would start a new call.
+    pub fn apply_remote(&self, event: CallEvent, generation: u32) {
+        self.apply_at(event, Some(generation));
+    }
+
+    /// Applies one event (from another node: with its generation); returns the generation of
+    /// the call it applied to.
+    fn apply_at(&self, event: CallEvent, remote: Option<u32>) -> u32 {
         let now = Instant::now();
         let mut out = Vec::new();
+        let generation;
         {
             let mut guard = self.lock();
             let table = &mut *guard;
+            let (intake, key) = match &event {
+                CallEvent::Ringing { key, intake, .. }
+                | CallEvent::Answered { key, intake, .. }
+                | CallEvent::Ended { key, intake, .. } => (*intake, key),
+            };
+            let map_key = (family(intake), key.clone());
+            let here = table.generations.get(&map_key).copied().unwrap_or(0);
+            if let Some(theirs) = remote {
+                if theirs < here {
+                    metrics::counter!(crate::calls::DUPLICATES_TOTAL, "intake" => intake.label())
+                        .increment(1);
+                    return theirs;
+                }
+                if theirs > here && !table.calls.contains_key(&map_key) {
+                    table.generations.insert(map_key, theirs);
+                }
+            }
+            generation = remote.unwrap_or(here).max(here);
             match event {
                 CallEvent::Ringing {
                     key,
@@ -438,7 +485,7 @@ impl Calls {
                         );
                     }
                     let Some(entry) = table.calls.get_mut(&map_key) else {
-                        return;
+                        return generation;
                     };
                     let call = &mut entry.call;
                     match call.legs.iter_mut().find(|l| l.extension == extension) {
@@ -446,7 +493,7 @@ impl Calls {
                             // Seen already: another intake, another node, a retransmission.
                             metrics::counter!(crate::calls::DUPLICATES_TOTAL, "intake" => intake.label())
                                 .increment(1);
-                            return;
+                            return generation;
                         }
                         Some(leg) => leg.state = LegState::Ringing,
                         None => call.legs.push(Leg {
@@ -474,14 +521,14 @@ impl Calls {
                 }
                 CallEvent::Answered { key, intake, by } => {
                     let Some(entry) = table.calls.get_mut(&(family(intake), key)) else {
-                        return;
+                        return generation;
                     };
                     let call = &mut entry.call;
                     if matches!(
                         call.state,
                         CallState::Answered { .. } | CallState::Ended { .. }
                     ) {
-                        return;
+                        return generation;
                     }
                     call.state = CallState::Answered { by: by.clone() };
                     call.answered_at = Some(SystemTime::now());
@@ -527,7 +574,7 @@ impl Calls {
                 } => {
                     let map_key = (family(intake), key);
                     let Some(entry) = table.calls.get_mut(&map_key) else {
-                        return;
+                        return generation;
                     };
                     let call = &mut entry.call;
                     let whole = match &extension {
@@ -535,10 +582,10 @@ impl Calls {
                         Some(ext) => {
                             let Some(leg) = call.legs.iter_mut().find(|l| &l.extension == ext)
                             else {
-                                return;
+                                return generation;
                             };
                             if matches!(leg.state, LegState::Ended(_)) {
-                                return;
+                                return generation;
                             }
                             // An answered leg that ends ends the call: completed.
                             if leg.state == LegState::Answered {
@@ -574,6 +621,7 @@ impl Calls {
             table.gauges();
         }
         self.publish(out);
+        generation
     }
 
     fn new_call(
@@ -736,6 +784,41 @@ mod tests {
             },
             dialled: None,
         }
+    }
+
+    #[test]
+    fn another_nodes_stale_events_never_bring_an_ended_call_back() {
+        let calls = calls();
+        let ended = |key: &str| CallEvent::Ended {
+            key: key.into(),
+            intake: Intake::SIP,
+            extension: None,
+            reason: EndReason::Cancelled,
+        };
+        calls.apply(ringing("k", "1001"));
+        calls.apply(ended("k"));
+        assert_eq!(calls.counts(), (0, 0));
+        // Another node re-sends the call it still thought live (generation 0): stale here.
+        calls.apply_remote(ringing("k", "1001"), 0);
+        calls.apply_remote(ringing("k", "1002"), 0);
+        assert_eq!(calls.counts(), (0, 0), "no ghost call");
+        // Its next call on the same key (generation 1) is a new call, with the id every node
+        // gives it.
+        calls.apply_remote(ringing("k", "1001"), 1);
+        let live = calls.live(None);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].id, call_id(Intake::SIP, "k", 1));
+        // A node that has seen more calls on a key end catches this one up.
+        calls.apply_remote(ringing("j", "1001"), 3);
+        assert!(
+            calls
+                .live(None)
+                .iter()
+                .any(|c| c.id == call_id(Intake::SIP, "j", 3))
+        );
+        // Events of the live generation apply as usual.
+        calls.apply_remote(ended("j"), 3);
+        assert_eq!(calls.counts(), (1, 0));
     }
 
     #[test]

@@ -69,8 +69,9 @@ struct Envelope {
     node: String,
     /// When it published them, microseconds since the Unix epoch.
     sent_us: u64,
-    /// The events, in the order that node applied them.
-    events: Vec<CallEvent>,
+    /// The events, in the order that node applied them, each with its call's generation
+    /// there (how many calls on the same key had ended: `Calls::apply_remote`).
+    events: Vec<(CallEvent, u32)>,
 }
 
 /// The cluster as `/healthz` shows it.
@@ -457,7 +458,7 @@ async fn publish(
     client: async_nats::Client,
     node: String,
     subjects: Subjects,
-    mut rx: mpsc::Receiver<CallEvent>,
+    mut rx: mpsc::Receiver<(CallEvent, u32)>,
     cancel: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
@@ -487,7 +488,12 @@ async fn publish(
     }
 }
 
-async fn send(client: &async_nats::Client, node: &str, subject: &str, events: Vec<CallEvent>) {
+async fn send(
+    client: &async_nats::Client,
+    node: &str,
+    subject: &str,
+    events: Vec<(CallEvent, u32)>,
+) {
     let envelope = Envelope {
         node: node.to_owned(),
         sent_us: now_us(),
@@ -600,8 +606,8 @@ async fn receive(
         metrics::histogram!(LATENCY_SECONDS).record(lag as f64 / 1e6);
         metrics::counter!(EVENTS_TOTAL, "direction" => "received")
             .increment(envelope.events.len() as u64);
-        for event in envelope.events {
-            calls.apply(event);
+        for (event, generation) in envelope.events {
+            calls.apply_remote(event, generation);
         }
     }
 }
