@@ -42,6 +42,14 @@ async fn node(name: &str, nats: &NatsCluster, prefix: &str) -> Daemon {
     start_with(|s| s.cluster = Some(config)).await
 }
 
+/// Two demo nodes, a and b, each seeing the other live.
+async fn pair(nats: &NatsCluster, prefix: &str) -> (Daemon, Daemon) {
+    let (a, b) = (node("a", nats, prefix).await, node("b", nats, prefix).await);
+    until_nodes(a.bound.http.expect("http"), 2).await;
+    until_nodes(b.bound.http.expect("http"), 2).await;
+    (a, b)
+}
+
 /// Waits until `http`'s `/healthz` lists `count` live nodes (heartbeats seen).
 async fn until_nodes(http: SocketAddr, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -109,12 +117,7 @@ async fn within(ws: &mut ws::Ws, kind: &str, wait: Duration) -> Option<Value> {
 async fn a_call_at_one_node_pops_at_another_and_a_fork_to_both_is_one_call() {
     let nats = NatsCluster::start(3).await;
     let prefix = prefix("fork");
-    let (a, b) = (
-        node("a", &nats, &prefix).await,
-        node("b", &nats, &prefix).await,
-    );
-    until_nodes(a.bound.http.expect("http"), 2).await;
-    until_nodes(b.bound.http.expect("http"), 2).await;
+    let (a, b) = pair(&nats, &prefix).await;
 
     // alice is signed in at both nodes (two browsers): each pops once.
     let (mut at_a, _) = ws::sign_in(a.bound.http.expect("http"), ALICE).await;
@@ -184,11 +187,7 @@ async fn a_call_at_one_node_pops_at_another_and_a_fork_to_both_is_one_call() {
 async fn an_agent_moving_to_another_node_finds_the_live_call_in_its_snapshot() {
     let nats = NatsCluster::start(3).await;
     let prefix = prefix("move");
-    let (a, b) = (
-        node("a", &nats, &prefix).await,
-        node("b", &nats, &prefix).await,
-    );
-    until_nodes(b.bound.http.expect("http"), 2).await;
+    let (a, b) = pair(&nats, &prefix).await;
     let (mut at_a, _) = ws::sign_in(a.bound.http.expect("http"), ALICE).await;
     let to_a = UdpPeer::new(a.bound.sip_udp[0]).await;
     invite(&to_a, "1001", "move-1@pbx", "z9hG4bKm1").await;
@@ -276,11 +275,7 @@ async fn a_node_killed_mid_ring_leaves_the_call_at_the_witness() {
 async fn with_nats_down_each_node_pops_its_own_agents_and_resyncs_when_it_returns() {
     let mut nats = NatsCluster::start(3).await;
     let prefix = prefix("down");
-    let (a, b) = (
-        node("a", &nats, &prefix).await,
-        node("b", &nats, &prefix).await,
-    );
-    until_nodes(a.bound.http.expect("http"), 2).await;
+    let (a, b) = pair(&nats, &prefix).await;
     let (mut at_a, _) = ws::sign_in(a.bound.http.expect("http"), ALICE).await;
 
     for i in 0..3 {
@@ -515,12 +510,7 @@ async fn pops_across(sip: SocketAddr, ws: &mut ws::Ws, tag: &str, n: usize) {
 async fn killing_the_nats_server_that_leads_the_claims_or_stopping_one_server_loses_no_pop() {
     let mut nats = NatsCluster::start(3).await;
     let prefix = prefix("leader");
-    let (a, b) = (
-        node("a", &nats, &prefix).await,
-        node("b", &nats, &prefix).await,
-    );
-    until_nodes(a.bound.http.expect("http"), 2).await;
-    until_nodes(b.bound.http.expect("http"), 2).await;
+    let (a, b) = pair(&nats, &prefix).await;
     let (mut at_b, _) = ws::sign_in(b.bound.http.expect("http"), ALICE).await;
     let to_a = a.bound.sip_udp[0];
     pops_across(to_a, &mut at_b, "before", 2).await;

@@ -251,6 +251,27 @@ pub async fn run(
         });
     }
     let callers = loadgen::callers();
+    let sips: Vec<SocketAddr> = nodes.iter().map(|n| n.sip).collect();
+    // A request of call `num` (to agent `ag`) to both nodes of its fork, one branch each.
+    let send =
+        |socket: &Arc<UdpSocket>, method: &'static str, num: usize, ag: usize, pair: [usize; 2]| {
+            let socket = socket.clone();
+            let caller = callers[num % callers.len()].clone();
+            let targets = pair.map(|node| sips[node]);
+            async move {
+                for (k, target) in targets.iter().enumerate() {
+                    let bytes = request(
+                        method,
+                        &loadgen::extension(ag),
+                        local,
+                        num,
+                        &format!("{num}x{k}"),
+                        &caller,
+                    );
+                    let _ = socket.send_to(&bytes, target).await;
+                }
+            }
+        };
     let hold = Duration::from_secs(3);
     let started = Instant::now();
     let until = started + Duration::from_secs(minutes * 60);
@@ -301,34 +322,14 @@ pub async fn run(
                 break;
             }
             pending_cancels.remove(0);
-            for (k, node) in pair.iter().enumerate() {
-                let bytes = request(
-                    "CANCEL",
-                    &loadgen::extension(ag),
-                    local,
-                    num,
-                    &format!("{num}x{k}"),
-                    &callers[num % callers.len()],
-                );
-                let _ = socket.send_to(&bytes, nodes[*node].sip).await;
-            }
+            send(&socket, "CANCEL", num, ag, pair).await;
         }
         if now >= next {
             let ag = rng.random_range(0..agents);
             let first = rng.random_range(0..3);
             let second = (first + rng.random_range(1..3)) % 3;
             let pair = [first, second];
-            for (k, node) in pair.iter().enumerate() {
-                let bytes = request(
-                    "INVITE",
-                    &loadgen::extension(ag),
-                    local,
-                    n,
-                    &format!("{n}x{k}"),
-                    &callers[n % callers.len()],
-                );
-                let _ = socket.send_to(&bytes, nodes[*node].sip).await;
-            }
+            send(&socket, "INVITE", n, ag, pair).await;
             calls.push((n, ag, pair, now));
             pending_cancels.push((now + hold, n, ag, pair));
             n += 1;
@@ -339,17 +340,7 @@ pub async fn run(
     // The last cancels, and everything back up before counting.
     tokio::time::sleep(hold + Duration::from_millis(200)).await;
     for (_, num, ag, pair) in pending_cancels.drain(..) {
-        for (k, node) in pair.iter().enumerate() {
-            let bytes = request(
-                "CANCEL",
-                &loadgen::extension(ag),
-                local,
-                num,
-                &format!("{num}x{k}"),
-                &callers[num % callers.len()],
-            );
-            let _ = socket.send_to(&bytes, nodes[*node].sip).await;
-        }
+        send(&socket, "CANCEL", num, ag, pair).await;
     }
     if let Some((_, node, which)) = revive {
         if node {

@@ -45,12 +45,12 @@ pub fn intakes_from(config: &Config) -> anyhow::Result<Intakes> {
     let mut webhook = config.webhook.clone();
     for p in &mut webhook.pbx {
         let p = p.get_mut();
-        if let Some(var) = &p.secret_env {
-            let field = format!("webhook pbx `{}` secret_env", p.name);
-            p.secret = Some(crate::telephony::intake::check::secret_from_env(
-                &field, var,
-            )?);
-        }
+        let field = format!("webhook pbx `{}` secret_env", p.name);
+        crate::telephony::intake::check::secret_env(
+            &field,
+            p.secret_env.as_deref(),
+            &mut p.secret,
+        )?;
     }
     config.intakes.resolve(&config.base, webhook)
 }

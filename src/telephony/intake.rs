@@ -204,12 +204,19 @@ pub mod check {
         }
     }
 
-    /// A secret from an environment variable, or an error that names the variable.
-    pub fn secret_from_env(field: &str, var: &str) -> anyhow::Result<crate::secret::Secret> {
-        crate::secret::secret_from_env(var)
-            .map(crate::secret::Secret::new)
-            .ok_or_else(|| {
+    /// Reads `secret` from the environment variable `env` names, when it names one; an unset
+    /// or empty variable is an error that names `field` and the variable.
+    pub fn secret_env(
+        field: &str,
+        env: Option<&str>,
+        secret: &mut Option<crate::secret::Secret>,
+    ) -> anyhow::Result<()> {
+        if let Some(var) = env {
+            let value = crate::secret::secret_from_env(var).ok_or_else(|| {
                 anyhow::anyhow!("{field}: environment variable `{var}` is not set or empty")
-            })
+            })?;
+            *secret = Some(crate::secret::Secret::new(value));
+        }
+        Ok(())
     }
 }

@@ -492,12 +492,11 @@ impl crate::telephony::intake::Section for AmiConfig {
     }
 
     fn resolve(&mut self, base: &std::path::Path) -> anyhow::Result<()> {
-        if let Some(var) = &self.secret_env {
-            self.secret = Some(crate::telephony::intake::check::secret_from_env(
-                "secret_env",
-                var,
-            )?);
-        }
+        crate::telephony::intake::check::secret_env(
+            "secret_env",
+            self.secret_env.as_deref(),
+            &mut self.secret,
+        )?;
         if let Some(ca) = &self.tls_ca_file
             && ca.is_relative()
         {

@@ -379,12 +379,11 @@ impl crate::telephony::intake::Section for EslConfig {
     }
 
     fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {
-        if let Some(var) = &self.password_env {
-            self.password = Some(crate::telephony::intake::check::secret_from_env(
-                "password_env",
-                var,
-            )?);
-        }
+        crate::telephony::intake::check::secret_env(
+            "password_env",
+            self.password_env.as_deref(),
+            &mut self.password,
+        )?;
         Ok(())
     }
 
