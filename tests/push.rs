@@ -231,6 +231,7 @@ async fn each_agent_gets_only_its_own_pops_on_every_connection() {
         assert_eq!(pop["extension"], "1001");
         assert_eq!(pop["customer"]["name"], "Acme Corporation");
         assert_eq!(pop["caller"]["number"], "+14155550100");
+        assert_eq!(pop["caller"]["e164"], "+14155550100");
         assert_eq!(pop["caller"]["withheld"], false);
     }
     assert!(
@@ -456,5 +457,54 @@ async fn a_silent_client_is_dropped_and_foreign_origins_are_refused() {
         tokio_tungstenite::connect_async(req).await.is_ok(),
         "the page's own origin is allowed"
     );
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn the_caller_carries_e164_beside_the_number_as_presented() {
+    let daemon = start().await;
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _, _) = sign_in(http, "alice-demo-token").await;
+    for (key, presented, e164) in [
+        ("e1", "+1-415-555-0102", Some("+14155550102")),
+        ("e2", "(415) 555-0103", Some("+14155550103")),
+        ("e3", "+44 20 7946 0958", Some("+442079460958")),
+        ("e4", "1234", None),
+        ("e5", "anonymous", None),
+    ] {
+        daemon.calls.apply(ringing(key, "1001", presented));
+        let pop = expect_type(&mut alice, "ringing").await;
+        assert_eq!(pop["caller"]["number"], presented, "{pop}");
+        match e164 {
+            Some(e164) => assert_eq!(pop["caller"]["e164"], e164, "{pop}"),
+            None => assert!(pop["caller"].get("e164").is_none(), "{pop}"),
+        }
+    }
+    // A withheld caller has no number to normalise.
+    daemon.calls.apply(CallEvent::Ringing {
+        key: "e6".into(),
+        intake: Intake::SIP,
+        extension: "1001".into(),
+        caller: Caller {
+            number: Some("+14155550104".into()),
+            display: None,
+            source: Source::Pai,
+            withheld: true,
+        },
+        dialled: None,
+    });
+    let pop = expect_type(&mut alice, "ringing").await;
+    assert!(pop["caller"].get("e164").is_none(), "{pop}");
+    // The snapshot says the same.
+    let (_, _, snapshot) = sign_in(http, "alice-demo-token").await;
+    let first = snapshot["calls"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["caller"]["number"] == "+1-415-555-0102")
+        })
+        .cloned()
+        .expect("e1 in the snapshot");
+    assert_eq!(first["caller"]["e164"], "+14155550102");
     assert!(daemon.stop().await);
 }

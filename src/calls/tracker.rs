@@ -98,6 +98,10 @@ pub struct Call {
     /// state is keyed by.
     #[serde(skip)]
     pub caller_key: Option<String>,
+    /// The caller's number in E.164 (`+14155550100`) when it is a valid number and the caller
+    /// did not withhold it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caller_e164: Option<String>,
     /// The caller withheld their identity.
     pub withheld: bool,
     /// The originally dialled number, if known.
@@ -632,20 +636,21 @@ impl Calls {
         caller: &Caller,
         dialled: Option<String>,
     ) -> Call {
-        let (resolution, caller_key) = if caller.withheld {
+        let (resolution, number_key) = if caller.withheld {
             (Resolution::Withheld, None)
         } else {
             match caller.number.as_deref() {
-                Some(number) => (
-                    self.resolver.resolve(number),
-                    self.resolver
-                        .key(number)
-                        .map(|k| k.as_str().to_owned())
-                        .filter(|k| !k.is_empty()),
-                ),
+                Some(number) => (self.resolver.resolve(number), self.resolver.key(number)),
                 None => (Resolution::Unknown, None),
             }
         };
+        let e164 = match &number_key {
+            Some(crate::resolve::Key::E164(e164)) => Some(e164.clone()),
+            _ => None,
+        };
+        let caller_key = number_key
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| !k.is_empty());
         metrics::counter!(crate::calls::RESOLUTIONS_TOTAL, "result" => resolution.label())
             .increment(1);
         Call {
@@ -654,6 +659,7 @@ impl Calls {
             key: key.to_owned(),
             caller_number: caller.number.as_deref().and_then(super::event::clean_text),
             caller_key,
+            caller_e164: e164,
             caller_display: caller.display.as_deref().and_then(super::event::clean_text),
             withheld: caller.withheld,
             dialled,

@@ -67,13 +67,18 @@ fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The caller as the pop shows it.
+/// The caller as the pop shows it: `e164` beside the number as presented, when it is a valid
+/// number.
 pub fn caller_json(call: &Call) -> Value {
-    json!({
+    let mut caller = json!({
         "number": call.caller_number,
         "display": call.caller_display,
         "withheld": call.withheld,
-    })
+    });
+    if let Some(e164) = &call.caller_e164 {
+        caller["e164"] = Value::String(e164.clone());
+    }
+    caller
 }
 
 /// `customer` (with `approximate` and `reason` for a switchboard match), `candidates` or

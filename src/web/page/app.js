@@ -395,7 +395,7 @@
 
     title.textContent = who.name;
     const caller = card.caller;
-    const number = caller.withheld ? null : formatNumber(caller.number);
+    const number = caller.withheld ? null : formatNumber(caller.e164 || caller.number);
     const lines = [];
     lines.push(el("p", { class: "caller" },
       number ? el("span", { class: "number", "data-role": "number", text: number }) : null,
@@ -841,7 +841,7 @@
           el("span", { class: "recent-who", text: who }),
           el("time", { datetime: call.started, text: shortDate(call.started) })),
         el("div", { class: "recent-meta" },
-          call.withheld ? null : el("span", { text: formatNumber(call.caller_number) || "" }),
+          call.withheld ? null : el("span", { text: formatNumber(call.caller_e164 || call.caller_number) || "" }),
           el("span", { class: "badge outcome-" + (call.outcome || call.state), text: outcome }),
           call.disposition ? el("span", { class: "badge disp", "data-role": "disposition", text: call.disposition }) : null),
         call.note ? el("p", { class: "recent-note", "data-role": "note", text: call.note }) : null,
@@ -854,7 +854,7 @@
   // ---- alerts: announcement, title, notification, ring tone ------------------------------
   function announce(card) {
     const who = identity(card).name;
-    const number = card.caller.withheld ? "" : formatNumber(card.caller.number);
+    const number = card.caller.withheld ? "" : formatNumber(card.caller.e164 || card.caller.number);
     $("announce").textContent = "Incoming call from " + who + (number && who !== number ? ", " + number : "");
   }
 
@@ -883,7 +883,7 @@
     if ("Notification" in window && Notification.permission === "granted") {
       try {
         const n = new Notification("Incoming call: " + who, {
-          body: [formatNumber(card.caller.number), card.caller.display].filter(Boolean).join(" · "),
+          body: [formatNumber(card.caller.e164 || card.caller.number), card.caller.display].filter(Boolean).join(" · "),
           tag: card.id,
         });
         n.addEventListener("click", () => { window.focus(); card.dom.root.focus(); n.close(); });
