@@ -43,6 +43,7 @@ fn call(number: &str, resolution: Resolution) -> Call {
         caller_display: Some("Acme Corporation".into()),
         caller_key: Some(number.into()),
         caller_e164: Some(number.into()),
+        withheld_number: None,
         withheld: false,
         dialled: Some("+18005550199".into()),
         resolution,

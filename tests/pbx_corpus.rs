@@ -107,11 +107,18 @@ async fn every_invite_pops_through_the_daemon() {
             case.file
         );
         assert_eq!(update.call.withheld, case.withheld, "{}", case.file);
-        assert_eq!(
-            update.call.caller_number, case.caller_number,
-            "{}",
-            case.file
-        );
+        // A withheld caller's number stays in the daemon (for the call log), out of the call
+        // agents are shown.
+        let (shown, kept) = if case.withheld {
+            (None, case.caller_number.clone())
+        } else {
+            (case.caller_number.clone(), None)
+        };
+        assert_eq!(update.call.caller_number, shown, "{}", case.file);
+        assert_eq!(update.call.withheld_number, kept, "{}", case.file);
+        if case.withheld {
+            assert_eq!(update.call.caller_display, None, "{}", case.file);
+        }
         if case.withheld {
             assert_eq!(
                 update.call.resolution,

@@ -508,3 +508,77 @@ async fn the_caller_carries_e164_beside_the_number_as_presented() {
     assert_eq!(first["caller"]["e164"], "+14155550102");
     assert!(daemon.stop().await);
 }
+
+#[tokio::test]
+async fn a_withheld_callers_number_and_name_reach_no_agent_from_any_intake() {
+    let daemon = start().await;
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _, _) = sign_in(http, "alice-demo-token").await;
+    // Every intake's events enter the call table the same way: one choke point.
+    for (n, intake) in [
+        Intake::SIP,
+        Intake::HEP,
+        Intake::AMI,
+        Intake::ESL,
+        Intake::WEBHOOK,
+        Intake::DIALOG,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        daemon.calls.apply(CallEvent::Ringing {
+            key: format!("w{n}"),
+            intake,
+            extension: "1001".into(),
+            caller: Caller {
+                number: Some("+14155550100".into()),
+                display: Some("Acme Front Desk".into()),
+                source: Source::Pai,
+                withheld: true,
+            },
+            dialled: None,
+        });
+        let (pop, raw) = loop {
+            let (v, raw) = ws::next_raw(&mut alice, ws::WAIT).await.expect("ringing");
+            if v["type"] == "ringing" {
+                break (v, raw);
+            }
+        };
+        assert_eq!(pop["caller"]["withheld"], true, "{pop}");
+        assert!(
+            !raw.contains("4155550100") && !raw.contains("Acme"),
+            "{intake:?}: {raw}"
+        );
+    }
+    // Over the wire: an INVITE with Privacy: id and an asserted identity.
+    let peer = UdpPeer::new(daemon.bound.sip_udp[0]).await;
+    peer.send(&request(
+        "INVITE",
+        "1001",
+        peer.local(),
+        "UDP",
+        "withheld@test",
+        "z9hG4bKwh",
+        1,
+        "P-Asserted-Identity: \"Acme Front Desk\" <sip:+14155550100@pbx.test>\r\nPrivacy: id\r\n",
+    ))
+    .await;
+    let raw = loop {
+        let (v, raw) = ws::next_raw(&mut alice, ws::WAIT).await.expect("ringing");
+        if v["type"] == "ringing" {
+            break raw;
+        }
+    };
+    assert!(raw.contains("\"withheld\":true"), "{raw}");
+    assert!(!raw.contains("4155550100"), "{raw}");
+    // Nor in a snapshot, nor in the API.
+    let (_, _, snapshot) = sign_in(http, "alice-demo-token").await;
+    assert!(!snapshot.to_string().contains("4155550100"), "{snapshot}");
+    let (status, body) = http_get(http, "/api/calls", Some("alice-demo-token")).await;
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains("4155550100") && body.contains("withheld"),
+        "{body}"
+    );
+    assert!(daemon.stop().await);
+}

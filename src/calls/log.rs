@@ -319,7 +319,7 @@ impl CallLog {
             _ => (None, None),
         };
         let row = Row {
-            caller_number: call.caller_number.clone(),
+            caller_number: call.caller_number.clone().or(call.withheld_number.clone()),
             withheld: call.withheld,
             customer_id: match &call.resolution {
                 Resolution::Customer { customer } | Resolution::Approximate { customer, .. } => {

@@ -104,6 +104,10 @@ pub struct Call {
     pub caller_e164: Option<String>,
     /// The caller withheld their identity.
     pub withheld: bool,
+    /// A withheld caller's number as presented: for the call log inside the trust domain, never
+    /// sent towards agents.
+    #[serde(skip)]
+    pub withheld_number: Option<String>,
     /// The originally dialled number, if known.
     pub dialled: Option<String>,
     /// Who the caller is, as far as the directory knows.
@@ -350,7 +354,7 @@ impl Calls {
                 .copied()
                 .unwrap_or(0);
             let caller = Caller {
-                number: call.caller_number.clone(),
+                number: call.caller_number.clone().or(call.withheld_number.clone()),
                 display: call.caller_display.clone(),
                 source: super::IdentitySource::From,
                 withheld: call.withheld,
@@ -657,10 +661,20 @@ impl Calls {
             id,
             intake,
             key: key.to_owned(),
-            caller_number: caller.number.as_deref().and_then(super::event::clean_text),
+            // Withheld means withheld: the number and name stay in the daemon (the call log
+            // keeps the number), never in a frame, snapshot or API answer.
+            caller_number: (!caller.withheld)
+                .then(|| caller.number.as_deref().and_then(super::event::clean_text))
+                .flatten(),
+            withheld_number: caller
+                .withheld
+                .then(|| caller.number.as_deref().and_then(super::event::clean_text))
+                .flatten(),
             caller_key,
             caller_e164: e164,
-            caller_display: caller.display.as_deref().and_then(super::event::clean_text),
+            caller_display: (!caller.withheld)
+                .then(|| caller.display.as_deref().and_then(super::event::clean_text))
+                .flatten(),
             withheld: caller.withheld,
             dialled,
             resolution,
