@@ -112,6 +112,19 @@ async fn kv_create_is_won_by_exactly_one_client_and_update_checks_the_revision()
         let kv_a = a.create_key_value(bucket("claims")).await.expect("bucket");
         let kv_b = b.get_key_value("claims").await.expect("bucket from n2");
         assert_eq!(kv_a.stream.cached_info().config.num_replicas, 3);
+        // A new bucket's stream needs a leader, and its subjects' interest must reach every
+        // server, before a write from each server is answered (until then: 503 "no
+        // responders"). Wait for both clients to be able to write.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for kv in [&kv_a, &kv_b] {
+            while kv.put("ready", "1".into()).await.is_err() {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the new bucket never took a write"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
 
         // Two clients on different servers race for each key: one create wins, and the
         // winner's value is the one stored. The loser is told the key exists, or, when its
@@ -331,6 +344,14 @@ async fn kv_writes_resume_after_the_stream_leader_is_killed_and_it_rejoins() {
             .get_key_value("calls")
             .await
             .expect("bucket");
+        // Both servers answer writes to the new bucket before the kill (see the create race).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for kv in [&far, &near] {
+            while kv.put("ready", "1".into()).await.is_err() {
+                assert!(tokio::time::Instant::now() < deadline, "no write taken");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         far.create("before", "v".into()).await.expect("create");
         // A watcher opened before the kill, as the daemon's would be.
         let mut watch = far.watch("far.>").await.expect("watch");
