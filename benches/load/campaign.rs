@@ -48,16 +48,16 @@ fn start_node(exe: &Path, node: &mut Node) -> anyhow::Result<()> {
 }
 
 fn kill(guard: Option<ChildGuard>) {
-    if let Some(mut guard) = guard {
-        let _ = guard.0.kill();
-        let _ = guard.0.wait();
-        // Reaped: its guard must not signal a PID the system may hand out again.
-        std::mem::forget(guard);
+    if let Some(guard) = guard {
+        guard.kill();
     }
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    Ok(SocketAddr::from((
+        [127, 0, 0, 1],
+        crate::cluster::free_port()?,
+    )))
 }
 
 fn free_udp() -> anyhow::Result<SocketAddr> {

@@ -25,7 +25,8 @@ pub struct Nats {
     binary: PathBuf,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free loopback TCP port.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -106,11 +107,8 @@ impl Nats {
 
     /// SIGKILL of server `i`.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut guard) = self.servers[i].take() {
-            let _ = guard.0.kill();
-            let _ = guard.0.wait();
-            // Reaped: its guard must not signal a PID the system may hand out again.
-            std::mem::forget(guard);
+        if let Some(guard) = self.servers[i].take() {
+            guard.kill();
         }
     }
 
@@ -315,11 +313,7 @@ pub async fn run(exe: PathBuf, agents: usize, rate: u64, calls: usize) -> anyhow
     );
 
     // Node a SIGKILLed: how long node b takes to list it gone (3 heartbeats of 500 ms).
-    let mut a_guard = a_guard;
-    let _ = a_guard.0.kill();
-    let _ = a_guard.0.wait();
-    // Reaped: its guard must not signal a PID the system may hand out again.
-    std::mem::forget(a_guard);
+    a_guard.kill();
     let gone = until(b.http, Duration::from_secs(20), |h| {
         h["cluster"]["nodes"].as_array().map(Vec::len) == Some(1)
     })

@@ -140,6 +140,15 @@ pub struct Target {
 /// The child process behind a target, ended by its PID when dropped.
 pub struct ChildGuard(pub Child);
 
+impl ChildGuard {
+    /// SIGKILL, and reaped: no signal can reach a PID the system may hand out again.
+    pub fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = Command::new("kill")

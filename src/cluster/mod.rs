@@ -499,7 +499,12 @@ async fn send(
         sent_us: now_us(),
         events,
     };
-    match serde_json::to_vec(&envelope) {
+    publish_json(client, subject, &envelope).await;
+}
+
+/// Encodes and publishes one message; a failure is counted, never waited out.
+async fn publish_json(client: &async_nats::Client, subject: &str, message: &impl serde::Serialize) {
+    match serde_json::to_vec(message) {
         Ok(bytes) => {
             if let Err(error) = client.publish(subject.to_owned(), bytes.into()).await {
                 metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_failed")
@@ -532,18 +537,9 @@ async fn publish_shared(
             sent_us: now_us(),
             item,
         };
-        match serde_json::to_vec(&envelope) {
-            Ok(bytes) => {
-                let published = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    published = client.publish(subject.clone(), bytes.into()) => published,
-                };
-                if published.is_err() {
-                    metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_failed")
-                        .increment(1);
-                }
-            }
-            Err(error) => tracing::error!(%error, "Shared section not encodable."),
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = publish_json(&client, &subject, &envelope) => {}
         }
     }
 }

@@ -468,12 +468,7 @@ impl Hub {
     /// call already has everyone's profile. Never waits: the composition runs on its own task,
     /// bounded by the composer's deadline and ended by shutdown.
     fn start_profile(self: &Arc<Self>, call_id: &str, audience: Audience, customer: &Customer) {
-        let composer = self
-            .composer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(composer) = composer else {
+        let Some(composer) = self.composer() else {
             return;
         };
         let Some(generation) = self.profiles.begin(call_id, &audience, customer.id()) else {
