@@ -49,6 +49,7 @@ fn call(number: &str, resolution: Resolution) -> Call {
         resolution,
         started: SystemTime::now(),
         answered_at: None,
+        hangup_seen: false,
         state: CallState::Ringing,
         legs: vec![Leg {
             extension: EXTENSION.into(),

@@ -624,6 +624,7 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
             max_calls: config.calls.max_calls,
             ring_timeout: config.sip.ring_timeout + Duration::from_secs(5),
             answered_ttl: config.calls.answered_ttl,
+            max_call_duration: config.calls.max_call_duration,
         },
         resolver: Arc::new(crate::resolve::Index::new(crate::resolve::Directory::new(
             crate::resolve::Normaliser::new(config.numbers.default_region.0),

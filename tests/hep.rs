@@ -332,3 +332,158 @@ async fn the_capture_password_is_enforced() {
     assert!(metric(http, "screenpop_hep_packets_total", "result=\"bad_auth\"").await >= 2.0);
     assert!(daemon.stop().await);
 }
+
+#[tokio::test]
+async fn a_call_the_pbx_refuses_towards_the_caller_ends_at_once_every_leg_with_it() {
+    let daemon = start().await;
+    let mut updates = daemon.calls.subscribe();
+    let cap = Capture::new(daemon.bound.hep_udp[0], None).await;
+    let (p1001, p1002) = ("192.0.2.21:5062", "192.0.2.22:5062");
+    let caller_via = "192.0.2.10:5060;branch=z9hG4bKorigin";
+    let via_1001 = "192.0.2.1:5060;branch=z9hG4bKr1001";
+    let via_1002 = "192.0.2.1:5060;branch=z9hG4bKr1002";
+    let cid = "refused-1@carrier.test";
+    let inbound = req(
+        "INVITE",
+        "sip:+18005550100@pbx.test",
+        cid,
+        "1 INVITE",
+        None,
+        &[caller_via],
+        "",
+    );
+    cap.report(CALLER, PROXY, &inbound).await;
+    for (ext, phone, via) in [("1001", p1001, via_1001), ("1002", p1002, via_1002)] {
+        let out = req(
+            "INVITE",
+            &format!("sip:{ext}@{phone}"),
+            cid,
+            "1 INVITE",
+            None,
+            &[via, caller_via],
+            "",
+        );
+        cap.report(PROXY, phone, &out).await;
+    }
+    let mut rang = Vec::new();
+    while rang.len() < 2 {
+        if let Change::Ringing { extension } = next_update(&mut updates, is_ringing).await.change {
+            rang.push(extension);
+        }
+    }
+    // 1001 is busy: its own 486 ends its leg only.
+    let busy = resp(
+        486,
+        "Busy Here",
+        cid,
+        "1 INVITE",
+        "b1001",
+        &[via_1001, caller_via],
+    );
+    cap.report(p1001, PROXY, &busy).await;
+    let leg = next_update(&mut updates, |u| {
+        matches!(u.change, Change::LegEnded { .. } | Change::Ended { .. })
+    })
+    .await;
+    assert!(
+        matches!(
+            &leg.change,
+            Change::LegEnded { extension, reason: EndReason::Rejected } if extension == "1001"
+        ),
+        "{:?}",
+        leg.change
+    );
+    // The PBX gives up towards the caller (its own timer, a routing rule): 480 on the caller's
+    // transaction. 1002's INVITE is never answered or cancelled on the wire we see; the call
+    // ends anyway, at once.
+    let refused = resp(
+        480,
+        "Temporarily Unavailable",
+        cid,
+        "1 INVITE",
+        "pbx1",
+        &[caller_via],
+    );
+    cap.report(PROXY, CALLER, &refused).await;
+    let ended = next_update(&mut updates, |u| matches!(u.change, Change::Ended { .. })).await;
+    assert_eq!(
+        ended.change,
+        Change::Ended {
+            reason: EndReason::Rejected
+        }
+    );
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_mirrored_invite_the_sip_endpoint_would_refuse_pops_nothing() {
+    let daemon = start().await;
+    let mut updates = daemon.calls.subscribe();
+    let http = daemon.bound.http.expect("http");
+    let cap = Capture::new(daemon.bound.hep_udp[0], None).await;
+    let via = "192.0.2.10:5060;branch=z9hG4bKbad";
+    // Two Call-IDs: which call is it? The PBX answered 400; nothing rang.
+    let two_call_ids = req(
+        "INVITE",
+        "sip:1001@pbx.test",
+        "bad-1@carrier.test",
+        "1 INVITE",
+        None,
+        &[via],
+        "Call-ID: bad-1b@carrier.test\r\n",
+    );
+    // A Via without a host.
+    let broken_via = String::from_utf8(req(
+        "INVITE",
+        "sip:1001@pbx.test",
+        "bad-2@carrier.test",
+        "1 INVITE",
+        None,
+        &[via],
+        "",
+    ))
+    .expect("text")
+    .replace(
+        &format!("Via: SIP/2.0/UDP {via}"),
+        "Via: SIP/2.0/UDP ;branch=z9hG4bKbad",
+    )
+    .into_bytes();
+    // Two CSeqs.
+    let two_cseqs = req(
+        "INVITE",
+        "sip:1001@pbx.test",
+        "bad-3@carrier.test",
+        "1 INVITE",
+        None,
+        &[via],
+        "CSeq: 2 INVITE\r\n",
+    );
+    let good = req(
+        "INVITE",
+        "sip:1001@pbx.test",
+        "good-1@carrier.test",
+        "1 INVITE",
+        None,
+        &[via],
+        "Require: 100rel\r\n",
+    );
+    for sip in [&two_call_ids, &broken_via, &two_cseqs, &good] {
+        cap.report(CALLER, PROXY, sip).await;
+    }
+    let first = next_update(&mut updates, is_ringing).await;
+    assert_eq!(first.call.key, "good-1@carrier.test");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), updates.recv())
+            .await
+            .is_err(),
+        "nothing else rang"
+    );
+    let invalid = metric(
+        http,
+        "screenpop_hep_packets_total",
+        "result=\"invalid_request\"",
+    )
+    .await;
+    assert_eq!(invalid, 3.0);
+    assert!(daemon.stop().await);
+}

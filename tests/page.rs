@@ -1468,10 +1468,23 @@ async fn profile_sections_render_as_the_protocol_specifies() {
         assert_eq!(alice.text("[data-call-id=\"call-e\"] .name").await.as_deref(), Some("Number withheld"));
         assert_eq!(alice.text("[data-call-id=\"call-d\"] .name").await.as_deref(), Some("Unknown caller"));
         // Answered with who answered; ended greys the card out but keeps it until dismissed.
-        server.send(json!({"type": "answered", "call_id": "call-a", "by": "1001"})).await;
+        server.send(json!({"type": "answered", "call_id": "call-a", "by": "1001",
+            "answered_at": "2026-11-23T11:59:15.227Z", "hangup_seen": false})).await;
         alice
             .until(SHORT, "answered by", &format!("{a}.querySelector('[data-role=state]').textContent === 'Answered at 1001'"))
             .await;
+        // A fork target cannot see the hang-up: the card's clock stops at the answer.
+        assert_eq!(
+            alice.js(&format!("return {a}.querySelector('time').dataset.counting")).await,
+            "0"
+        );
+        let shown = alice.js(&format!("return {a}.querySelector('time').textContent")).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            alice.js(&format!("return {a}.querySelector('time').textContent")).await,
+            shown,
+            "the clock does not run"
+        );
         server.send(json!({"type": "ended", "call_id": "call-c", "reason": "answered_elsewhere"})).await;
         alice
             .until(SHORT, "ended elsewhere", &format!("{c}.dataset.state === 'ended' && {c}.querySelector('[data-role=state]').textContent === 'Answered elsewhere'"))

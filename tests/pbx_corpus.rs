@@ -1,7 +1,8 @@
 //! Realistic PBX INVITEs (`tests/corpus/pbx/`, see its README for what each imitates) with the
 //! identity a correct parser must extract: caller number, display, source, withheld, ringing
 //! extension and originally dialled number. Checked at the scanner level and through the real
-//! daemon over UDP.
+//! daemon over UDP, TCP and HEP (over TLS in `tests/sip_tls.rs`): every one pops, whatever it
+//! requires (`100rel`, `precondition`), carries (ISUP, vendor XML) or accepts.
 
 mod support;
 
@@ -81,19 +82,63 @@ fn identity_of_every_invite() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[tokio::test]
-async fn every_invite_pops_through_the_daemon() {
+/// How a corpus INVITE reaches the daemon.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Udp,
+    Tcp,
+    Hep,
+}
+
+/// Sends every corpus INVITE over `via` and checks that each pops at its extension with the
+/// right identity, whatever it requires, carries or accepts. Over UDP and TCP the daemon must
+/// answer 100 Trying; a HEP capture agent gets nothing back.
+async fn every_invite_pops(via: Via) {
     let daemon = start().await;
     let mut updates = daemon.calls.subscribe();
-    let sip = daemon.bound.sip_udp[0];
+    let hep_socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    // A PBX keeps one connection open for all its calls.
+    let mut tcp = match via {
+        Via::Tcp => Some(TcpPeer::connect(daemon.bound.sip_tcp[0]).await),
+        _ => None,
+    };
     for (case, bytes) in cases() {
-        let peer = UdpPeer::new(sip).await;
-        peer.send(&bytes).await;
-        let trying = peer
-            .recv(Duration::from_secs(3))
-            .await
-            .unwrap_or_else(|| panic!("{}: no answer", case.file));
-        assert_eq!(trying.code, 100, "{}: {}", case.file, trying.raw);
+        match via {
+            Via::Udp => {
+                let peer = UdpPeer::new(daemon.bound.sip_udp[0]).await;
+                peer.send(&bytes).await;
+                let trying = peer
+                    .recv(Duration::from_secs(3))
+                    .await
+                    .unwrap_or_else(|| panic!("{}: no answer", case.file));
+                assert_eq!(trying.code, 100, "{}: {}", case.file, trying.raw);
+            }
+            Via::Tcp => {
+                let peer = tcp.as_mut().expect("connected");
+                peer.send(&bytes).await;
+                let trying = peer
+                    .recv(Duration::from_secs(3))
+                    .await
+                    .unwrap_or_else(|| panic!("{}: no answer over TCP", case.file));
+                assert_eq!(trying.code, 100, "{}: {}", case.file, trying.raw);
+            }
+            Via::Hep => {
+                let packet = screenpop::telephony::hep::encode(
+                    "198.51.100.1:5060".parse().expect("addr"),
+                    "192.0.2.90:5060".parse().expect("addr"),
+                    (1_700_000_000, 0),
+                    7,
+                    None,
+                    &bytes,
+                );
+                hep_socket
+                    .send_to(&packet, daemon.bound.hep_udp[0])
+                    .await
+                    .expect("send");
+            }
+        }
         let update = next_update(&mut updates, |u| {
             matches!(&u.change, Change::Ringing { .. })
         })
@@ -103,7 +148,7 @@ async fn every_invite_pops_through_the_daemon() {
             Change::Ringing {
                 extension: case.extension.clone()
             },
-            "{}",
+            "{} over {via:?}",
             case.file
         );
         assert_eq!(update.call.withheld, case.withheld, "{}", case.file);
@@ -118,8 +163,6 @@ async fn every_invite_pops_through_the_daemon() {
         assert_eq!(update.call.withheld_number, kept, "{}", case.file);
         if case.withheld {
             assert_eq!(update.call.caller_display, None, "{}", case.file);
-        }
-        if case.withheld {
             assert_eq!(
                 update.call.resolution,
                 screenpop::resolve::Resolution::Withheld,
@@ -128,5 +171,33 @@ async fn every_invite_pops_through_the_daemon() {
             );
         }
     }
+    if !matches!(via, Via::Hep) {
+        // The classes a full UAS refuses were taken, and counted by class.
+        let http = daemon.bound.http.expect("http");
+        for class in ["require", "body_type", "accept"] {
+            let n = metric(
+                http,
+                "screenpop_sip_invites_tolerated_total",
+                &format!("class=\"{class}\""),
+            )
+            .await;
+            assert!(n >= 1.0, "{class}: {n}");
+        }
+    }
     assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn every_invite_pops_through_the_daemon_over_udp() {
+    every_invite_pops(Via::Udp).await;
+}
+
+#[tokio::test]
+async fn every_invite_pops_through_the_daemon_over_tcp() {
+    every_invite_pops(Via::Tcp).await;
+}
+
+#[tokio::test]
+async fn every_invite_pops_through_the_daemon_over_hep() {
+    every_invite_pops(Via::Hep).await;
 }

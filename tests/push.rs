@@ -297,6 +297,11 @@ async fn a_ring_group_of_three_all_ring_and_the_losers_end_answered_elsewhere() 
     for (i, ws) in sockets.iter_mut().enumerate() {
         let answered = expect_type(ws, "answered").await;
         assert_eq!(answered["by"], "1002");
+        assert_eq!(
+            answered["hangup_seen"], true,
+            "HEP sees the BYE: {answered}"
+        );
+        assert!(answered["answered_at"].is_string(), "{answered}");
         if i != 1 {
             let ended = expect_type(ws, "ended").await;
             assert_eq!(ended["reason"], "answered_elsewhere");
@@ -580,5 +585,49 @@ async fn a_withheld_callers_number_and_name_reach_no_agent_from_any_intake() {
         !body.contains("4155550100") && body.contains("withheld"),
         "{body}"
     );
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_fork_target_answered_call_says_its_hang_up_will_not_be_seen() {
+    let daemon = start().await;
+    let http = daemon.bound.http.expect("http");
+    let (mut ws, _, _) = sign_in(http, "alice-demo-token").await;
+    let peer = UdpPeer::new(daemon.bound.sip_udp[0]).await;
+    peer.send(&request(
+        "INVITE",
+        "1001",
+        peer.local(),
+        "UDP",
+        "fork-answered@test",
+        "z9hG4bKforkans",
+        1,
+        "",
+    ))
+    .await;
+    assert_eq!(peer.expect().await.code, 100);
+    expect_type(&mut ws, "ringing").await;
+    // The phone answered: the proxy cancels screenpop's branch with cause 200. Nothing of the
+    // call reaches screenpop after this.
+    peer.send(&request(
+        "CANCEL",
+        "1001",
+        peer.local(),
+        "UDP",
+        "fork-answered@test",
+        "z9hG4bKforkans",
+        1,
+        "Reason: SIP;cause=200;text=\"Call completed elsewhere\"\r\n",
+    ))
+    .await;
+    let answered = expect_type(&mut ws, "answered").await;
+    assert_eq!(answered["hangup_seen"], false, "{answered}");
+    assert!(answered["answered_at"].is_string(), "{answered}");
+    // A page that reconnects gets the same in its snapshot.
+    let (_again, _, snapshot) = sign_in(http, "alice-demo-token").await;
+    let entry = &snapshot["calls"][0];
+    assert_eq!(entry["state"], "answered", "{snapshot}");
+    assert_eq!(entry["hangup_seen"], false, "{snapshot}");
+    assert_eq!(entry["answered_at"], answered["answered_at"], "{snapshot}");
     assert!(daemon.stop().await);
 }

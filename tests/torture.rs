@@ -2,7 +2,8 @@
 //! over UDP, over TCP and wrapped in HEP. Each message has screenpop's expected outcome as a UAS
 //! fork target (where the RFC's code depends on the element's role, the UAS answer is taken:
 //! e.g. 405 for REGISTER, since screenpop is no registrar). After each whole set the daemon
-//! still answers OPTIONS.
+//! still answers OPTIONS, and exactly the messages it held with 100 Trying popped, over SIP and
+//! over HEP alike: one validity judgement for both.
 
 mod support;
 
@@ -77,8 +78,12 @@ fn expected() -> HashMap<&'static str, Option<u16>> {
         ("unkscm", Some(416)),
         ("novelsc", Some(416)),
         ("unksm2", Some(405)),
+        // An OPTIONS requiring an unknown extension is refused; an INVITE is not (below).
         ("bext01", Some(420)),
-        ("invut", Some(415)),
+        // A fork target pops every well-formed INVITE whatever its body type or Accept: it
+        // never reads the body and never answers with one (issue 17). RFC 4475 expects 415 and
+        // 406 from a UAS that would answer.
+        ("invut", Some(100)),
         ("regaut01", Some(405)),
         ("multi01", Some(400)),
         ("mcl01", Some(400)),
@@ -87,7 +92,7 @@ fn expected() -> HashMap<&'static str, Option<u16>> {
         ("cparam01", Some(405)),
         ("cparam02", Some(405)),
         ("regescrt", Some(405)),
-        ("sdp01", Some(406)),
+        ("sdp01", Some(100)),
         // §3.4 backward compatibility.
         ("inv2543", Some(100)),
         // RFC 5118.
@@ -138,6 +143,36 @@ fn name(e: &Entry) -> &str {
         .next()
         .and_then(|f| f.strip_suffix(".dat"))
         .unwrap_or(&e.file)
+}
+
+/// The Call-IDs of the messages that must pop: those the daemon holds with 100 Trying.
+fn must_pop(messages: &[(Entry, Vec<u8>)]) -> std::collections::BTreeSet<String> {
+    let expected = expected();
+    messages
+        .iter()
+        .filter(|(e, _)| expected[name(e)] == Some(100))
+        .map(|(_, bytes)| {
+            let msg = scan(bytes, Transport::Datagram).expect("scans");
+            let id = msg
+                .headers
+                .get(screenpop::telephony::sip::scan::Name::CallId)
+                .expect("Call-ID");
+            String::from_utf8_lossy(id).into_owned()
+        })
+        .collect()
+}
+
+/// The keys (Call-IDs) of every call that rang, until nothing more comes for a while.
+async fn popped(
+    updates: &mut tokio::sync::broadcast::Receiver<screenpop::calls::CallUpdate>,
+) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    while let Ok(Ok(update)) = tokio::time::timeout(Duration::from_secs(1), updates.recv()).await {
+        if is_ringing(&update) {
+            keys.insert(update.call.key.clone());
+        }
+    }
+    keys
 }
 
 async fn still_answers_options(udp: SocketAddr, tcp: SocketAddr) {
@@ -206,13 +241,15 @@ fn every_message_has_an_expectation_and_valid_invites_yield_the_right_caller() {
 #[tokio::test]
 async fn the_whole_set_over_udp() {
     let daemon = start().await;
+    let mut updates = daemon.calls.subscribe();
     let sip = daemon.bound.sip_udp[0];
     let expected = expected();
     let mut failures = Vec::new();
-    for (entry, bytes) in load() {
+    let messages = load();
+    for (entry, bytes) in messages.iter() {
         let peer = UdpPeer::new(sip).await;
-        peer.send(&bytes).await;
-        let want = expected[name(&entry)];
+        peer.send(bytes).await;
+        let want = expected[name(entry)];
         let wait = if want.is_some() {
             Duration::from_secs(3)
         } else {
@@ -224,6 +261,11 @@ async fn the_whole_set_over_udp() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(
+        popped(&mut updates).await,
+        must_pop(&messages),
+        "exactly the INVITEs held with 100 Trying popped"
+    );
     still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     assert!(daemon.stop().await);
 }
@@ -270,8 +312,9 @@ async fn the_whole_set_wrapped_in_hep_is_taken_silently() {
         "192.0.2.1:5060".parse().expect("a"),
         "192.0.2.2:5060".parse().expect("a"),
     );
-    for (_, bytes) in load() {
-        let packet = hep::encode(src, dst, (1_700_000_000, 0), 7, None, &bytes);
+    let messages = load();
+    for (_, bytes) in &messages {
+        let packet = hep::encode(src, dst, (1_700_000_000, 0), 7, None, bytes);
         socket.send_to(&packet, hep_addr).await.expect("send");
     }
     // Nothing is ever sent back to a capture agent.
@@ -281,11 +324,26 @@ async fn the_whole_set_wrapped_in_hep_is_taken_silently() {
             .await
             .is_err()
     );
-    // The valid torture INVITEs rang (wsinv to "vivekg"…): the HEP path took them.
-    let first = next_update(&mut updates, is_ringing).await;
-    assert_eq!(first.call.intake, screenpop::calls::Intake::HEP);
+    // The HEP path pops exactly what the SIP endpoint holds with 100 Trying: nothing it would
+    // refuse as malformed (the PBX refused it too; nothing rang).
+    assert_eq!(
+        popped(&mut updates).await,
+        must_pop(&messages),
+        "HEP judges requests like the SIP endpoint"
+    );
     still_answers_options(daemon.bound.sip_udp[0], daemon.bound.sip_tcp[0]).await;
     let http = daemon.bound.http.expect("http");
-    assert!(metric(http, "screenpop_hep_packets_total", "result=\"sip\"").await >= 40.0);
+    let taken = metric(http, "screenpop_hep_packets_total", "result=\"sip\"").await;
+    let refused = metric(
+        http,
+        "screenpop_hep_packets_total",
+        "result=\"invalid_request\"",
+    )
+    .await;
+    assert!(taken + refused >= 40.0, "{taken} taken, {refused} refused");
+    assert!(
+        refused >= 10.0,
+        "the malformed requests were refused: {refused}"
+    );
     assert!(daemon.stop().await);
 }

@@ -57,6 +57,12 @@ impl Intake {
         Intake(label)
     }
 
+    /// Whether the intake reports a call's end after it is answered. Only the SIP fork target
+    /// does not: it leaves the call at the CANCEL that tells it another phone answered.
+    pub fn sees_hangup(&self) -> bool {
+        *self != Intake::SIP
+    }
+
     /// A metrics and key label.
     pub fn label(&self) -> &'static str {
         self.0

@@ -335,6 +335,7 @@ mod tests {
                 max_calls: 100,
                 ring_timeout: Duration::from_secs(60),
                 answered_ttl: Duration::from_secs(600),
+                max_call_duration: Duration::from_secs(3600),
             },
             Arc::new(NoDirectory),
         );

@@ -15,10 +15,18 @@ pub struct CallsConfig {
     /// Most calls tracked at once (the oldest is expired when full).
     #[serde(default = "default_max_calls", deserialize_with = "positive")]
     pub max_calls: usize,
-    /// How long an answered call whose end is never seen stays live (SIP fork mode never sees
-    /// the BYE).
+    /// How long an answered call stays live when no intake can see it end: a SIP fork target
+    /// leaves the call at the CANCEL and never sees the BYE. Its card stops counting at the
+    /// answer (`hangup_seen: false`) and stays on the agent's page; this only bounds how long it
+    /// is in the table (and in a new session's snapshot). Pair the fork with HEP or dialog
+    /// subscriptions to see hang-ups.
     #[serde(default = "default_answered_ttl", with = "duration")]
     pub answered_ttl: Duration,
+    /// How long an answered call whose end an intake reports (HEP, AMI, ESL, dialog, webhook)
+    /// may last before it is expired anyway: a safety net for a lost hang-up, longer than any
+    /// real call.
+    #[serde(default = "default_max_call_duration", with = "duration")]
+    pub max_call_duration: Duration,
 }
 
 impl Default for CallsConfig {
@@ -26,6 +34,7 @@ impl Default for CallsConfig {
         CallsConfig {
             max_calls: default_max_calls(),
             answered_ttl: default_answered_ttl(),
+            max_call_duration: default_max_call_duration(),
         }
     }
 }
@@ -34,7 +43,10 @@ fn default_max_calls() -> usize {
     20_000
 }
 fn default_answered_ttl() -> Duration {
-    Duration::from_secs(15 * 60)
+    Duration::from_secs(10 * 60)
+}
+fn default_max_call_duration() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 /// `[call_log]`

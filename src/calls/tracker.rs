@@ -39,8 +39,11 @@ pub struct TrackerConfig {
     pub max_calls: usize,
     /// A ringing call no intake ends is expired after this long.
     pub ring_timeout: Duration,
-    /// An answered call no intake ends (fork mode never sees the BYE) is expired after this long.
+    /// An answered call that no intake can see end (fork mode never sees the BYE) is expired
+    /// after this long.
     pub answered_ttl: Duration,
+    /// An answered call whose end an intake would report is expired after this long anyway.
+    pub max_call_duration: Duration,
 }
 
 /// A leg's state.
@@ -121,6 +124,9 @@ pub struct Call {
         skip_serializing_if = "Option::is_none"
     )]
     pub answered_at: Option<SystemTime>,
+    /// Whether an intake that reports hang-ups saw the call: false for a call only a SIP fork
+    /// target saw, whose end screenpop cannot see once it is answered.
+    pub hangup_seen: bool,
     /// The call's state.
     #[serde(flatten)]
     pub state: CallState,
@@ -496,6 +502,7 @@ impl Calls {
                         return generation;
                     };
                     let call = &mut entry.call;
+                    call.hangup_seen |= intake.sees_hangup();
                     match call.legs.iter_mut().find(|l| l.extension == extension) {
                         Some(leg) if leg.state == LegState::Ringing => {
                             // Seen already: another intake, another node, a retransmission.
@@ -540,9 +547,15 @@ impl Calls {
                     }
                     call.state = CallState::Answered { by: by.clone() };
                     call.answered_at = Some(SystemTime::now());
+                    call.hangup_seen |= intake.sees_hangup();
                     table.answered += 1;
                     table.deadlines.remove(&(entry.deadline, entry.seq));
-                    entry.deadline = now + self.config.answered_ttl;
+                    entry.deadline = now
+                        + if call.hangup_seen {
+                            self.config.max_call_duration
+                        } else {
+                            self.config.answered_ttl
+                        };
                     table.deadlines.insert((entry.deadline, entry.seq));
                     let mut losers = Vec::new();
                     for leg in &mut call.legs {
@@ -680,6 +693,7 @@ impl Calls {
             resolution,
             started: SystemTime::now(),
             answered_at: None,
+            hangup_seen: false,
             state: CallState::Ringing,
             legs: Vec::new(),
         }
@@ -786,6 +800,7 @@ mod tests {
                 max_calls: 2,
                 ring_timeout: Duration::from_secs(60),
                 answered_ttl: Duration::from_secs(600),
+                max_call_duration: Duration::from_secs(3600),
             },
             Arc::new(NoDirectory),
         )

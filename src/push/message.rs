@@ -153,7 +153,22 @@ pub fn pop_json(
     if let Some(by) = by {
         m.insert("by".into(), Value::String(by));
     }
+    if state == "answered" {
+        answered_members(call, &mut m);
+    }
     m
+}
+
+/// When the call was answered and whether its hang-up will be seen (a SIP fork target's is
+/// not: the page stops the card's timer at the answer).
+fn answered_members(call: &Call, m: &mut serde_json::Map<String, Value>) {
+    if let Some(at) = call.answered_at {
+        m.insert(
+            "answered_at".into(),
+            Value::String(humantime::format_rfc3339_millis(at).to_string()),
+        );
+    }
+    m.insert("hangup_seen".into(), Value::Bool(call.hangup_seen));
 }
 
 /// `ringing` for one extension, with the call's resolution as ranked for its agent.
@@ -167,7 +182,13 @@ pub fn ringing(call: &Call, resolution: &Resolution, extension: &str) -> Outboun
 
 /// `answered`, by an extension if known.
 pub fn answered(call: &Call, by: Option<&str>) -> Outbound {
-    Outbound::new("answered", Some(&call.id), json!({ "by": by }))
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "by".into(),
+        by.map_or(Value::Null, |b| Value::String(b.into())),
+    );
+    answered_members(call, &mut m);
+    Outbound::new("answered", Some(&call.id), Value::Object(m))
 }
 
 /// `ended` with its reason.

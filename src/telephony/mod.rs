@@ -52,6 +52,9 @@ pub const HEP_PACKETS_TOTAL: &str = "screenpop_hep_packets_total";
 pub const SIP_MESSAGES_TOTAL: &str = "screenpop_sip_messages_total";
 /// Metric `screenpop_sip_parse_errors_total`.
 pub const SIP_PARSE_ERRORS_TOTAL: &str = "screenpop_sip_parse_errors_total";
+/// Metric `screenpop_sip_invites_tolerated_total{class}`: INVITEs taken although a full UAS
+/// would refuse them (`require`, `body_type`, `accept`; see `sip::check`).
+pub const SIP_INVITES_TOLERATED_TOTAL: &str = "screenpop_sip_invites_tolerated_total";
 /// Metric `screenpop_sip_rejected_total`.
 pub const SIP_REJECTED_TOTAL: &str = "screenpop_sip_rejected_total";
 /// Metric `screenpop_sip_responses_total`.

@@ -6,10 +6,20 @@
 //! differ there, so they stay distinct legs); for a response, its status and To tag. Later
 //! copies within [`DEDUP_WINDOW`] are dropped and counted.
 //!
+//! A request is observed only if the SIP endpoint would take it: [`check::well_formed`] judges
+//! both. An INVITE the endpoint would answer 400 (a duplicated Call-ID, a broken Via) rang no
+//! phone, since the PBX refused it too; it is dropped and counted (`result="invalid_request"`).
+//!
 //! Observed transitions (RFC 3261 seen from the wire): INVITE without To tag → ringing at the
 //! extension (R-URI user, else To user); 200 to INVITE → answered by the leg whose branch it
 //! answers; other final responses (not 487) → that leg rejected; CANCEL → leg cancelled, or
 //! answered elsewhere with `Reason: SIP;cause=200` [RFC 3326]; BYE → call completed.
+//!
+//! The caller's own transaction (the *origin*) is told from the branches a proxy forked by its
+//! Via count: the INVITE as the PBX received it carries the fewest via-parms of its Call-ID, each
+//! forked branch one more. A final error on the origin (the PBX refusing the call towards the
+//! caller: busy, unavailable, declined) or a CANCEL of it ends the whole call at once
+//! (`rejected`, `cancelled`), whichever extensions were still ringing.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +33,7 @@ use tokio::sync::mpsc;
 use super::decode::decode;
 use crate::calls::{CallEvent, EndReason, Intake};
 use crate::dedup::Dedup;
+use crate::telephony::sip::check;
 use crate::telephony::sip::grammar::{NameAddr, Uri, Via, parse_cseq, split_list};
 use crate::telephony::sip::identity::{self, Target};
 use crate::telephony::sip::scan::{Message, Name, StartLine, Transport, scan, trim};
@@ -42,10 +53,57 @@ pub struct ObserverConfig {
     pub known_extension: std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
+/// One INVITE transaction seen: the extension it rang (none for an origin to a number that is
+/// no extension) and its via-parm count.
+struct Leg {
+    extension: Option<String>,
+    vias: usize,
+}
+
 #[derive(Default)]
 struct State {
-    legs: HashMap<u64, String>,
+    /// By hash of (Call-ID, top Via branch).
+    legs: HashMap<u64, Leg>,
     legs_order: VecDeque<u64>,
+    /// The fewest via-parms seen on an INVITE of each Call-ID (by hash): the origin's count.
+    origins: HashMap<u64, usize>,
+    origins_order: VecDeque<u64>,
+}
+
+impl State {
+    fn remember(&mut self, leg_id: u64, call: u64, leg: Leg) {
+        let vias = leg.vias;
+        if self.legs.insert(leg_id, leg).is_none() {
+            self.legs_order.push_back(leg_id);
+            if self.legs_order.len() > LEG_CAPACITY
+                && let Some(old) = self.legs_order.pop_front()
+            {
+                self.legs.remove(&old);
+            }
+        }
+        match self.origins.get_mut(&call) {
+            Some(fewest) => *fewest = (*fewest).min(vias),
+            None => {
+                self.origins.insert(call, vias);
+                self.origins_order.push_back(call);
+                if self.origins_order.len() > LEG_CAPACITY
+                    && let Some(old) = self.origins_order.pop_front()
+                {
+                    self.origins.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The leg of a branch, and whether it is its call's origin.
+    fn leg(&self, leg_id: u64, call: u64) -> Option<(&Leg, bool)> {
+        let leg = self.legs.get(&leg_id)?;
+        let origin = self
+            .origins
+            .get(&call)
+            .is_some_and(|&fewest| leg.vias <= fewest);
+        Some((leg, origin))
+    }
 }
 
 /// Shared by the HEP listeners.
@@ -100,13 +158,32 @@ impl HepObserver {
             return false;
         }
         let msg = match scan(&packet.payload, Transport::Datagram) {
-            Ok(m) if m.defect.is_none() => m,
-            Ok(_) | Err(_) => {
+            Ok(m) => m,
+            Err(_) => {
                 metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_sip")
                     .increment(1);
                 return false;
             }
         };
+        match msg.start {
+            StartLine::Request { .. } => match check::well_formed(&msg) {
+                Ok(_) => {}
+                // A method screenpop does not serve is no call event; nothing to judge.
+                Err(rejection) if rejection.kind == "method" => {}
+                Err(rejection) => {
+                    metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "invalid_request")
+                        .increment(1);
+                    tracing::debug!(%sender, reason = %rejection.reason, "Ignored a mirrored request the SIP endpoint would refuse.");
+                    return true;
+                }
+            },
+            StartLine::Response { .. } if msg.defect.is_some() => {
+                metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_sip")
+                    .increment(1);
+                return true;
+            }
+            StartLine::Response { .. } => {}
+        }
         let Some(fingerprint) = fingerprint(&msg) else {
             metrics::counter!(crate::telephony::HEP_PACKETS_TOTAL, "result" => "bad_sip")
                 .increment(1);
@@ -147,6 +224,7 @@ impl HepObserver {
             .and_then(|v| Via::parse(v).ok())
             .and_then(|v| v.branch());
         let leg_id = |branch: &[u8]| hash_of(&(call_id, branch));
+        let call = hash_of(&call_id);
         match msg.start {
             StartLine::Request {
                 method: b"INVITE",
@@ -160,23 +238,20 @@ impl HepObserver {
                     return; // re-INVITE within a dialog
                 }
                 let target = Target::of(msg, uri);
-                let Some(extension) = target
+                let extension = target
                     .extension(|u| (self.config.known_extension)(u))
-                    .map(str::to_owned)
-                else {
+                    .map(str::to_owned);
+                if let Some(branch) = branch {
+                    let vias = msg.all(Name::Via).flat_map(split_list).count();
+                    let leg = Leg {
+                        extension: extension.clone(),
+                        vias,
+                    };
+                    state.remember(leg_id(branch), call, leg);
+                }
+                let Some(extension) = extension else {
                     return;
                 };
-                if let Some(branch) = branch {
-                    let id = leg_id(branch);
-                    if state.legs.insert(id, extension.clone()).is_none() {
-                        state.legs_order.push_back(id);
-                        if state.legs_order.len() > LEG_CAPACITY
-                            && let Some(old) = state.legs_order.pop_front()
-                        {
-                            state.legs.remove(&old);
-                        }
-                    }
-                }
                 events.push(CallEvent::Ringing {
                     key,
                     intake: Intake::HEP,
@@ -188,13 +263,17 @@ impl HepObserver {
             StartLine::Request {
                 method: b"CANCEL", ..
             } => {
-                let extension = branch.and_then(|b| state.legs.get(&leg_id(b)).cloned());
+                // A CANCEL of the origin, or from the caller's side naming no known leg, ends
+                // the whole call.
+                let extension = match branch.and_then(|b| state.leg(leg_id(b), call)) {
+                    Some((leg, false)) => leg.extension.clone(),
+                    Some((_, true)) | None => None,
+                };
                 let reason = if identity::answered_elsewhere(msg) {
                     EndReason::AnsweredElsewhere
                 } else {
                     EndReason::Cancelled
                 };
-                // A CANCEL from the caller's side names no known leg: it ends the whole call.
                 events.push(CallEvent::Ended {
                     key,
                     intake: Intake::HEP,
@@ -211,14 +290,14 @@ impl HepObserver {
                 });
             }
             StartLine::Response { code, .. } if cseq_method == b"INVITE" && code >= 200 => {
-                let extension = branch
-                    .and_then(|b| state.legs.get(&leg_id(b)).cloned())
-                    .or_else(|| {
-                        h.get(Name::To)
-                            .and_then(|t| NameAddr::parse(t).ok())
-                            .and_then(|na| Uri::parse(na.uri).ok())
-                            .and_then(|u| u.user_number().map(|u| u.into_owned()))
-                    });
+                let leg = branch.and_then(|b| state.leg(leg_id(b), call));
+                let origin = leg.is_some_and(|(_, origin)| origin);
+                let extension = leg.and_then(|(leg, _)| leg.extension.clone()).or_else(|| {
+                    h.get(Name::To)
+                        .and_then(|t| NameAddr::parse(t).ok())
+                        .and_then(|na| Uri::parse(na.uri).ok())
+                        .and_then(|u| u.user_number().map(|u| u.into_owned()))
+                });
                 match code {
                     200..=299 => events.push(CallEvent::Answered {
                         key,
@@ -226,6 +305,13 @@ impl HepObserver {
                         by: extension,
                     }),
                     487 => {} // the answer to a CANCEL, already seen
+                    // The PBX refused the call towards the caller: nothing rings any more.
+                    _ if origin => events.push(CallEvent::Ended {
+                        key,
+                        intake: Intake::HEP,
+                        extension: None,
+                        reason: EndReason::Rejected,
+                    }),
                     _ => {
                         if extension.is_some() {
                             events.push(CallEvent::Ended {

@@ -4,6 +4,19 @@
 //! §8.2 (method, then URI scheme, then extensions, then content) after the syntax checks of §8.1.1
 //! that make a request answerable at all. RFC 4475 fixes the expectations for edge cases: an
 //! unknown method with a mismatched CSeq gets 501 (§3.1.2.16), a known one 400 (§3.1.2.15).
+//!
+//! Two judgements, in two functions:
+//! - [`well_formed`]: whether the request is one any SIP element would act on (syntax, the
+//!   mandatory fields once each, a known scheme and method). The SIP endpoint and the HEP
+//!   observer share it: what the endpoint would answer 400 rang no phone, so HEP pops nothing
+//!   of it either.
+//! - [`request`]: that, plus what a UAS supports (§8.2.2.3 `Require`, §8.2.3 body type and
+//!   `Accept`). An INVITE passes these whatever it carries: a fork target that never answers
+//!   honours `Require: 100rel` or `precondition` trivially (it sends no reliable provisional and
+//!   no alerting), never reads the body, and never sends one, so the phone beside it decides
+//!   whether the call works. What was tolerated is reported in [`Checked::tolerated`] (counted
+//!   in `screenpop_sip_invites_tolerated_total{class}`). Other requests (OPTIONS) still get
+//!   420/415 as RFC 3261 and RFC 4475 expect.
 
 use super::SipError;
 use super::grammar::{NameAddr, Scheme, Uri, Via, parse_cseq, split_list};
@@ -95,6 +108,33 @@ pub struct Checked<'a> {
     pub to_tag: Option<&'a [u8]>,
     /// The top via-parm.
     pub via: Via<'a>,
+    /// What a full UAS would have refused in this INVITE and screenpop tolerated.
+    pub tolerated: Tolerated,
+}
+
+/// The classes of INVITE a full UAS would refuse and a fork target takes (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tolerated {
+    /// `Require` named option tags screenpop does not implement (`100rel`, `precondition`…):
+    /// 420 for any other request.
+    pub require: bool,
+    /// The body is not SDP or multipart/mixed, or is content-encoded: 415 otherwise.
+    pub body: bool,
+    /// `Accept` leaves out SDP: 406 otherwise.
+    pub accept: bool,
+}
+
+impl Tolerated {
+    /// The metrics labels of the classes present.
+    pub fn classes(&self) -> impl Iterator<Item = &'static str> {
+        [
+            (self.require, "require"),
+            (self.body, "body_type"),
+            (self.accept, "accept"),
+        ]
+        .into_iter()
+        .filter_map(|(on, label)| on.then_some(label))
+    }
 }
 
 /// A request screenpop refuses, and how.
@@ -121,9 +161,30 @@ impl Rejection {
     }
 }
 
-/// Checks a scanned request. `Err` carries the response to send; the caller decides whether a
-/// response can be sent at all (not for ACK, not without a Via).
+/// Checks a scanned request: [`well_formed`], then what a UAS supports (see the module docs).
+/// `Err` carries the response to send; the caller decides whether a response can be sent at
+/// all (not for ACK, not without a Via).
 pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
+    let mut checked = well_formed(msg)?;
+    let rejection = supported(msg, checked.method);
+    if checked.method == Method::Invite {
+        checked.tolerated = Tolerated {
+            require: rejection.iter().any(|r| r.code == 420),
+            body: rejection.iter().any(|r| r.code == 415),
+            accept: rejection.iter().any(|r| r.code == 406),
+        };
+        return Ok(checked);
+    }
+    match rejection.into_iter().next() {
+        Some(rejection) => Err(rejection),
+        None => Ok(checked),
+    }
+}
+
+/// Whether a request is one any SIP element would act on: the syntax checks of RFC 3261 §8.1.1,
+/// a scheme and a method screenpop knows (§8.2.1, §8.2.2.1). Shared by the SIP endpoint and the
+/// HEP observer.
+pub fn well_formed<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
     let StartLine::Request {
         method: raw_method,
         uri,
@@ -248,6 +309,24 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
             "CSeq method does not match the request method",
         ));
     }
+    Ok(Checked {
+        method,
+        uri,
+        call_id,
+        cseq,
+        from_tag: from.param("tag").filter(|t| !t.is_empty()),
+        to_tag: to.param("tag").filter(|t| !t.is_empty()),
+        via,
+        tolerated: Tolerated::default(),
+    })
+}
+
+/// What a UAS that implements no extension and reads only SDP refuses, in the order RFC 3261
+/// §8.2 checks it: `Require` (420), the body (415), `Accept` (406). Every applicable refusal, so
+/// that an INVITE's tolerated classes are all known.
+fn supported(msg: &Message<'_>, method: Method) -> Vec<Rejection> {
+    let h = &msg.headers;
+    let mut refusals = Vec::new();
     // §8.2.2.3: Require is not applied to CANCEL and ACK.
     if !matches!(method, Method::Ack | Method::Cancel) {
         let unsupported: Vec<String> = msg
@@ -262,7 +341,7 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
             .map(|tag| String::from_utf8_lossy(tag).into_owned())
             .collect();
         if !unsupported.is_empty() {
-            return Err(Rejection {
+            refusals.push(Rejection {
                 code: 420,
                 reason: "Bad Extension".into(),
                 header: Some(("Unsupported", unsupported.join(", "))),
@@ -283,7 +362,7 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
             t.eq_ignore_ascii_case(b"application/sdp") || t.eq_ignore_ascii_case(b"multipart/mixed")
         });
         if !(type_ok && encoding_ok) {
-            return Err(Rejection {
+            refusals.push(Rejection {
                 code: 415,
                 reason: "Unsupported Media Type".into(),
                 header: Some(("Accept", ACCEPT.into())),
@@ -303,22 +382,14 @@ pub fn request<'a>(msg: &Message<'a>) -> Result<Checked<'a>, Rejection> {
                 .any(|m| media.eq_ignore_ascii_case(m))
         })
     {
-        return Err(Rejection {
+        refusals.push(Rejection {
             code: 406,
             reason: "Not Acceptable".into(),
             header: Some(("Accept", ACCEPT.into())),
             kind: "not_acceptable",
         });
     }
-    Ok(Checked {
-        method,
-        uri,
-        call_id,
-        cseq,
-        from_tag: from.param("tag").filter(|t| !t.is_empty()),
-        to_tag: to.param("tag").filter(|t| !t.is_empty()),
-        via,
-    })
+    refusals
 }
 
 #[cfg(test)]
@@ -381,8 +452,45 @@ mod tests {
                 .code,
             416
         );
-        let msg = b"INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Type: application/unknownformat\r\nContent-Length: 3\r\n\r\nabc";
+        let msg = b"OPTIONS sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Type: application/unknownformat\r\nContent-Length: 3\r\n\r\nabc";
         let r = request(&scan(msg, Transport::Datagram).expect("scans")).unwrap_err();
         assert_eq!((r.code, r.header.map(|h| h.0)), (415, Some("Accept")));
+    }
+
+    #[test]
+    fn an_invite_is_taken_whatever_it_requires_carries_or_accepts() {
+        let plain = check("INVITE", "INVITE", "").expect("ok");
+        assert_eq!(plain.tolerated, Tolerated::default());
+        let c = check("INVITE", "INVITE", "Require: 100rel, precondition\r\n").expect("ok");
+        assert_eq!(c.tolerated.classes().collect::<Vec<_>>(), ["require"]);
+        let c = check("INVITE", "INVITE", "Require: timer\r\n").expect("ok");
+        assert_eq!(c.tolerated, Tolerated::default(), "timer is supported");
+        let c = check(
+            "INVITE",
+            "INVITE",
+            "Accept: multipart/mixed, application/ISUP\r\n",
+        )
+        .expect("ok");
+        assert_eq!(c.tolerated.classes().collect::<Vec<_>>(), ["accept"]);
+        let msg = b"INVITE sip:a@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nRequire: 100rel\r\nAccept: application/ISUP\r\nContent-Type: application/vnd.example+xml\r\nContent-Length: 3\r\n\r\nabc";
+        let c = request(&scan(msg, Transport::Datagram).expect("scans")).expect("ok");
+        assert_eq!(
+            c.tolerated.classes().collect::<Vec<_>>(),
+            ["require", "body_type", "accept"]
+        );
+        // Malformed stays malformed: tolerance is about capabilities, not syntax.
+        assert_eq!(
+            check("INVITE", "INVITE", "Require: 100rel\r\nCall-ID: c2\r\n")
+                .unwrap_err()
+                .code,
+            400
+        );
+        // What is not an INVITE keeps the RFC's answers.
+        assert_eq!(
+            check("OPTIONS", "OPTIONS", "Require: 100rel\r\n")
+                .unwrap_err()
+                .code,
+            420
+        );
     }
 }

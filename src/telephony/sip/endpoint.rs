@@ -281,7 +281,13 @@ impl Endpoint {
                 fx.sends
                     .push((path.clone(), respond(&msg, source, 200, "OK", &tag, &extra)));
             }
-            Method::Invite => self.invite(&msg, &checked, source, path, &mut fx),
+            Method::Invite => {
+                for class in checked.tolerated.classes() {
+                    metrics::counter!(crate::telephony::SIP_INVITES_TOLERATED_TOTAL, "class" => class)
+                        .increment(1);
+                }
+                self.invite(&msg, &checked, source, path, &mut fx);
+            }
             Method::Cancel => self.cancel(&msg, &checked, source, path, &mut fx),
             Method::Ack => self.ack(&checked),
             Method::Bye => self.bye(&msg, &checked, source, path, &mut fx),

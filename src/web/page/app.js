@@ -118,7 +118,15 @@
   const REASONS = {
     cancelled: "Caller hung up", completed: "Call ended", answered_elsewhere: "Answered elsewhere",
     timeout: "Not answered", rejected: "Rejected", expired: "No longer tracked", shutdown: "Screenpop restarted",
+    answered_unseen: "Answered",
   };
+  // What a card's clock shows: time ringing, time in call (counting from the answer), or, when
+  // the call's hang-up cannot be seen (a SIP fork target), the time it was answered, still.
+  const counting = (card) => card.state === "ringing" || (card.state === "answered" && card.hangupSeen !== false);
+  const clockText = (card) => card.state === "ringing" ? since(card.started)
+    : card.state === "answered" && card.hangupSeen !== false ? since(card.answeredAt || card.started)
+    : card.state === "answered" ? clock(card.answeredAt || card.started)
+    : clock(card.started);
 
   // ---- connection ---------------------------------------------------------------------------
   function setConn(kind, text) {
@@ -211,11 +219,16 @@
       case "answered": return withCard(msg.call_id, (c) => {
         if (c.state !== "ended") c.state = "answered";
         c.by = msg.by || c.by;
+        c.answeredAt = msg.answered_at || c.answeredAt || msg.at;
+        c.hangupSeen = !!msg.hangup_seen;
         render(c);
       });
       case "ended": return withCard(msg.call_id, (c) => {
+        // A call whose hang-up cannot be seen leaves the table after a while: for the agent it
+        // stays what it was, answered.
+        const unseen = c.state === "answered" && c.hangupSeen === false && msg.reason === "expired";
         c.state = "ended";
-        c.reason = msg.reason;
+        c.reason = unseen ? "answered_unseen" : msg.reason;
         render(c);
         refreshRecentSoon();
       });
@@ -296,6 +309,8 @@
     if (pop.state && card.state !== "ended") card.state = pop.state;
     if (pop.state === "ended") card.state = "ended";
     if (pop.by) card.by = pop.by;
+    if (pop.answered_at) card.answeredAt = pop.answered_at;
+    if (pop.hangup_seen !== undefined) card.hangupSeen = !!pop.hangup_seen;
     for (const section of pop.sections || []) addSection(card, section);
     if (pop.complete === true && !card.complete) {
       // A snapshot says only whether it is complete: what is missing is what is not ok.
@@ -382,13 +397,17 @@
     // Head: state badge, extension, time, dismiss.
     const stateText = card.state === "ringing" ? "Ringing"
       : card.state === "answered" ? (card.by ? "Answered at " + card.by : "Answered")
+      : card.reason === "answered_unseen" && card.by ? "Answered at " + card.by
       : (REASONS[card.reason] || "Ended");
     head.replaceChildren(
       el("span", { class: "badge state-" + card.state, "data-role": "state", text: stateText }),
       el("span", { class: "ext", text: "ext " + card.extensions.join(", ") }),
       el("time", { class: "when", datetime: card.started || "", "data-started": card.started || "",
-        title: "Rang at " + clock(card.started),
-        text: card.state === "ended" ? clock(card.started) : since(card.started) }),
+        title: card.state === "answered" && card.hangupSeen === false
+          ? "Answered at " + clock(card.answeredAt || card.started) + "; screenpop cannot see when this call ends"
+          : "Rang at " + clock(card.started),
+        "data-counting": counting(card) ? "1" : "0",
+        text: clockText(card) }),
       el("button", { type: "button", class: "dismiss", "aria-label": "Dismiss the call from " + who.name,
         title: "Dismiss (Esc)", onclick: () => dismiss(card), text: "×" }),
     );
@@ -1000,9 +1019,9 @@
   });
   setInterval(() => {
     for (const card of state.cards.values()) {
-      if (card.state === "ended" || !card.dom) continue;
+      if (!counting(card) || !card.dom) continue;
       const t = card.dom.head.querySelector("time");
-      if (t) t.textContent = since(card.started);
+      if (t) t.textContent = clockText(card);
     }
   }, 1000);
 
