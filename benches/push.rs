@@ -69,6 +69,7 @@ fn part(name: &str, title: &str, data: Value, elapsed_ms: f64) -> Part {
         age: None,
         elapsed: Duration::from_secs_f64(elapsed_ms / 1000.0),
         roles: Arc::from(Vec::<String>::new()),
+        field_roles: Arc::from(Vec::new()),
         display: None,
     }
 }

@@ -154,6 +154,7 @@ fn who(id: &str, account: &str) -> Who {
             ..Default::default()
         }),
         numbers: vec!["+14155550100".into()],
+        call_id: None,
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Config {
     /// The call log in PostgreSQL.
     #[serde(default)]
     pub call_log: crate::calls::CallLogConfig,
+    /// The `history` profile section.
+    #[serde(default)]
+    pub history: crate::calls::history::HistoryConfig,
     /// Profile composition.
     #[serde(default)]
     pub compose: crate::compose::ComposeConfig,
@@ -124,7 +127,7 @@ pub use crate::resolve::section::{DirectoryConfig, Numbers, Region};
 
 mod assemble;
 pub use assemble::{
-    Intakes, composer_from, config_agents, intakes_from, page_settings, webhook_pbxs,
+    Intakes, composer_from, config_agents, history_store, intakes_from, page_settings, webhook_pbxs,
 };
 
 impl Config {
@@ -245,6 +248,15 @@ impl Config {
                     source.span(),
                     &format!("sources[{i}].name"),
                     "source names must be unique and non-empty".into(),
+                ));
+            }
+            if config.history.enabled && name == crate::calls::history::NAME {
+                return Err(at(
+                    source.span(),
+                    &format!("sources[{i}].name"),
+                    "`history` is the built-in history section's name: rename the source, \
+                     or set [history] enabled = false"
+                        .into(),
                 ));
             }
         }

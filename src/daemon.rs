@@ -67,8 +67,10 @@ pub struct Settings {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// The PostgreSQL-backed index to keep in sync (LISTEN/NOTIFY), when the directory is there.
     pub directory_sync: Option<Arc<crate::resolve::postgres::PgDirectory>>,
-    /// Profile composition from the configured data sources, if any.
+    /// Profile composition from the configured data sources (and the history), if any.
     pub composer: Option<Arc<crate::compose::Composer>>,
+    /// Where the `history` section reads from, when it is on; the daemon attaches its journal.
+    pub history: Option<Arc<crate::calls::history::Store>>,
     /// The call log in PostgreSQL, if any.
     pub call_log: Option<crate::calls::log::CallLogSettings>,
     /// Remembered candidate picks `(agent, caller key, customer)`, most recent first.
@@ -265,6 +267,9 @@ impl Daemon {
         let journal =
             crate::calls::journal::Journal::new(settings.journal, settings.agents.clone());
         calls.observe(journal.clone());
+        if let Some(history) = &settings.history {
+            history.attach(journal.clone());
+        }
         if let Some(log) = &settings.call_log {
             // Recent calls from before this start, for the page's journal; in the background
             // (a slow database never delays start-up) and best effort.
@@ -354,6 +359,7 @@ impl Daemon {
             (settings.sip_allow.clone(), settings.hep_allow.clone()),
             tls.clone(),
             settings.log_filter.clone(),
+            settings.history.clone(),
             crate::reload::IntakeContext {
                 context: crate::telephony::intake::Context {
                     events: events_tx.clone(),
@@ -593,10 +599,12 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
             spool_max_bytes: config.call_log.spool_max_bytes as u64,
         });
     let intakes = crate::config::intakes_from(config)?;
-    let composer = crate::config::composer_from(config)?;
+    let history = crate::config::history_store(config)?;
+    let composer = crate::config::composer_from(config, Some(&history))?;
     Ok(Settings {
         intakes,
         composer,
+        history: Some(history),
         call_log,
         picks: Vec::new(),
         sip_udp: config.sip.udp.clone(),

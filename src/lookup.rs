@@ -56,6 +56,7 @@ pub async fn profile(
     let who = Who {
         customer: (*customer).clone(),
         numbers: resolver.numbers(customer.id()),
+        call_id: None,
     };
     let mut parts = Vec::new();
     let summary = composer.compose(&who, |p| parts.push(p)).await;

@@ -76,6 +76,8 @@ pub struct Reloader {
     pub(crate) hep_allow: Allow,
     pub(crate) tls: Option<Arc<crate::web::tls::Tls>>,
     pub(crate) log_filter: Option<LogFilter>,
+    /// Where a rebuilt composer's history reads from.
+    pub(crate) history: Option<Arc<crate::calls::history::Store>>,
     pub(crate) intakes: IntakeContext,
     running: tokio::sync::Mutex<HashMap<String, Running>>,
     /// One reload at a time.
@@ -101,6 +103,7 @@ impl Reloader {
         (sip_allow, hep_allow): (Allow, Allow),
         tls: Option<Arc<crate::web::tls::Tls>>,
         log_filter: Option<LogFilter>,
+        history: Option<Arc<crate::calls::history::Store>>,
         intakes: IntakeContext,
     ) -> Reloader {
         let (path, config) = file.unzip();
@@ -115,6 +118,7 @@ impl Reloader {
             hep_allow,
             tls,
             log_filter,
+            history,
             intakes,
             running: tokio::sync::Mutex::default(),
             busy: tokio::sync::Mutex::default(),
@@ -205,7 +209,12 @@ impl Reloader {
                 |f: &dyn Fn(&Config) -> String| old.as_ref().is_none_or(|o| f(o) != f(&config));
             (
                 Changed {
-                    sources: differs(&|c| format!("{:?}{:?}", c.compose, c.sources)),
+                    sources: differs(&|c| {
+                        format!(
+                            "{:?}{:?}{:?}{:?}",
+                            c.compose, c.sources, c.history, c.calls.call_back_url
+                        )
+                    }),
                     log_level: differs(&|c| format!("{:?}", c.log.level)),
                     agents: differs(&|c| format!("{:?}", crate::config::config_agents(c))),
                     webhook: differs(&|c| format!("{:?}", c.webhook)),
@@ -218,7 +227,10 @@ impl Reloader {
         // Everything that can fail, before anything is applied.
         let intakes = crate::config::intakes_from(&config).map_err(ReloadError::Build)?;
         let composer = if changed.sources {
-            Some(crate::config::composer_from(&config).map_err(ReloadError::Build)?)
+            Some(
+                crate::config::composer_from(&config, self.history.as_ref())
+                    .map_err(ReloadError::Build)?,
+            )
         } else {
             None
         };

@@ -193,7 +193,7 @@ async fn migrate_applies_then_reports_up_to_date() {
     );
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "applied migrations [1, 2, 3]"
+        "applied migrations [1, 2, 3, 4]"
     );
     let again = Command::new(BIN)
         .args(["migrate", "--database-url", &url])
@@ -201,7 +201,7 @@ async fn migrate_applies_then_reports_up_to_date() {
         .expect("runs");
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "schema up to date (version 3)"
+        "schema up to date (version 4)"
     );
     let bad = Command::new(BIN)
         .args([

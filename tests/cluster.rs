@@ -359,7 +359,7 @@ async fn one_node_asks_the_sources_and_every_node_shows_its_sections() {
     );
     let config =
         screenpop::config::Config::parse(&text, Path::new("cluster.toml")).expect("config");
-    let composer = screenpop::config::composer_from(&config).expect("composer");
+    let composer = screenpop::config::composer_from(&config, None).expect("composer");
     let start = |name: &'static str| {
         let (config, composer) = (cluster(name, &nats, &prefix), composer.clone());
         start_with(move |s| {

@@ -371,9 +371,9 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
         alice
             .until(
                 SHORT,
-                "balance, purchases and credit sections, complete",
+                "balance, purchases, credit and history sections, complete",
                 &format!(
-                    "['balance', 'purchases', 'credit'].every((n) => {CARD}.querySelector('[data-section=' + n + '][data-status=ok]'))
+                    "['balance', 'purchases', 'credit', 'history'].every((n) => {CARD}.querySelector('[data-section=' + n + '][data-status=ok]'))
                      && !{CARD}.querySelector('.loading')"
                 ),
             )
@@ -385,6 +385,7 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
                    balance: s('balance').querySelector('.facts').textContent,
                    purchases: s('purchases').querySelectorAll('tbody tr').length,
                    credit: s('credit').querySelector('.facts').textContent,
+                   history: s('history').querySelector('[data-role=counts]').textContent,
                    titles: [...c.querySelectorAll('.section h3 span:first-child')].map((t) => t.textContent).sort(),
                  }};"
             ))
@@ -396,6 +397,10 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
             "{sections}"
         );
         assert!(sections["purchases"].as_u64().is_some_and(|n| n >= 1), "{sections}");
+        assert_eq!(
+            sections["history"], "0 earlier in 24 h · 0 in 7 days",
+            "a first call: {sections}"
+        );
         assert!(
             sections["credit"]
                 .as_str()
@@ -404,7 +409,7 @@ async fn a_ring_pops_for_alice_only_then_answered_ended_and_noted() {
         );
         assert_eq!(
             sections["titles"],
-            json!(["Balance", "Credit terms", "Recent purchases"])
+            json!(["Balance", "Credit terms", "History", "Recent purchases"])
         );
         let alerted = alice
             .js("return { notifications: window.__notifications, oscillators: window.__oscillators }")
@@ -722,7 +727,7 @@ async fn a_dropped_connection_or_a_reload_mid_ring_brings_the_card_back() {
                 "card back after reload, its sections with it",
                 &format!(
                     "{CARD} && {CARD}.dataset.state === 'answered' && {CARD}.querySelector('.name').textContent === 'Acme Corporation'
-                     && {CARD}.querySelectorAll('.section[data-status=ok]').length === 3 && !{CARD}.querySelector('.loading')"
+                     && {CARD}.querySelectorAll('.section[data-status=ok]').length === 4 && !{CARD}.querySelector('.loading')"
                 ),
             )
             .await;

@@ -69,7 +69,8 @@ async fn the_demo_pops_identity_then_three_sections_and_credit_only_for_its_role
     let (pop_a, sections, complete, _) = pop(&mut alice).await;
     assert_eq!(pop_a["customer"]["name"], "Acme Corporation");
     let want = data::account("ACME-001");
-    assert_eq!(sections.len(), 3, "{sections:?}");
+    // balance, purchases, credit, and the built-in history (tests/history.rs).
+    assert_eq!(sections.len(), 4, "{sections:?}");
     let balance = by_name(&sections, "balance");
     assert_eq!(balance["status"], "ok");
     assert_eq!(balance["data"]["currency"], want.currency);
@@ -131,7 +132,7 @@ async fn the_demo_pops_identity_then_three_sections_and_credit_only_for_its_role
     let entry = &snapshot["calls"][0];
     assert_eq!(entry["customer"]["name"], "Acme Corporation");
     assert_eq!(entry["complete"], true);
-    assert_eq!(entry["sections"].as_array().map(Vec::len), Some(3));
+    assert_eq!(entry["sections"].as_array().map(Vec::len), Some(4));
     drop(bob);
     let (_bob, snapshot) = sign_in(http, "bob-demo-token").await;
     let entry = &snapshot["calls"][0];
@@ -167,7 +168,7 @@ async fn a_pick_among_candidates_composes_the_picked_customer_for_that_agent() {
         .map(|(v, _)| v)
         .filter(|v| v["type"] == "section")
         .collect();
-    assert_eq!(sections.len(), 3);
+    assert_eq!(sections.len(), 4, "the demo's three and the history");
     assert!(sections.iter().all(|s| s["customer_id"] == "c-1202"));
     assert!(got.iter().any(|(v, _)| v["type"] == "picked"));
     assert!(daemon.stop().await);
@@ -184,6 +185,7 @@ async fn pg_daemon_with(index: &str, compose: &str, sources: &str) -> Daemon {
     let toml = format!(
         "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [call_log]\nspool_dir = \"{spool}\"\n\
+         [history]\nenabled = false\n\
          [directory]\ndatabase_url = \"{index}\"\n[compose]\ndeadline = \"3s\"\n{compose}\n\
          [[agents]]\nid = \"alice\"\nextensions = [\"1001\"]\nroles = [\"credit\"]\ntoken_sha256 = \"{}\"\n\
          [[agents]]\nid = \"bob\"\nextensions = [\"1002\"]\ntoken_sha256 = \"{}\"\n{sources}",

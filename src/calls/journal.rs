@@ -70,11 +70,54 @@ pub struct Entry {
     pub noted_at: Option<SystemTime>,
 }
 
+/// A customer's calls in the journal (see [`Journal::for_customer`]).
+#[derive(Debug, Default)]
+pub struct CustomerCalls {
+    /// The newest, newest first.
+    pub newest: Vec<Entry>,
+    /// Every one's id (so that the call log's copies are not counted twice).
+    pub ids: Vec<String>,
+    /// How many started at or after each of the windows' starts.
+    pub counts: [usize; 2],
+}
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
     /// Call ids, oldest first.
     order: VecDeque<String>,
+    /// Call ids by customer id (matched or picked), oldest first: a customer's history.
+    by_customer: HashMap<String, VecDeque<String>>,
+}
+
+impl Inner {
+    /// Adds a call (newer than the customer's others) to the customer's calls.
+    fn index(&mut self, customer_id: &str, call_id: &str) {
+        self.by_customer
+            .entry(customer_id.to_owned())
+            .or_default()
+            .push_back(call_id.to_owned());
+    }
+
+    fn forget(&mut self, call_id: &str) {
+        let Some(entry) = self.entries.remove(call_id) else {
+            return;
+        };
+        if let Some(customer) = &entry.customer
+            && let Some(ids) = self.by_customer.get_mut(customer.id())
+        {
+            // The oldest call overall is its customer's oldest: at the front, but for a call
+            // picked late (or preloaded out of order).
+            if ids.front().is_some_and(|id| id == call_id) {
+                ids.pop_front();
+            } else {
+                ids.retain(|id| id != call_id);
+            }
+            if ids.is_empty() {
+                self.by_customer.remove(customer.id());
+            }
+        }
+    }
 }
 
 /// The journal.
@@ -105,6 +148,11 @@ impl Journal {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The agents it names answerers from.
+    pub fn agents(&self) -> &Arc<Agents> {
+        &self.agents
     }
 
     /// Calls held.
@@ -155,7 +203,7 @@ impl Journal {
                 let Some(oldest) = inner.order.pop_front() else {
                     break;
                 };
-                inner.entries.remove(&oldest);
+                inner.forget(&oldest);
             }
             inner.order.push_back(call.id.clone());
             inner.entries.insert(
@@ -182,6 +230,9 @@ impl Journal {
                     noted_at: None,
                 },
             );
+            if let Some(customer) = customer {
+                inner.index(customer.id(), &call.id);
+            }
         }
         let Some(entry) = inner.entries.get_mut(&call.id) else {
             return;
@@ -219,18 +270,76 @@ impl Journal {
                 continue;
             }
             inner.order.push_front(entry.call_id.clone());
+            if let Some(customer) = &entry.customer {
+                let ids = inner
+                    .by_customer
+                    .entry(customer.id().to_owned())
+                    .or_default();
+                ids.push_front(entry.call_id.clone());
+            }
             inner.entries.insert(entry.call_id.clone(), entry);
         }
     }
 
     /// Records that an agent picked `customer` (one of the candidates) for a call.
     pub fn pick(&self, call_id: &str, customer: Customer) {
-        if let Some(entry) = self.lock().entries.get_mut(call_id)
-            && matches!(entry.matched, "candidates" | "picked")
-        {
-            entry.matched = "picked";
-            entry.customer = Some(customer);
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(call_id) else {
+            return;
+        };
+        if !matches!(entry.matched, "candidates" | "picked") {
+            return;
         }
+        entry.matched = "picked";
+        let started = entry.started;
+        let before = entry.customer.replace(customer.clone());
+        if let Some(before) = before
+            && let Some(ids) = inner.by_customer.get_mut(before.id())
+        {
+            ids.retain(|id| id != call_id);
+        }
+        // In start order among the customer's calls, so that the oldest stays at the front.
+        let Inner {
+            entries,
+            by_customer,
+            ..
+        } = &mut *inner;
+        let ids = by_customer.entry(customer.id().to_owned()).or_default();
+        let at = ids
+            .iter()
+            .rposition(|id| entries.get(id).is_some_and(|e| e.started <= started))
+            .map_or(0, |i| i + 1);
+        ids.insert(at, call_id.to_owned());
+    }
+
+    /// The journal's part of a customer's history: the calls attributed to `customer_id`
+    /// (matched or picked) other than `except`, newest first; `calls::history` merges the
+    /// call log's.
+    pub fn for_customer(
+        &self,
+        customer_id: &str,
+        except: Option<&str>,
+        limit: usize,
+        windows: [SystemTime; 2],
+    ) -> CustomerCalls {
+        let inner = self.lock();
+        let mut found = CustomerCalls::default();
+        let Some(ids) = inner.by_customer.get(customer_id) else {
+            return found;
+        };
+        for entry in ids.iter().rev().filter_map(|id| inner.entries.get(id)) {
+            if except == Some(entry.call_id.as_str()) {
+                continue;
+            }
+            for (count, since) in found.counts.iter_mut().zip(windows) {
+                *count += usize::from(entry.started >= since);
+            }
+            if found.newest.len() < limit {
+                found.newest.push(entry.clone());
+            }
+            found.ids.push(entry.call_id.clone());
+        }
+        found
     }
 
     /// Whether the journal knows `call_id` and it rang at one of `agent`'s extensions.
@@ -434,5 +543,44 @@ mod tests {
         assert_eq!(recent.len(), 2);
         assert!(recent[0].started >= recent[1].started);
         assert_eq!(recent[0].state, "ringing");
+    }
+
+    #[test]
+    fn a_customers_calls_follow_evictions_and_picks() {
+        let (calls, journal, mut rx) = setup(3);
+        for key in ["a", "b", "c"] {
+            calls.apply(ring(key, "1001"));
+            drain(&journal, &mut rx);
+        }
+        let acme = crate::resolve::Customer::new(crate::resolve::CustomerFields {
+            id: "acme",
+            name: "Acme",
+            ..Default::default()
+        });
+        let alice = agent("alice", "1001");
+        let ids: Vec<String> = journal
+            .recent(&alice, 10)
+            .into_iter()
+            .map(|e| e.call_id)
+            .collect();
+        // Nothing resolves here: picks are what attribute calls (only to candidate calls, so
+        // mark them as such first).
+        for id in &ids {
+            journal.lock().entries.get_mut(id).expect("entry").matched = "candidates";
+        }
+        journal.pick(&ids[2], acme.clone());
+        journal.pick(&ids[0], acme.clone());
+        let windows = [SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH];
+        let found = journal.for_customer("acme", None, 10, windows);
+        let listed: Vec<&str> = found.newest.iter().map(|e| e.call_id.as_str()).collect();
+        assert_eq!(listed, [ids[0].as_str(), ids[2].as_str()], "newest first");
+        assert_eq!(found.counts, [2, 2]);
+        let except = journal.for_customer("acme", Some(&ids[0]), 10, windows);
+        assert_eq!(except.ids, [ids[2].clone()]);
+        // The oldest call is evicted by a new one: the customer's list forgets it.
+        calls.apply(ring("d", "1001"));
+        drain(&journal, &mut rx);
+        let found = journal.for_customer("acme", None, 10, windows);
+        assert_eq!(found.ids, [ids[0].clone()]);
     }
 }

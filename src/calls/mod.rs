@@ -5,8 +5,10 @@
 //! - `tracker`: the bounded call table and its state machine (`Calls`, `CallUpdate`).
 //! - `log`: the call log in PostgreSQL, written in batches from a bounded buffer.
 //! - `journal`: the recent calls in memory with the agents' notes, for the agent page.
+//! - `history`: the `history` profile section, from the journal and the call log.
 
 mod event;
+pub mod history;
 pub(crate) mod journal;
 pub mod log;
 mod section;

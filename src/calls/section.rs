@@ -27,6 +27,32 @@ pub struct CallsConfig {
     /// real call.
     #[serde(default = "default_max_call_duration", with = "duration")]
     pub max_call_duration: Duration,
+    /// The call-back link on history items and callbacks: `{number}` is replaced by the
+    /// number to call (`+` and digits), e.g. `"sip:{number}@pbx.example.com"` for a softphone
+    /// that takes SIP URIs.
+    #[serde(default = "default_call_back_url", deserialize_with = "call_back_url")]
+    pub call_back_url: String,
+}
+
+fn default_call_back_url() -> String {
+    "tel:{number}".into()
+}
+
+fn call_back_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let schemes = ["tel:", "sip:", "sips:", "callto:", "https://", "http://"];
+    if !url.contains("{number}")
+        || !schemes.iter().any(|s| url.starts_with(s))
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+    {
+        return Err(serde::de::Error::custom(format!(
+            "`{url}` is not a call-back link template: give a tel:, sip:, sips:, callto: or \
+             http(s) URI with {{number}} in it, e.g. \"tel:{{number}}\""
+        )));
+    }
+    Ok(url)
 }
 
 impl Default for CallsConfig {
@@ -35,6 +61,7 @@ impl Default for CallsConfig {
             max_calls: default_max_calls(),
             answered_ttl: default_answered_ttl(),
             max_call_duration: default_max_call_duration(),
+            call_back_url: default_call_back_url(),
         }
     }
 }

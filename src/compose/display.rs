@@ -51,6 +51,9 @@ pub enum View {
     Balance,
     /// Credit terms with a banner when on hold: `{limit, currency, terms, rating, hold}`.
     Credit,
+    /// Earlier calls with their outcomes and notes, and a repeat-caller banner: the built-in
+    /// `history` section's shape (`calls::history`).
+    History,
 }
 
 impl View {
@@ -61,6 +64,7 @@ impl View {
         ("list", View::List),
         ("balance", View::Balance),
         ("credit", View::Credit),
+        ("history", View::History),
     ];
 }
 

@@ -98,6 +98,11 @@ pub struct SourceSettings {
     /// `forbidden` and no data.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Members of the section's data that only some roles may see, by member name: e.g.
+    /// `field_roles = { note = ["supervisor"] }`. The member is removed wherever it appears
+    /// (the top object, objects in arrays, nested objects) for an agent without one of them.
+    #[serde(default)]
+    pub field_roles: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_timeout() -> Duration {
@@ -185,14 +190,57 @@ pub struct Part {
     pub elapsed: Duration,
     /// Roles allowed to see it (empty: all).
     pub roles: Arc<[String]>,
+    /// Members of the data only some roles may see (see [`SourceSettings::field_roles`]).
+    pub field_roles: FieldRoles,
     /// The source's display hints, when it has any.
     pub display: Option<Arc<DisplayHints>>,
 }
+
+/// Data members only some roles may see: (member name, roles), in name order.
+pub type FieldRoles = Arc<[(String, Vec<String>)]>;
 
 impl Part {
     /// Whether an agent with `roles` may see this part.
     pub fn allowed(&self, roles: &[String]) -> bool {
         self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    }
+
+    /// The members an agent with `roles` may not see, as a bit set over `field_roles` (0: all
+    /// visible); agents with the same mask see the same data.
+    pub fn hidden_mask(&self, roles: &[String]) -> u64 {
+        self.field_roles
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, (_, allowed))| !allowed.iter().any(|r| roles.contains(r)))
+            .fold(0, |mask, (i, _)| mask | (1 << i))
+    }
+
+    /// The part as an agent with `roles` sees it: forbidden, whole, or without the members
+    /// its roles may not see.
+    pub fn visible_to(&self, roles: &[String]) -> std::borrow::Cow<'_, Part> {
+        if !self.allowed(roles) {
+            return std::borrow::Cow::Owned(self.forbidden());
+        }
+        let mask = self.hidden_mask(roles);
+        match &self.data {
+            Some(data) if mask != 0 => {
+                let hidden: Vec<&str> = self
+                    .field_roles
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| mask & (1 << i) != 0)
+                    .map(|(_, (name, _))| name.as_str())
+                    .collect();
+                let mut data = (**data).clone();
+                strip(&mut data, &hidden);
+                std::borrow::Cow::Owned(Part {
+                    data: Some(Arc::new(data)),
+                    ..self.clone()
+                })
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
     }
 
     /// The same part as an agent without the right sees it: no data.
@@ -204,6 +252,24 @@ impl Part {
             age: None,
             ..self.clone()
         }
+    }
+}
+
+/// Removes the members named `hidden` from every object in `value`.
+fn strip(value: &mut Value, hidden: &[&str]) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|k, _| !hidden.contains(&k.as_str()));
+            for v in map.values_mut() {
+                strip(v, hidden);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                strip(v, hidden);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -225,6 +291,7 @@ struct Slot {
     kind: &'static str,
     timeout: Duration,
     roles: Arc<[String]>,
+    field_roles: FieldRoles,
     display: Option<Arc<DisplayHints>>,
     adapter: Box<dyn DynSource>,
     cache: Option<SectionCache>,
@@ -336,6 +403,11 @@ impl Composer {
             kind,
             timeout: settings.timeout,
             roles: settings.roles.clone().into(),
+            field_roles: settings
+                .field_roles
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             display: hints.filter(|d| !d.is_empty()).cloned().map(Arc::new),
             adapter,
             cache: settings.cache_ttl.map(|ttl| {
@@ -389,6 +461,7 @@ impl Composer {
             age,
             elapsed,
             roles: slot.roles.clone(),
+            field_roles: slot.field_roles.clone(),
             display: slot.display.clone(),
         })
     }
@@ -459,6 +532,7 @@ impl Slot {
             age: None,
             elapsed,
             roles: self.roles.clone(),
+            field_roles: self.field_roles.clone(),
             display: self.display.clone(),
         }
     }
@@ -668,6 +742,7 @@ mod tests {
             breaker_cooldown: Duration::from_secs(10),
             max_concurrent: 4,
             roles: vec![],
+            field_roles: Default::default(),
         }
     }
 

@@ -56,17 +56,34 @@ pub fn intakes_from(config: &Config) -> anyhow::Result<Intakes> {
 }
 
 /// The profile composer over the config's `[[sources]]`, if any.
-pub fn composer_from(config: &Config) -> anyhow::Result<Option<Arc<crate::compose::Composer>>> {
-    Ok(if config.sources.is_empty() {
-        None
-    } else {
-        let sources: Vec<crate::compose::SourceConfig> =
-            config.sources.iter().map(|s| s.get_ref().clone()).collect();
-        Some(Arc::new(
-            crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
-                .context("starting the data sources")?,
-        ))
-    })
+pub fn composer_from(
+    config: &Config,
+    history: Option<&Arc<crate::calls::history::Store>>,
+) -> anyhow::Result<Option<Arc<crate::compose::Composer>>> {
+    let sources: Vec<crate::compose::SourceConfig> =
+        config.sources.iter().map(|s| s.get_ref().clone()).collect();
+    let mut composer =
+        crate::compose::Composer::from_config(&config.compose, &sources, &config.base)
+            .context("starting the data sources")?;
+    if let Some(store) = history.filter(|_| config.history.enabled) {
+        let source = crate::calls::history::History::new(
+            store.clone(),
+            &config.history,
+            &config.calls.call_back_url,
+        );
+        composer = composer.with(&config.history.settings(), "history", Box::new(source));
+    }
+    Ok((!composer.is_empty()).then(|| Arc::new(composer)))
+}
+
+/// The history's store for `config`: the call log's database when there is one.
+pub fn history_store(config: &Config) -> anyhow::Result<Arc<crate::calls::history::Store>> {
+    let url = config
+        .call_log
+        .database_url
+        .as_ref()
+        .or(config.directory.database_url.as_ref());
+    crate::calls::history::Store::new(url.map(String::as_str)).map_err(anyhow::Error::msg)
 }
 
 /// The webhook's PBXs with their secrets (those without one are left out: they can never

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../schema/0002_keys_and_picks.sql"),
     ),
     (3, "notes", include_str!("../../schema/0003_notes.sql")),
+    (4, "history", include_str!("../../schema/0004_history.sql")),
 ];
 
 /// Advisory lock key for migrations ("screenpop" in ASCII, truncated).

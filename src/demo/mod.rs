@@ -74,6 +74,7 @@ pub fn composer(accounts: &[String], today: std::time::SystemTime) -> anyhow::Re
             breaker_cooldown: Duration::from_secs(30),
             max_concurrent: 32,
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            field_roles: Default::default(),
         }
     };
     let csv = |rows: Rows,
@@ -205,6 +206,18 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
     let mut settings = crate::daemon::settings_base(&config)?;
     settings.resolver = Arc::new(Index::new(directory));
     settings.agents = Arc::new(agents);
+    let composer = match &settings.history {
+        Some(store) => composer.with(
+            &config.history.settings(),
+            "history",
+            Box::new(crate::calls::history::History::new(
+                store.clone(),
+                &config.history,
+                &config.calls.call_back_url,
+            )),
+        ),
+        None => composer,
+    };
     settings.composer = Some(Arc::new(composer));
     Ok(settings)
 }

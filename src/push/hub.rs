@@ -480,6 +480,7 @@ impl Hub {
         let who = Who {
             customer: customer.clone(),
             numbers: self.calls.resolver().numbers(customer.id()),
+            call_id: Some(call_id.to_owned()),
         };
         let hub = self.clone();
         let call_id = call_id.to_owned();
@@ -579,17 +580,19 @@ impl Hub {
     }
 
     fn deliver_part(&self, call_id: &str, audience: &Audience, customer_id: &str, part: &Part) {
-        let allowed = message::section(call_id, customer_id, part);
-        let mut forbidden = None;
+        // One frame per way of seeing the part (whole, forbidden, without some members),
+        // built once for all the agents who see it so.
+        let mut frames: Vec<(Option<u64>, Outbound)> = Vec::with_capacity(1);
         for sub in self.audience(call_id, audience) {
-            let msg = if part.allowed(&sub.agent.roles) {
-                allowed.clone()
-            } else {
-                forbidden
-                    .get_or_insert_with(|| {
-                        message::section(call_id, customer_id, &part.forbidden())
-                    })
-                    .clone()
+            let roles = &sub.agent.roles;
+            let view = part.allowed(roles).then(|| part.hidden_mask(roles));
+            let msg = match frames.iter().find(|(v, _)| *v == view) {
+                Some((_, msg)) => msg.clone(),
+                None => {
+                    let msg = message::section(call_id, customer_id, &part.visible_to(roles));
+                    frames.push((view, msg.clone()));
+                    msg
+                }
             };
             offer(&sub, msg);
         }
@@ -654,11 +657,7 @@ impl Hub {
 
 /// A part as `agent` may see it.
 fn visible<'a>(part: &'a Part, agent: &Agent) -> Cow<'a, Part> {
-    if part.allowed(&agent.roles) {
-        Cow::Borrowed(part)
-    } else {
-        Cow::Owned(part.forbidden())
-    }
+    part.visible_to(&agent.roles)
 }
 
 /// The sections `agent` lacks: those not `ok`, and those its roles may not see.

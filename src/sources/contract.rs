@@ -59,6 +59,7 @@ pub async fn check<S: Source>(source: &S, known: &Who, unknown: &Who) -> Result<
                 tags: &[],
             }),
             numbers: vec![hostile.to_owned()],
+            call_id: None,
         };
         // Ok or a typed error are both fine: the point is no panic and no effect.
         let _ = source.fetch(&who).await;

@@ -35,6 +35,9 @@ pub struct Who {
     pub customer: Customer,
     /// Its numbers: E.164 for valid numbers, else their digits.
     pub numbers: Vec<String>,
+    /// The call it is composed for, if any (a source may leave that call out, as `history`
+    /// does).
+    pub call_id: Option<String>,
 }
 
 /// The customer fields a query or URL template may name.
@@ -241,6 +244,7 @@ pub(crate) mod testing {
                 ..CustomerFields::default()
             }),
             numbers: vec!["+14155550100".into()],
+            call_id: None,
         }
     }
 }

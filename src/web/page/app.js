@@ -536,6 +536,7 @@
     list: (data) => Array.isArray(data) ? list(data) : null,
     balance: (data, hints) => isObject(data) ? balance(data, hints) : null,
     credit: (data, hints) => isObject(data) ? credit(data, hints) : null,
+    history: (data) => isObject(data) && Array.isArray(data.calls) ? history(data) : null,
     text: (data) => el("p", { class: "value", text: show(data) }),
   };
   function shapeOf(data) {
@@ -727,6 +728,53 @@
       [label(hints, "hold", "Hold"), d.hold ? "yes" : "no", d.hold ? "bad" : null],
     ]));
     return frag;
+  }
+
+  // The history view (the built-in `history` section): a repeat-caller banner, the counts,
+  // then the earlier calls, newest first, with outcome, who answered, note and a call-back link.
+  const OUTCOMES = { answered: ["answered", null], missed: ["missed", "warn"], rejected: ["rejected", "bad"], live: ["live", null] };
+  const SAFE_LINK = /^(tel|sip|sips|callto|https?):/i;
+  function history(d) {
+    const frag = el("div", { class: "history", "data-role": "history" });
+    const day = Number(d.calls_24h) || 0, week = Number(d.calls_7d) || 0;
+    if (d.repeat === true) {
+      const nth = day + 1;
+      frag.append(el("p", { class: "repeat", "data-role": "repeat",
+        text: "Repeat caller: " + ordinal(nth) + " call in 24 hours" }));
+    }
+    frag.append(el("p", { class: "muted", "data-role": "counts",
+      text: day + " earlier in 24 h · " + week + " in 7 days" }));
+    if (!d.calls.length) frag.append(el("p", { class: "muted", text: "No earlier calls." }));
+    const items = el("ol", { class: "history-items" });
+    for (const c of d.calls.filter(isObject)) {
+      const [text, cls] = OUTCOMES[c.outcome] || [String(c.outcome || ""), null];
+      const who = c.outcome === "answered"
+        ? (c.answered_by_name || c.answered_by || c.answered_extension || "")
+        : (Array.isArray(c.extensions) ? c.extensions.join(", ") : "");
+      const line = el("div", { class: "history-line" },
+        el("time", { datetime: c.started, text: formatDate(c.started) }),
+        el("span", { class: "badge" + (cls ? " " + cls : ""), "data-role": "outcome", text }),
+        who ? el("span", { class: "muted", text: (c.outcome === "answered" ? "by " : "rang ") + who }) : null,
+        typeof c.duration_s === "number" ? el("span", { class: "muted", text: duration(c.duration_s) }) : null,
+        c.disposition ? el("span", { class: "badge pill", text: String(c.disposition) }) : null,
+        typeof c.call_back === "string" && SAFE_LINK.test(c.call_back)
+          ? el("a", { href: c.call_back, class: "call-back", "data-role": "call-back", text: "Call back" }) : null);
+      items.append(el("li", { "data-call": c.call_id }, line,
+        c.note ? el("p", { class: "history-note", "data-role": "history-note", text: String(c.note) }) : null));
+    }
+    frag.append(items);
+    if (d.partial === true) {
+      frag.append(el("p", { class: "muted", "data-role": "partial", text: "Older calls are unavailable right now." }));
+    }
+    return frag;
+  }
+  function ordinal(n) {
+    const s = ["th", "st", "nd", "rd"], v = n % 100;
+    return n + (s[(v - 20) % 10] || s[v] || s[0]);
+  }
+  function duration(secs) {
+    const m = Math.floor(secs / 60), s = secs % 60;
+    return m ? m + " min " + s + " s" : s + " s";
   }
 
   // Cells: text, a node, or {text, cls}.

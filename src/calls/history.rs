@@ -1,0 +1,549 @@
+//! The `history` profile section: what happened with this customer before. Built in, and
+//! streamed like every other section (same `section` message, same roles and status).
+//!
+//! A customer's history is the calls attributed to them (matched, or picked by an agent) other
+//! than the one ringing now, from two places merged by call id: the in-memory journal (every
+//! call this daemon saw, with notes the moment they are saved) and, when a database is
+//! configured, `call_log` (everything older, and what the other nodes logged). The newest
+//! `limit` are listed; `calls_24h` and `calls_7d` count the earlier calls in the last 24 hours
+//! and 7 days (rolling windows: the daemon does not know each agent's time zone), and `repeat`
+//! says the customer already called in the last 24 hours.
+//!
+//! A slow or dead database degrades the section, never the pop: after `database_timeout` the
+//! journal's part is shown with `"partial": true`, and the database is left alone for
+//! [`DATABASE_PAUSE`] before it is asked again. Note text can be kept from some roles with
+//! `note_roles` (applied by the composer's member roles, like any section's).
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::EndReason;
+use super::journal::{Entry, Journal};
+use crate::serde_ext::duration;
+use crate::sources::{Section, Source, SourceError, Who};
+
+/// How long the history leaves an unresponsive database alone before asking it again.
+pub const DATABASE_PAUSE: Duration = Duration::from_secs(5);
+/// Most calls a history may list.
+pub const MAX_LIMIT: usize = 50;
+
+/// `[history]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Whether pops carry the `history` section.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How many earlier calls are listed (at most 50).
+    #[serde(default = "default_limit", deserialize_with = "limit")]
+    pub limit: usize,
+    /// The section's title on the page.
+    #[serde(default = "default_title")]
+    pub title: String,
+    /// Roles that may see the section (empty: every agent).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Roles that may read the agents' note text in it (empty: every agent who sees the
+    /// section). The rest see the calls, outcomes and dispositions without the notes.
+    #[serde(default)]
+    pub note_roles: Vec<String>,
+    /// The whole section's deadline.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// How long the call log in PostgreSQL is waited for before the journal's part is shown
+    /// alone (`"partial": true`).
+    #[serde(default = "default_database_timeout", with = "duration")]
+    pub database_timeout: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            enabled: true,
+            limit: default_limit(),
+            title: default_title(),
+            roles: Vec::new(),
+            note_roles: Vec::new(),
+            timeout: default_timeout(),
+            database_timeout: default_database_timeout(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_limit() -> usize {
+    5
+}
+fn default_title() -> String {
+    "History".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_database_timeout() -> Duration {
+    Duration::from_millis(400)
+}
+
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = usize::deserialize(d)?;
+    if n == 0 || n > MAX_LIMIT {
+        return Err(serde::de::Error::custom(format!(
+            "{n} is out of range: list 1 to {MAX_LIMIT} calls"
+        )));
+    }
+    Ok(n)
+}
+
+impl HistoryConfig {
+    /// The composer's settings for the section: never cached (every call changes it), never
+    /// broken off (a database failure is handled inside, as `partial`).
+    pub fn settings(&self) -> crate::compose::SourceSettings {
+        let mut field_roles = std::collections::BTreeMap::new();
+        if !self.note_roles.is_empty() {
+            field_roles.insert("note".to_owned(), self.note_roles.clone());
+        }
+        crate::compose::SourceSettings {
+            name: NAME.into(),
+            title: Some(self.title.clone()),
+            display: Some(crate::compose::display::DisplayHints {
+                view: Some(crate::compose::display::View::History),
+                ..Default::default()
+            }),
+            timeout: self.timeout,
+            cache_ttl: None,
+            serve_stale: None,
+            breaker_failures: u32::MAX,
+            breaker_cooldown: Duration::from_secs(1),
+            max_concurrent: 256,
+            roles: self.roles.clone(),
+            field_roles,
+        }
+    }
+}
+
+/// The section's name.
+pub const NAME: &str = "history";
+
+/// Where histories are read from: the journal (attached when the daemon starts it) and the
+/// call log's database, if any. Shared by the composers a reload builds.
+pub struct Store {
+    journal: OnceLock<Arc<Journal>>,
+    database: Option<Database>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("journal", &self.journal.get().is_some())
+            .field("database", &self.database.is_some())
+            .finish()
+    }
+}
+
+struct Database {
+    pool: Pool,
+    /// Until when the database is not asked (it just failed).
+    paused_until: Mutex<Option<std::time::Instant>>,
+}
+
+impl Store {
+    /// A store reading `call_log` at `database_url` when given (connections are made on first
+    /// use); the error names what is wrong with the URL.
+    pub fn new(database_url: Option<&str>) -> Result<Arc<Store>, String> {
+        let database = match database_url {
+            None => None,
+            Some(url) => {
+                let mut pg: tokio_postgres::Config = url
+                    .parse()
+                    .map_err(|e| format!("call log database_url: {e}"))?;
+                pg.connect_timeout(Duration::from_secs(2))
+                    .keepalives(true)
+                    .application_name("screenpop-history");
+                let manager = Manager::from_config(
+                    pg,
+                    tokio_postgres::NoTls,
+                    ManagerConfig {
+                        recycling_method: RecyclingMethod::Fast,
+                    },
+                );
+                let pool = Pool::builder(manager)
+                    .max_size(4)
+                    .build()
+                    .map_err(|e| format!("call log pool: {e}"))?;
+                Some(Database {
+                    pool,
+                    paused_until: Mutex::new(None),
+                })
+            }
+        };
+        Ok(Arc::new(Store {
+            journal: OnceLock::new(),
+            database,
+        }))
+    }
+
+    /// Reads the journal from now on (the daemon calls it once it has one).
+    pub fn attach(&self, journal: Arc<Journal>) {
+        let _ = self.journal.set(journal);
+    }
+}
+
+impl Database {
+    /// Whether it failed a moment ago and is left alone for now.
+    fn paused(&self) -> bool {
+        let paused = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        paused.is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    fn pause(&self) {
+        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now() + DATABASE_PAUSE);
+    }
+}
+
+/// The `history` source.
+#[derive(Debug)]
+pub struct History {
+    store: Arc<Store>,
+    limit: usize,
+    database_timeout: Duration,
+    call_back: Arc<str>,
+}
+
+impl History {
+    /// The source over `store`, listing as `config` says, with call-back links from the
+    /// `call_back` template (`[calls] call_back_url`).
+    pub fn new(store: Arc<Store>, config: &HistoryConfig, call_back: &str) -> History {
+        History {
+            store,
+            limit: config.limit,
+            database_timeout: config.database_timeout,
+            call_back: Arc::from(call_back),
+        }
+    }
+}
+
+/// A call in a history, whichever place it came from.
+struct Item {
+    call_id: String,
+    started: SystemTime,
+    extensions: Vec<String>,
+    answered_extension: Option<String>,
+    answered_by: Option<String>,
+    answered_at: Option<SystemTime>,
+    ended_at: Option<SystemTime>,
+    /// The end reason's label; none while live.
+    reason: Option<String>,
+    disposition: Option<String>,
+    note: Option<String>,
+    noted_by: Option<String>,
+    /// The number the customer called from, unless withheld.
+    number: Option<String>,
+}
+
+impl Item {
+    fn from_entry(e: Entry) -> Item {
+        Item {
+            number: e.caller_number.filter(|_| !e.withheld),
+            call_id: e.call_id,
+            started: e.started,
+            extensions: e.extensions,
+            answered_extension: e.answered_extension,
+            answered_by: e.answered_by,
+            answered_at: e.answered_at,
+            ended_at: e.ended_at,
+            reason: e.outcome.map(str::to_owned),
+            disposition: e.disposition,
+            note: e.note,
+            noted_by: e.noted_by,
+        }
+    }
+
+    /// `answered`, `missed`, `rejected` or `live`.
+    fn outcome(&self) -> &'static str {
+        let answered = self.answered_at.is_some()
+            || self.answered_extension.is_some()
+            || matches!(
+                self.reason.as_deref(),
+                Some(r) if r == EndReason::Completed.label()
+                    || r == EndReason::AnsweredElsewhere.label()
+            );
+        match self.reason.as_deref() {
+            _ if answered => "answered",
+            None => "live",
+            Some(r) if r == EndReason::Rejected.label() => "rejected",
+            Some(_) => "missed",
+        }
+    }
+
+    fn to_json(&self, journal: Option<&Journal>, call_back: &str, fallback: Option<&str>) -> Value {
+        let mut o = Map::new();
+        o.insert("call_id".into(), json!(self.call_id));
+        o.insert("started".into(), json!(rfc3339(self.started)));
+        o.insert("extensions".into(), json!(self.extensions));
+        let outcome = self.outcome();
+        o.insert("outcome".into(), json!(outcome));
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                o.insert(k.into(), v);
+            }
+        };
+        put("reason", self.reason.as_ref().map(|r| json!(r)));
+        put(
+            "answered_extension",
+            self.answered_extension.as_ref().map(|e| json!(e)),
+        );
+        put("answered_by", self.answered_by.as_ref().map(|a| json!(a)));
+        let name = self
+            .answered_extension
+            .as_deref()
+            .zip(journal)
+            .and_then(|(ext, j)| j.agents().by_extension(ext))
+            .filter(|a| Some(&a.id) == self.answered_by.as_ref())
+            .map(|a| a.name.clone());
+        put("answered_by_name", name.map(|n| json!(n)));
+        // Only a hang-up seen by an intake gives a true duration.
+        if self.reason.as_deref() == Some(EndReason::Completed.label())
+            && let (Some(a), Some(e)) = (self.answered_at, self.ended_at)
+            && let Ok(d) = e.duration_since(a)
+        {
+            put("duration_s", Some(json!(d.as_secs())));
+        }
+        put("disposition", self.disposition.as_ref().map(|d| json!(d)));
+        put("note", self.note.as_ref().map(|n| json!(n)));
+        put("noted_by", self.noted_by.as_ref().map(|n| json!(n)));
+        let number = self.number.as_deref().or(fallback);
+        put(
+            "call_back",
+            number
+                .and_then(|n| call_back_link(call_back, n))
+                .map(|l| json!(l)),
+        );
+        Value::Object(o)
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The call-back link for `number` from a template such as `tel:{number}` or
+/// `sip:{number}@pbx.example.com`: the number as dialled digits (`+` and `0-9*#` kept, the
+/// rest dropped, so nothing in it can break out of the URI). `None` when no digit is left.
+pub fn call_back_link(template: &str, number: &str) -> Option<String> {
+    let dialled: String = number
+        .chars()
+        .enumerate()
+        .filter(|&(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
+        .map(|(_, c)| c)
+        .collect();
+    if !dialled.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(template.replace("{number}", &dialled))
+}
+
+const LOGGED: &str = "SELECT call_id, ringing_extensions, answered_extension, answered_by,
+            started_at, answered_at, ended_at, outcome, disposition, notes, noted_by,
+            CASE WHEN withheld THEN NULL ELSE caller_number END
+     FROM call_log
+     WHERE customer_id = $1 AND call_id <> ALL($2)
+     ORDER BY started_at DESC
+     LIMIT $3";
+
+const COUNTED: &str = "SELECT count(*) FILTER (WHERE started_at >= $3), count(*)
+     FROM call_log
+     WHERE customer_id = $1 AND call_id <> ALL($2) AND started_at >= $4";
+
+/// What the call log adds: the newest calls and the counts, neither in the journal.
+async fn logged(
+    db: &Database,
+    customer_id: &str,
+    except: &[String],
+    limit: usize,
+    windows: [SystemTime; 2],
+) -> Result<(Vec<Item>, [usize; 2]), String> {
+    let client = db.pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Timeout(_) => "no connection in time".to_owned(),
+        other => other.to_string(),
+    })?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (list, counts) = tokio::join!(
+        async {
+            let st = client.prepare_cached(LOGGED).await?;
+            client.query(&st, &[&customer_id, &except, &limit]).await
+        },
+        async {
+            let st = client.prepare_cached(COUNTED).await?;
+            client
+                .query_one(&st, &[&customer_id, &except, &windows[0], &windows[1]])
+                .await
+        },
+    );
+    let list = list.map_err(|e| e.to_string())?;
+    let counts = counts.map_err(|e| e.to_string())?;
+    let count = |i: usize| usize::try_from(counts.get::<_, i64>(i)).unwrap_or(0);
+    let items = list
+        .iter()
+        .map(|r| Item {
+            call_id: r.get(0),
+            extensions: r.get(1),
+            answered_extension: r.get(2),
+            answered_by: r.get(3),
+            started: r.get(4),
+            answered_at: r.get(5),
+            ended_at: r.get(6),
+            // A row without an end: the daemon that logged it stopped first.
+            reason: Some(
+                r.get::<_, Option<String>>(7)
+                    .unwrap_or_else(|| EndReason::Expired.label().to_owned()),
+            ),
+            disposition: r.get(8),
+            note: r.get(9),
+            noted_by: r.get(10),
+            number: r.get(11),
+        })
+        .collect();
+    Ok((items, [count(0), count(1)]))
+}
+
+impl Source for History {
+    async fn fetch(&self, who: &Who) -> Result<Section, SourceError> {
+        let customer_id = who.customer.id();
+        let now = SystemTime::now();
+        let windows = [
+            now - Duration::from_secs(24 * 3600),
+            now - Duration::from_secs(7 * 24 * 3600),
+        ];
+        let journal = self.store.journal.get().map(Arc::as_ref);
+        let local = journal
+            .map(|j| j.for_customer(customer_id, who.call_id.as_deref(), self.limit, windows))
+            .unwrap_or_default();
+        let mut items: Vec<Item> = local.newest.into_iter().map(Item::from_entry).collect();
+        let mut counts = local.counts;
+        let mut partial = false;
+        if let Some(db) = &self.store.database {
+            if !db.paused() {
+                let mut except = local.ids;
+                except.extend(who.call_id.clone());
+                let asked = tokio::time::timeout(
+                    self.database_timeout,
+                    logged(db, customer_id, &except, self.limit, windows),
+                )
+                .await;
+                match asked {
+                    Ok(Ok((older, logged_counts))) => {
+                        items.extend(older);
+                        for (c, l) in counts.iter_mut().zip(logged_counts) {
+                            *c += l;
+                        }
+                    }
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e,
+                            _ => "timed out".to_owned(),
+                        };
+                        tracing::warn!(
+                            error = %why,
+                            pause = ?DATABASE_PAUSE,
+                            "History: the call log is unavailable; showing this node's calls only."
+                        );
+                        db.pause();
+                        partial = true;
+                    }
+                }
+            } else {
+                partial = true;
+            }
+        }
+        items.sort_by_key(|i| std::cmp::Reverse(i.started));
+        items.truncate(self.limit);
+        let fallback = who.numbers.first().map(String::as_str);
+        let calls: Vec<Value> = items
+            .iter()
+            .map(|i| i.to_json(journal, &self.call_back, fallback))
+            .collect();
+        let mut section = json!({
+            "calls": calls,
+            "calls_24h": counts[0],
+            "calls_7d": counts[1],
+            "repeat": counts[0] > 0,
+        });
+        if partial {
+            section["partial"] = json!(true);
+        }
+        Ok(section)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_back_links_keep_only_what_can_be_dialled() {
+        assert_eq!(
+            call_back_link("tel:{number}", "+1 (415) 555-0102").as_deref(),
+            Some("tel:+14155550102")
+        );
+        assert_eq!(
+            call_back_link("sip:{number}@pbx.example.com", "0049 30 1234\"><x>").as_deref(),
+            Some("sip:0049301234@pbx.example.com")
+        );
+        assert_eq!(call_back_link("tel:{number}", "anonymous"), None);
+        assert_eq!(
+            call_back_link("tel:{number}", "12+34").as_deref(),
+            Some("tel:1234")
+        );
+    }
+
+    fn item(reason: Option<&str>, answered: bool) -> Item {
+        Item {
+            call_id: "c".into(),
+            started: SystemTime::UNIX_EPOCH,
+            extensions: vec!["1001".into()],
+            answered_extension: None,
+            answered_by: None,
+            answered_at: answered.then_some(SystemTime::UNIX_EPOCH),
+            ended_at: None,
+            reason: reason.map(str::to_owned),
+            disposition: None,
+            note: None,
+            noted_by: None,
+            number: None,
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(item(None, false).outcome(), "live");
+        assert_eq!(item(None, true).outcome(), "answered");
+        assert_eq!(item(Some("completed"), true).outcome(), "answered");
+        assert_eq!(
+            item(Some("answered_elsewhere"), false).outcome(),
+            "answered"
+        );
+        assert_eq!(item(Some("cancelled"), false).outcome(), "missed");
+        assert_eq!(item(Some("timeout"), false).outcome(), "missed");
+        assert_eq!(item(Some("rejected"), false).outcome(), "rejected");
+    }
+
+    #[test]
+    fn a_duration_only_for_a_seen_hang_up() {
+        let mut done = item(Some("completed"), true);
+        done.ended_at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(95));
+        let v = done.to_json(None, "tel:{number}", None);
+        assert_eq!(v["duration_s"], 95);
+        let mut elsewhere = done;
+        elsewhere.reason = Some("answered_elsewhere".into());
+        let v = elsewhere.to_json(None, "tel:{number}", Some("+14155550102"));
+        assert!(v.get("duration_s").is_none());
+        assert_eq!(v["call_back"], "tel:+14155550102");
+    }
+}
