@@ -7,8 +7,8 @@
 //! ones connect, removed ones disconnect, changed ones reconnect; unchanged ones are left
 //! alone), `[log] level` and `pii`, and the TLS certificates (HTTPS and SIP over TLS, with the
 //! SIP client-CA bundle: re-read from the same files; new connections get them). A config that
-//! fails to load or to build (file:line:key, an unset `*_env` variable, a source that cannot start, a dialog
-//! address that cannot be bound) is refused whole and the running one keeps serving. What
+//! fails to load or to build (file:line:key, an unset `*_env` variable, a source that cannot
+//! start, a dialog address that cannot be bound) is refused whole and the running one keeps serving. What
 //! cannot change without a restart (listener addresses, the database, push limits…) is named
 //! in the log as "restart needed" and otherwise ignored. Counted in
 //! `screenpop_config_reloads_total{result}` (`ok`, `refused`).

@@ -47,20 +47,20 @@ pub struct SipConfig {
     /// Most INVITE transactions held at once.
     #[serde(default = "default_max_transactions")]
     pub max_transactions: usize,
-    /// Most concurrent TCP connections; when full, a new one evicts the least useful (see
-    /// `listener`).
+    /// Most concurrent TCP connections per listener (each TLS listener has as many); when full,
+    /// a new one evicts the least useful (see `listener`).
     #[serde(
         default = "crate::listener::defaults::max_connections",
         deserialize_with = "positive"
     )]
     pub max_tcp_connections: usize,
-    /// Most concurrent TCP connections from one source address.
+    /// Most concurrent TCP connections from one source address (per listener, TLS too).
     #[serde(
         default = "crate::listener::defaults::max_connections_per_source",
         deserialize_with = "positive"
     )]
     pub max_tcp_connections_per_source: usize,
-    /// A TCP connection without traffic for this long is closed (PBXs keep theirs alive with
+    /// A TCP or TLS connection without traffic for this long is closed (PBXs keep theirs alive with
     /// CRLF pings). Never shorter than `ring_timeout` + 32 s: a longer-ringing INVITE's final
     /// response must find its connection open, so a shorter value is raised to that (see
     /// [`SipConfig::tcp_idle_timeout_in_force`]).

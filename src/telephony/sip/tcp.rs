@@ -139,7 +139,7 @@ async fn tls_connection(
 }
 
 /// One connection, TCP or TLS, until it closes, fails to frame, times out or is evicted.
-pub(crate) async fn connection<S>(
+async fn connection<S>(
     stream: S,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
