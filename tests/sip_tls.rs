@@ -204,7 +204,7 @@ async fn a_silent_client_is_closed_after_the_handshake_timeout_and_blocks_no_one
     let server = pki.server("server");
     let daemon = start_with(|s| {
         s.sip_tls_identity = Some(pki.identity(&server, false));
-        s.sip_tls_handshake_timeout = Duration::from_millis(700);
+        s.sip_tls_handshake_timeout = Duration::from_secs(2);
     })
     .await;
     let http = daemon.bound.http.expect("http");
@@ -220,7 +220,7 @@ async fn a_silent_client_is_closed_after_the_handshake_timeout_and_blocks_no_one
         .await;
     assert_eq!(pbx.expect().await.code, 100);
     assert!(
-        started.elapsed() < Duration::from_millis(700),
+        started.elapsed() < Duration::from_secs(2),
         "not held up by the silent client: {:?}",
         started.elapsed()
     );
