@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 sip: any,
                 hep: any,
                 http: any,
+                sip_tls: None,
             })?;
             settings.max_transactions = a.invites as usize + 1;
             settings.tracker.max_calls = a.invites as usize + 1;

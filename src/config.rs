@@ -156,6 +156,9 @@ impl Config {
             &mut config.directory.csv,
             &mut config.http.tls_cert,
             &mut config.http.tls_key,
+            &mut config.sip.tls_cert,
+            &mut config.sip.tls_key,
+            &mut config.sip.tls_client_ca,
         ] {
             if let Some(f) = file.as_mut()
                 && f.is_relative()
@@ -234,6 +237,22 @@ impl Config {
                 message: "tls_cert and tls_key go together: set both or neither".into(),
             });
         }
+        if let Err((field, message)) = config.sip.check() {
+            let line = text
+                .lines()
+                .position(|l| {
+                    l.trim_start()
+                        .strip_prefix("tls")
+                        .is_some_and(|r| r.trim_start().starts_with('='))
+                })
+                .map_or(1, |i| i + 1);
+            return Err(ConfigError::Invalid {
+                file: file.into(),
+                line,
+                key: format!("sip.{field}"),
+                message,
+            });
+        }
         check_intakes(&config, &at)?;
         if let Some(cluster) = &config.cluster {
             cluster.get_ref().check().map_err(|(field, message)| {
@@ -262,6 +281,7 @@ impl Config {
         }
         let listens = config.sip.udp.len()
             + config.sip.tcp.len()
+            + config.sip.tls.len()
             + config.hep.udp.len()
             + config.hep.tcp.len()
             + config.intakes.each().len()
@@ -272,7 +292,7 @@ impl Config {
                 line: 1,
                 key: "sip".into(),
                 message: format!(
-                    "no call source: set sip.udp, sip.tcp, hep.udp, hep.tcp, [[webhook.pbx]] or one of {}",
+                    "no call source: set sip.udp, sip.tcp, sip.tls, hep.udp, hep.tcp, [[webhook.pbx]] or one of {}",
                     crate::telephony::intake::Sections::TABLES
                         .iter()
                         .map(|t| format!("[[{t}]]"))
@@ -465,6 +485,11 @@ mod tests {
             .replace("name = \"b\"", "name = \"a\"")
             .replace("timout = \"1s\"\n", ""));
         assert_eq!((line, key.as_str()), (10, "sources[1].name"));
+        // SIP over TLS needs its certificate and key, named by key at the `tls` line.
+        let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\ntls = [\"0.0.0.0:5061\"]\n");
+        assert_eq!((line, key.as_str()), (3, "sip.tls_cert"), "{msg}");
+        let (line, key, msg) = err("[sip]\ntls = [\"0.0.0.0:5061\"]\ntls_cert = \"sip.pem\"\n");
+        assert_eq!((line, key.as_str()), (2, "sip.tls_key"), "{msg}");
     }
 
     #[test]

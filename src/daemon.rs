@@ -33,6 +33,12 @@ pub struct Settings {
     pub sip_udp: Vec<SocketAddr>,
     /// SIP TCP addresses.
     pub sip_tcp: Vec<SocketAddr>,
+    /// SIP-over-TLS addresses.
+    pub sip_tls: Vec<SocketAddr>,
+    /// The SIP-over-TLS certificate (and client CA); required when `sip_tls` is not empty.
+    pub sip_tls_identity: Option<crate::tls_server::Identity>,
+    /// How long a SIP TLS client may take to finish its handshake.
+    pub sip_tls_handshake_timeout: Duration,
     /// SIP source allow-list.
     pub sip_allow: Allow,
     /// HEP UDP addresses.
@@ -49,7 +55,7 @@ pub struct Settings {
     pub ring_timeout: Duration,
     /// INVITE transaction cap.
     pub max_transactions: usize,
-    /// Connection budget of each SIP TCP listener.
+    /// Connection budget of each SIP TCP listener, and of each SIP TLS listener.
     pub sip_tcp_budget: crate::listener::Budget,
     /// Connection budget of each HEP TCP listener.
     pub hep_tcp_budget: crate::listener::Budget,
@@ -123,6 +129,8 @@ pub struct Bound {
     pub sip_udp: Vec<SocketAddr>,
     /// SIP over TCP.
     pub sip_tcp: Vec<SocketAddr>,
+    /// SIP over TLS.
+    pub sip_tls: Vec<SocketAddr>,
     /// HEP over UDP.
     pub hep_udp: Vec<SocketAddr>,
     /// HEP over TCP.
@@ -145,8 +153,10 @@ pub struct Daemon {
     pub journal: Arc<crate::calls::journal::Journal>,
     /// The SIP endpoint (for tests and embedding).
     pub endpoint: Arc<Endpoint>,
-    /// The TLS certificate in use, when HTTPS is on (reload with [`crate::web::tls::Tls::reload`]).
-    pub tls: Option<Arc<crate::web::tls::Tls>>,
+    /// The TLS certificate in use, when HTTPS is on (reloaded with the config).
+    pub tls: Option<Arc<crate::tls_server::ServerTls>>,
+    /// The SIP-over-TLS certificate in use, when there are SIP TLS listeners.
+    pub sip_tls: Option<Arc<crate::tls_server::ServerTls>>,
     /// Applies a changed config file (what SIGHUP does).
     pub reloader: Arc<crate::reload::Reloader>,
     cancel: CancellationToken,
@@ -225,6 +235,35 @@ impl Daemon {
                 settings.sip_tcp_budget,
                 cancel.child_token(),
             ));
+        }
+        let sip_tls = match (&settings.sip_tls_identity, settings.sip_tls.is_empty()) {
+            (_, true) => None,
+            (Some(identity), false) => Some(
+                crate::tls_server::ServerTls::new(identity.clone(), &[])
+                    .context("loading the SIP TLS certificate")?,
+            ),
+            (None, false) => anyhow::bail!(
+                "SIP over TLS needs a certificate and key (sip.tls_cert, sip.tls_key)"
+            ),
+        };
+        if let Some(tls) = &sip_tls {
+            for addr in &settings.sip_tls {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding SIP TLS {addr}"))?;
+                bound.sip_tls.push(listener.local_addr()?);
+                tasks.spawn(sip::tcp::serve_tls(
+                    listener,
+                    endpoint.clone(),
+                    settings.sip_allow.clone(),
+                    settings.sip_tcp_budget,
+                    sip::tcp::TlsSettings {
+                        tls: tls.clone(),
+                        handshake_timeout: settings.sip_tls_handshake_timeout,
+                    },
+                    cancel.child_token(),
+                ));
+            }
         }
         let (udp, tcp) = bind_listeners(&settings.hep_udp, &settings.hep_tcp, "HEP").await?;
         for socket in udp {
@@ -347,9 +386,18 @@ impl Daemon {
         );
         app = app.merge(crate::telephony::webhook::router(webhook.clone()));
         let tls = match &settings.tls {
-            Some((cert, key)) => Some(crate::web::tls::Tls::load(cert.clone(), key.clone())?),
+            Some((cert, key)) => Some(crate::tls_server::ServerTls::load(
+                cert.clone(),
+                key.clone(),
+                &[b"http/1.1"],
+            )?),
             None => None,
         };
+        let certificates = tls
+            .iter()
+            .map(|t| ("http", t.clone()))
+            .chain(sip_tls.iter().map(|t| (sip::tcp::TLS_LISTENER, t.clone())))
+            .collect();
         let reloader = Arc::new(crate::reload::Reloader::new(
             settings.config_file.take(),
             settings.agents.clone(),
@@ -357,7 +405,7 @@ impl Daemon {
             settings.push.session.page.clone(),
             webhook,
             (settings.sip_allow.clone(), settings.hep_allow.clone()),
-            tls.clone(),
+            certificates,
             settings.log_filter.clone(),
             settings.history.clone(),
             crate::reload::IntakeContext {
@@ -416,6 +464,7 @@ impl Daemon {
             journal,
             endpoint,
             tls,
+            sip_tls,
             reloader,
             cancel,
             tasks,
@@ -609,6 +658,9 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
         picks: Vec::new(),
         sip_udp: config.sip.udp.clone(),
         sip_tcp: config.sip.tcp.clone(),
+        sip_tls: config.sip.tls.clone(),
+        sip_tls_identity: config.sip.tls_identity(),
+        sip_tls_handshake_timeout: config.sip.tls_handshake_timeout,
         sip_allow: Allow::new(config.sip.allow.iter().copied()),
         hep_udp: config.hep.udp.clone(),
         hep_tcp: config.hep.tcp.clone(),

@@ -60,5 +60,7 @@ mod serde_ext;
 mod throttle;
 /// RFC 3339 timestamps.
 mod time;
-/// TLS for outgoing connections (AMI over TLS, HTTP sources).
+/// TLS for outgoing connections (AMI over TLS, HTTP sources, `screenpop call --tls`).
 mod tls_client;
+/// TLS for the listeners (HTTPS/WSS, SIP over TLS): certificates, client CA, reload.
+pub mod tls_server;

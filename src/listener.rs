@@ -23,7 +23,7 @@
 //! Accept errors (`EMFILE`, `ENFILE`, `ENOBUFS`…) back off exponentially from 10 ms to 1 s and
 //! log one warning per interval with the count held back.
 //!
-//! Metrics, labelled `listener` (`sip`, `hep`, `http`):
+//! Metrics, labelled `listener` (`sip`, `sip_tls`, `hep`, `http`):
 //! - `screenpop_connections` (gauge): open connections;
 //! - `screenpop_connections_evicted_total{reason}`: `unproven`, `idle`;
 //! - `screenpop_connections_refused_total{reason}`: `connection_limit`, `source_limit`

@@ -55,6 +55,9 @@ enum Command {
         /// HTTP address (agent page, API, metrics), IP:PORT.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: SocketAddr,
+        /// SIP-over-TLS address, IP:PORT, with a self-signed certificate made at start-up.
+        #[arg(long, default_value = "127.0.0.1:5061")]
+        sip_tls: SocketAddr,
     },
     /// Send one real SIP INVITE to screenpop (then CANCEL or BYE) to check the wiring.
     Call {
@@ -71,8 +74,27 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
         /// Use TCP instead of UDP.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tls")]
         tcp: bool,
+        /// Use TLS (SIP over TLS, RFC 3261 §26); `--sip` then names the TLS listener.
+        #[arg(long)]
+        tls: bool,
+        /// With --tls: trust the certificates in this PEM file (besides the public roots).
+        #[arg(long, requires = "tls")]
+        ca: Option<PathBuf>,
+        /// With --tls: take ANY server certificate, unchecked (for a demo's self-signed one).
+        /// The connection is encrypted, but to whoever answers.
+        #[arg(long, requires = "tls", conflicts_with = "ca")]
+        accept_self_signed: bool,
+        /// With --tls: the name the server's certificate must carry (default: the --sip IP).
+        #[arg(long, requires = "tls")]
+        server_name: Option<String>,
+        /// With --tls: a client certificate chain (PEM) to present, for mutual TLS.
+        #[arg(long, requires_all = ["tls", "key"])]
+        cert: Option<PathBuf>,
+        /// With --tls: the key of --cert (PEM).
+        #[arg(long, requires_all = ["tls", "cert"])]
+        key: Option<PathBuf>,
         /// How long to let it ring, e.g. 3s.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         hold: Duration,
@@ -307,8 +329,18 @@ fn main() -> ExitCode {
             serve(settings, None, pid_file).await
         }),
         Command::Reload { config, pid_file } => reload(&config, pid_file.or_else(default_pid_file)),
-        Command::Demo { sip, hep, http } => runtime(async move {
-            let settings = demo::settings(demo::DemoAddrs { sip, hep, http })?;
+        Command::Demo {
+            sip,
+            hep,
+            http,
+            sip_tls,
+        } => runtime(async move {
+            let settings = demo::settings(demo::DemoAddrs {
+                sip,
+                hep,
+                http,
+                sip_tls: Some(sip_tls),
+            })?;
             serve(settings, Some(()), None).await
         }),
         Command::Call {
@@ -317,6 +349,12 @@ fn main() -> ExitCode {
             display,
             sip,
             tcp,
+            tls,
+            ca,
+            accept_self_signed,
+            server_name,
+            cert,
+            key,
             hold,
             bye,
             answered_elsewhere,
@@ -326,9 +364,19 @@ fn main() -> ExitCode {
                 (_, true) => uac::Ending::AnsweredElsewhere,
                 _ => uac::Ending::Cancel,
             };
+            let transport = match (tcp, tls) {
+                (_, true) => uac::CallTransport::Tls(uac::TlsOptions {
+                    ca,
+                    accept_self_signed,
+                    server_name,
+                    identity: cert.zip(key),
+                }),
+                (true, false) => uac::CallTransport::Tcp,
+                (false, false) => uac::CallTransport::Udp,
+            };
             let call = uac::TestCall {
                 target: sip,
-                tcp,
+                transport,
                 to,
                 from,
                 display,
@@ -507,7 +555,16 @@ async fn serve(
         .map(|c| format!("  {}", c.describe()))
         .collect();
     let webhook = !settings.intakes.webhook.pbx.is_empty();
-    let running = daemon::Daemon::start(settings).await?;
+    let running = match daemon::Daemon::start(settings).await {
+        Ok(running) => running,
+        Err(error) if demo.is_some() => {
+            return Err(error.context(
+                "the demo could not start (is another program on one of its ports? \
+                 choose others with --sip, --sip-tls, --hep, --http; port 0 picks a free one)",
+            ));
+        }
+        Err(error) => return Err(error),
+    };
     let b = &running.bound;
     let list = |v: &[SocketAddr]| {
         v.iter()
@@ -517,7 +574,21 @@ async fn serve(
     };
     let http = b.http.map(|h| h.to_string()).unwrap_or_default();
     println!("screenpop {} listening", env!("CARGO_PKG_VERSION"));
-    println!("  SIP  udp {}  tcp {}", list(&b.sip_udp), list(&b.sip_tcp));
+    if b.sip_tls.is_empty() {
+        println!("  SIP  udp {}  tcp {}", list(&b.sip_udp), list(&b.sip_tcp));
+    } else {
+        let mutual = if running.sip_tls.as_ref().is_some_and(|t| t.mutual()) {
+            "  (client certificates required)"
+        } else {
+            ""
+        };
+        println!(
+            "  SIP  udp {}  tcp {}  tls {}{mutual}",
+            list(&b.sip_udp),
+            list(&b.sip_tcp),
+            list(&b.sip_tls)
+        );
+    }
     println!("  HEP  udp {}  tcp {}", list(&b.hep_udp), list(&b.hep_tcp));
     println!("  HTTP {http}  (health: /healthz, metrics: /metrics)");
     for line in &cti {
@@ -545,6 +616,14 @@ async fn serve(
         println!(
             "  {exe} call --to 1001 --from +14155550100 --display \"Acme Front Desk\" --sip {sip} --hold 10s"
         );
+        if let Some(tls) = b.sip_tls.first() {
+            println!(
+                "Or over SIP over TLS (the demo's certificate is self-signed, made at start-up):"
+            );
+            println!(
+                "  {exe} call --tls --accept-self-signed --to 1001 --from +14155550100 --sip {tls} --hold 10s"
+            );
+        }
         println!("See it as alice:");
         println!("  curl -s -H 'Authorization: Bearer alice-demo-token' http://{http}/api/calls");
     }

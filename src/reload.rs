@@ -5,9 +5,10 @@
 //! data sources and composition (the next pop uses them), `[page]` (every session gets a fresh
 //! `ready`), webhook PBXs and secrets, the SIP and HEP allow-lists, AMI/ESL/dialog peers (added
 //! ones connect, removed ones disconnect, changed ones reconnect; unchanged ones are left
-//! alone), `[log] level` and `pii`, and the TLS certificate. A config that fails to load or to
-//! build (file:line:key, an unset `*_env` variable, a source that cannot start, a dialog
-//! address that cannot be bound) is refused whole and the running one keeps serving. What
+//! alone), `[log] level` and `pii`, and the TLS certificates (HTTPS and SIP over TLS, with the
+//! SIP client-CA bundle: re-read from the same files; new connections get them). A config that
+//! fails to load or to build (file:line:key, an unset `*_env` variable, a source that cannot
+//! start, a dialog address that cannot be bound) is refused whole and the running one keeps serving. What
 //! cannot change without a restart (listener addresses, the database, push limits…) is named
 //! in the log as "restart needed" and otherwise ignored. Counted in
 //! `screenpop_config_reloads_total{result}` (`ok`, `refused`).
@@ -74,7 +75,8 @@ pub struct Reloader {
     pub(crate) webhook: Arc<crate::telephony::webhook::Webhook>,
     pub(crate) sip_allow: Allow,
     pub(crate) hep_allow: Allow,
-    pub(crate) tls: Option<Arc<crate::web::tls::Tls>>,
+    /// The listeners' certificates, by listener (`http`, `sip_tls`).
+    pub(crate) certificates: Vec<(&'static str, Arc<crate::tls_server::ServerTls>)>,
     pub(crate) log_filter: Option<LogFilter>,
     /// Where a rebuilt composer's history reads from.
     pub(crate) history: Option<Arc<crate::calls::history::Store>>,
@@ -101,7 +103,7 @@ impl Reloader {
         page: Arc<tokio::sync::watch::Sender<Arc<PageSettings>>>,
         webhook: Arc<crate::telephony::webhook::Webhook>,
         (sip_allow, hep_allow): (Allow, Allow),
-        tls: Option<Arc<crate::web::tls::Tls>>,
+        certificates: Vec<(&'static str, Arc<crate::tls_server::ServerTls>)>,
         log_filter: Option<LogFilter>,
         history: Option<Arc<crate::calls::history::Store>>,
         intakes: IntakeContext,
@@ -116,7 +118,7 @@ impl Reloader {
             webhook,
             sip_allow,
             hep_allow,
-            tls,
+            certificates,
             log_filter,
             history,
             intakes,
@@ -157,19 +159,19 @@ impl Reloader {
         Ok(bound)
     }
 
-    /// Re-reads the config file and applies it (see the module docs); the TLS certificate is
-    /// re-read too. Without a config file (the demo), only the certificate.
+    /// Re-reads the config file and applies it (see the module docs); the TLS certificates are
+    /// re-read too. Without a config file (the demo), only the certificates.
     pub async fn reload(&self) -> Result<Report, ReloadError> {
         let _one = self.busy.lock().await;
         let mut report = Report::default();
-        if let Some(tls) = &self.tls {
+        for (listener, tls) in &self.certificates {
             match tls.reload() {
                 Ok(()) => {
-                    tracing::info!("TLS certificate reloaded.");
-                    report.applied.push("tls certificate".into());
+                    tracing::info!(listener, "TLS certificate reloaded.");
+                    report.applied.push(format!("{listener} tls certificate"));
                 }
                 Err(error) => {
-                    tracing::error!(%error, "TLS reload failed; keeping the previous certificate.")
+                    tracing::error!(listener, %error, "TLS reload failed; keeping the previous certificate.")
                 }
             }
         }
@@ -346,9 +348,13 @@ fn restart_needed(old: Option<&Config>, new: &Config) -> Vec<&'static str> {
     let sections: [Section; 9] = [
         ("[sip] listeners and timers", |c| {
             format!(
-                "{:?}{:?}{:?}{:?}{:?}{:?}",
+                "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
                 c.sip.udp,
                 c.sip.tcp,
+                c.sip.tls,
+                // The files' contents are reloaded; other files need a restart.
+                c.sip.tls_identity(),
+                c.sip.tls_handshake_timeout,
                 c.sip.ring_timeout,
                 c.sip.max_transactions,
                 c.sip.max_tcp_connections,

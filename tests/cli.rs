@@ -1,5 +1,6 @@
-//! The `screenpop` binary as IT uses it: `demo` on free ports, `call` against it, the agent API,
-//! `check-config` errors naming file, line and key, and a graceful exit on SIGTERM.
+//! The `screenpop` binary as IT uses it: `demo` on free ports, `call` against it (over TCP, and
+//! over TLS as the demo prints it), the agent API, `check-config` errors naming file, line and
+//! key, a busy demo port named, and a graceful exit on SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -47,6 +48,8 @@ fn demo_call_api_and_sigterm() {
             "--hep",
             "127.0.0.1:0",
             "--http",
+            "127.0.0.1:0",
+            "--sip-tls",
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
@@ -119,6 +122,71 @@ fn demo_call_api_and_sigterm() {
         "{printed}"
     );
 
+    // Over TLS, as printed (the demo's certificate is self-signed: accepted explicitly).
+    let tls_line = lines
+        .iter()
+        .find(|l| l.contains(" call --tls --accept-self-signed "))
+        .expect("TLS call command printed");
+    let tls_sip = tls_line
+        .split("--sip ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("TLS sip addr")
+        .to_owned();
+    let args: Vec<String> = tls_line
+        .split_whitespace()
+        .skip(1)
+        .map(|a| {
+            if a == "10s" {
+                "1500ms".into()
+            } else {
+                a.into()
+            }
+        })
+        .collect();
+    let tls_caller = std::thread::spawn(move || Command::new(BIN).args(&args).output());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let body = get(&http, "/api/calls", "alice-demo-token");
+        if body.contains("Acme Corporation") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = tls_caller.join().expect("join").expect("call runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("100 Trying") && printed.contains("487 Request Terminated"),
+        "{printed}"
+    );
+    let call_id = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("Call-ID "))
+        .expect("Call-ID printed")
+        .to_owned();
+    assert!(
+        seen.contains("Acme Corporation"),
+        "alice sees the TLS pop ({call_id}): {seen}"
+    );
+    // Without --accept-self-signed the demo's certificate is not trusted, and the error says
+    // what to do.
+    let refused = Command::new(BIN)
+        .args(["call", "--tls", "--to", "1001", "--from", "+14155550100"])
+        .args(["--sip", &tls_sip])
+        .output()
+        .expect("call runs");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("TLS handshake") && said.contains("--accept-self-signed"),
+        "{said}"
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &demo.id().to_string()])
         .status()
@@ -133,6 +201,33 @@ fn demo_call_api_and_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+}
+
+#[test]
+fn a_busy_demo_port_is_named() {
+    // Held for the test: the demo's SIP-over-TLS port is taken.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--sip",
+            "127.0.0.1:0",
+            "--hep",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--sip-tls",
+            &port,
+        ])
+        .output()
+        .expect("demo runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("binding SIP TLS {port}")) && said.contains("--sip-tls"),
+        "{said}"
+    );
 }
 
 #[test]

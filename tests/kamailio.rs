@@ -8,7 +8,9 @@
 //! - HEP: Kamailio's `siptrace` mirrors every message as received and as sent (HEPv3 with an
 //!   auth key) to screenpop's HEP listener.
 //! - Parallel fork: Kamailio forks each INVITE to the phone and to screenpop's SIP listener
-//!   (`append_branch`), and cancels screenpop's branch when the phone answers.
+//!   (`append_branch`), and cancels screenpop's branch when the phone answers; also over TLS
+//!   (Kamailio's `tls` module, `transport=tls`), with mutual TLS: Kamailio checks screenpop's
+//!   certificate against the test CA and presents a client certificate of that CA.
 //!
 //! Each test skips itself when the tools are missing, except under CI (see `support::peers`).
 
@@ -496,6 +498,91 @@ async fn kamailio_forks_calls_to_screenpop_which_never_answers_them() {
             - metric(http, "screenpop_sip_messages_total", "method=\"CANCEL\"").await,
         0.0,
         "every 200 screenpop sent answered a CANCEL, none an INVITE"
+    );
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn kamailio_forks_calls_to_screenpop_over_mutual_tls() {
+    let tools = peers::tools();
+    let dir = RunDir::new("fork-tls");
+    let pki = support::certs::Pki::new("kamailio");
+    let server = pki.server("screenpop");
+    let client = pki.client("kamailio", "kamailio.pbx.test");
+    let daemon = start_with(|s| s.sip_tls_identity = Some(pki.identity(&server, true))).await;
+    let http = daemon.bound.http.expect("http");
+    let before = metric(
+        http,
+        "screenpop_sip_messages_total",
+        "transport=\"tls\",method=\"INVITE\"",
+    )
+    .await;
+    let (_phone, phone_port) = phone(&tools, &dir, 2).await;
+    let kamailio = Kamailio::start(
+        &tools,
+        phone_port,
+        Role::ForkTls {
+            screenpop: daemon.bound.sip_tls[0],
+            cert: client.cert.clone(),
+            key: client.key.clone(),
+            ca: pki.ca.clone(),
+        },
+    )
+    .await;
+    let mut rx = daemon.calls.subscribe();
+
+    // Answered at the phone: screenpop's TLS branch is cancelled with cause=200.
+    let uac = call(
+        &tools,
+        &dir,
+        "call-answered.xml",
+        "1001",
+        "+14155550100",
+        "Acme Front Desk",
+        kamailio.addr,
+    );
+    let pop = ringing(&mut rx, "1001").await;
+    assert_eq!(pop.call.intake, Intake::SIP);
+    assert_eq!(pop.call.caller_number.as_deref(), Some("+14155550100"));
+    assert_eq!(
+        next_for(&mut rx, &pop.call.id).await,
+        Change::Answered { by: None },
+        "CANCEL with Reason cause=200 over TLS: answered at the phone"
+    );
+    done(uac).await;
+
+    // The caller gives up: Kamailio cancels both branches, the same TLS connection carrying it.
+    let uac = call(
+        &tools,
+        &dir,
+        "call-cancelled.xml",
+        "1002",
+        "+13125550142",
+        "Globex",
+        kamailio.addr,
+    );
+    let pop = ringing(&mut rx, "1002").await;
+    assert_eq!(
+        next_for(&mut rx, &pop.call.id).await,
+        Change::Ended {
+            reason: EndReason::Cancelled
+        }
+    );
+    done(uac).await;
+    assert_eq!(
+        metric(
+            http,
+            "screenpop_sip_messages_total",
+            "transport=\"tls\",method=\"INVITE\""
+        )
+        .await
+            - before,
+        2.0,
+        "both INVITEs came over TLS"
+    );
+    assert!(
+        metric(http, "screenpop_connections", "listener=\"sip_tls\"").await >= 1.0,
+        "Kamailio keeps its TLS connection open"
     );
     assert!(daemon.stop().await);
 }

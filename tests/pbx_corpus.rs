@@ -1,8 +1,8 @@
 //! Realistic PBX INVITEs (`tests/corpus/pbx/`, see its README for what each imitates) with the
 //! identity a correct parser must extract: caller number, display, source, withheld, ringing
 //! extension and originally dialled number. Checked at the scanner level and through the real
-//! daemon over UDP, TCP and HEP (over TLS in `tests/sip_tls.rs`): every one pops, whatever it
-//! requires (`100rel`, `precondition`), carries (ISUP, vendor XML) or accepts.
+//! daemon over UDP, TCP, TLS and HEP: every one pops, whatever it requires (`100rel`,
+//! `precondition`), carries (ISUP, vendor XML) or accepts.
 
 mod support;
 
@@ -87,14 +87,30 @@ fn identity_of_every_invite() {
 enum Via {
     Udp,
     Tcp,
+    Tls,
     Hep,
 }
 
+/// Sends one corpus INVITE on a PBX's connection and expects its 100 Trying back on it.
+async fn trying_on<S>(peer: &mut StreamPeer<S>, bytes: &[u8], file: &str, via: Via)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    peer.send(bytes).await;
+    let trying = peer
+        .recv(Duration::from_secs(3))
+        .await
+        .unwrap_or_else(|| panic!("{file}: no answer over {via:?}"));
+    assert_eq!(trying.code, 100, "{file}: {}", trying.raw);
+}
+
 /// Sends every corpus INVITE over `via` and checks that each pops at its extension with the
-/// right identity, whatever it requires, carries or accepts. Over UDP and TCP the daemon must
-/// answer 100 Trying; a HEP capture agent gets nothing back.
+/// right identity, whatever it requires, carries or accepts. Over UDP, TCP and TLS the daemon
+/// must answer 100 Trying; a HEP capture agent gets nothing back.
 async fn every_invite_pops(via: Via) {
-    let daemon = start().await;
+    let pki = support::certs::Pki::new("corpus");
+    let server = pki.server("server");
+    let daemon = start_with(|s| s.sip_tls_identity = Some(pki.identity(&server, false))).await;
     let mut updates = daemon.calls.subscribe();
     let hep_socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
         .await
@@ -102,6 +118,14 @@ async fn every_invite_pops(via: Via) {
     // A PBX keeps one connection open for all its calls.
     let mut tcp = match via {
         Via::Tcp => Some(TcpPeer::connect(daemon.bound.sip_tcp[0]).await),
+        _ => None,
+    };
+    let mut tls = match via {
+        Via::Tls => Some(
+            TlsPeer::connect_tls(daemon.bound.sip_tls[0], pki.client_config(None))
+                .await
+                .expect("handshake"),
+        ),
         _ => None,
     };
     for (case, bytes) in cases() {
@@ -116,13 +140,10 @@ async fn every_invite_pops(via: Via) {
                 assert_eq!(trying.code, 100, "{}: {}", case.file, trying.raw);
             }
             Via::Tcp => {
-                let peer = tcp.as_mut().expect("connected");
-                peer.send(&bytes).await;
-                let trying = peer
-                    .recv(Duration::from_secs(3))
-                    .await
-                    .unwrap_or_else(|| panic!("{}: no answer over TCP", case.file));
-                assert_eq!(trying.code, 100, "{}: {}", case.file, trying.raw);
+                trying_on(tcp.as_mut().expect("connected"), &bytes, &case.file, via).await;
+            }
+            Via::Tls => {
+                trying_on(tls.as_mut().expect("connected"), &bytes, &case.file, via).await;
             }
             Via::Hep => {
                 let packet = screenpop::telephony::hep::encode(
@@ -195,6 +216,11 @@ async fn every_invite_pops_through_the_daemon_over_udp() {
 #[tokio::test]
 async fn every_invite_pops_through_the_daemon_over_tcp() {
     every_invite_pops(Via::Tcp).await;
+}
+
+#[tokio::test]
+async fn every_invite_pops_through_the_daemon_over_tls() {
+    every_invite_pops(Via::Tls).await;
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use screenpop::calls::{CallState, Change, EndReason};
 use screenpop::resolve::Resolution;
-use screenpop::telephony::uac::{self, Ending, TestCall};
+use screenpop::telephony::uac::{self, CallTransport, Ending, TestCall};
 use support::*;
 
 #[tokio::test]
@@ -315,7 +315,11 @@ async fn answered_elsewhere_and_bye_and_the_call_tool_over_udp_and_tcp() {
     assert_eq!(daemon.bound.sip_tcp[0], sip, "one address for UDP and TCP");
     let call = |tcp, ending| TestCall {
         target: sip,
-        tcp,
+        transport: if tcp {
+            CallTransport::Tcp
+        } else {
+            CallTransport::Udp
+        },
         to: "1001".into(),
         from: "(415) 555-0100".into(),
         display: Some("Acme \"HQ\"".into()),

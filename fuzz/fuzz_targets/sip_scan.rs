@@ -1,11 +1,12 @@
 //! Fuzzes the SIP scanner and everything that reads a scanned request from the network:
-//! `scan` (datagram and stream), `frame`, `check::request`, `identity::caller`, `dialled` and
+//! `scan` (datagram, TCP stream and TLS stream), `frame`, `check::request`, `identity::caller`, `dialled` and
 //! `Target::of`, `Message::fields` and `reply::build`.
 //!
 //! Invariants checked (beyond "never panics, never hangs, never leaks"):
 //! - `frame` returning `Frame::Message(n)` / `Frame::Skip { len, .. }` stays inside the buffer
 //!   and is never empty (`0 < n <= data.len()`), or the TCP listener would spin;
-//! - (a message cut by `frame` is scanned again on the stream transport, as the TCP listener does);
+//! - (a message cut by `frame` is scanned again on the stream transports, as the TCP and TLS
+//!   listeners do: SIP over TLS is framed by the same `frame` once decrypted);
 //! - a 400 built from any scanned request starts with `SIP/2.0 400 ` and ends with `\r\n\r\n`;
 //! - feature `strict-reply` (on by default): every CR or LF in that reply is part of a CRLF, so
 //!   nothing copied from the request can start a new line for a peer that splits on CR or LF
@@ -72,6 +73,7 @@ fn exercise(data: &[u8], transport: Transport) {
 fuzz_target!(|data: &[u8]| {
     exercise(data, Transport::Datagram);
     exercise(data, Transport::Stream);
+    exercise(data, Transport::Tls);
     match scan::frame(data) {
         Ok(Frame::Message(n)) => {
             // n == 0 would make the TCP listener loop forever on the same bytes.
@@ -80,8 +82,9 @@ fuzz_target!(|data: &[u8]| {
                 "Frame::Message({n}) outside a {}-byte buffer",
                 data.len()
             );
-            // A framed message is whole: scan it as the TCP listener would.
+            // A framed message is whole: scan it as the TCP and TLS listeners would.
             exercise(&data[..n], Transport::Stream);
+            exercise(&data[..n], Transport::Tls);
         }
         Ok(Frame::Skip { len, .. }) => {
             assert!(

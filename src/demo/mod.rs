@@ -6,7 +6,10 @@
 //! (national format, so a call from `+14155550100` exercises the normalisation); and three
 //! profile sources, `balance`, `purchases` and `credit` (credit for the `credit` role only),
 //! served by the CSV adapter from data generated for every customer (`data`) through the same
-//! composer as a real site. Listeners accept loopback sources only.
+//! composer as a real site. Listeners accept loopback sources only. SIP over TLS uses a
+//! self-signed certificate made at start-up for `localhost` and `127.0.0.1`: nothing to
+//! configure, and nothing a real client should trust (`screenpop call --tls
+//! --accept-self-signed` says so explicitly).
 
 pub mod data;
 pub mod db;
@@ -159,6 +162,8 @@ pub struct DemoAddrs {
     pub hep: SocketAddr,
     /// HTTP.
     pub http: SocketAddr,
+    /// SIP over TLS, if at all.
+    pub sip_tls: Option<SocketAddr>,
 }
 
 impl Default for DemoAddrs {
@@ -167,8 +172,28 @@ impl Default for DemoAddrs {
             sip: SocketAddr::from(([127, 0, 0, 1], 5060)),
             hep: SocketAddr::from(([127, 0, 0, 1], 9060)),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sip_tls: Some(SocketAddr::from(([127, 0, 0, 1], 5061))),
         }
     }
+}
+
+/// A self-signed certificate for `localhost`, `127.0.0.1`, `::1` and `listen`'s address (when
+/// it names one), made now.
+pub fn self_signed(listen: SocketAddr) -> anyhow::Result<crate::tls_server::Identity> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let ip = listen.ip().to_string();
+    if !listen.ip().is_unspecified() && !names.contains(&ip) {
+        names.push(ip);
+    }
+    let made = rcgen::generate_simple_self_signed(names)?;
+    Ok(crate::tls_server::Identity::Generated {
+        cert_pem: made.cert.pem(),
+        key_pem: made.signing_key.serialize_pem(),
+    })
 }
 
 /// Settings for the demo daemon.
@@ -219,5 +244,9 @@ pub fn settings(addrs: DemoAddrs) -> anyhow::Result<Settings> {
         None => composer,
     };
     settings.composer = Some(Arc::new(composer));
+    if let Some(tls) = addrs.sip_tls {
+        settings.sip_tls = vec![tls];
+        settings.sip_tls_identity = Some(self_signed(tls)?);
+    }
     Ok(settings)
 }

@@ -3,15 +3,19 @@
 //! uses so IT can check the wiring, and what the tests use as a real SIP peer.
 //!
 //! It speaks just enough RFC 3261 for that: UDP retransmits of the INVITE until a provisional
-//! arrives (Timer A, T1 doubling), ACK for the non-2xx final [§17.1.1.3], TCP framing by
-//! Content-Length.
+//! arrives (Timer A, T1 doubling), ACK for the non-2xx final [§17.1.1.3], TCP and TLS framing
+//! by Content-Length. Over TLS [§26] the Via transport is `TLS` and the server's certificate is
+//! checked against the WebPKI roots and a given CA, unless the caller explicitly accepts any
+//! certificate (a demo's self-signed one); a client certificate can be presented (mutual TLS).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 
@@ -28,13 +32,49 @@ pub enum Ending {
     Bye,
 }
 
+/// What the call travels over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CallTransport {
+    /// UDP.
+    #[default]
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls(TlsOptions),
+}
+
+impl CallTransport {
+    /// The Via transport token.
+    fn token(&self) -> &'static str {
+        match self {
+            CallTransport::Udp => "UDP",
+            CallTransport::Tcp => "TCP",
+            CallTransport::Tls(_) => "TLS",
+        }
+    }
+}
+
+/// How a TLS call checks the server and proves itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// Trust anchors (PEM), besides the WebPKI roots.
+    pub ca: Option<PathBuf>,
+    /// Take any server certificate without checking it (a demo's self-signed one).
+    pub accept_self_signed: bool,
+    /// The name the certificate must carry; default: the target's IP address.
+    pub server_name: Option<String>,
+    /// A client certificate chain and its key (PEM files), for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
 /// One test call.
 #[derive(Debug, Clone)]
 pub struct TestCall {
     /// Where to send it.
     pub target: SocketAddr,
-    /// Over TCP instead of UDP.
-    pub tcp: bool,
+    /// UDP, TCP or TLS.
+    pub transport: CallTransport,
     /// The extension to ring (Request-URI user).
     pub to: String,
     /// The caller's number (From and P-Asserted-Identity user).
@@ -67,18 +107,38 @@ pub enum UacError {
         "no response to the INVITE from {0} within 4 s: is screenpop listening there, and is this host allowed?"
     )]
     NoResponse(SocketAddr),
+    /// The TLS settings cannot be used (a CA or client-certificate file, the server name).
+    #[error("tls: {0}")]
+    TlsSettings(String),
+    /// The TLS handshake failed (an untrusted certificate, a refused client certificate…).
+    #[error("TLS handshake with {target} failed: {reason}{hint}")]
+    Handshake {
+        /// Where.
+        target: SocketAddr,
+        /// Why.
+        reason: std::io::Error,
+        /// What to try, for an untrusted certificate.
+        hint: &'static str,
+    },
 }
+
+/// A byte stream the call can run over: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 enum Conn {
     Udp(UdpSocket),
-    Tcp(TcpStream, BytesMut),
+    Stream(Box<dyn Stream>, BytesMut),
 }
 
 impl Conn {
     async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
             Conn::Udp(s) => s.send(bytes).await.map(|_| ()),
-            Conn::Tcp(s, _) => s.write_all(bytes).await,
+            Conn::Stream(s, _) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
         }
     }
 
@@ -90,7 +150,7 @@ impl Conn {
                 buf.truncate(n);
                 Some(buf)
             }
-            Conn::Tcp(s, buf) => loop {
+            Conn::Stream(s, buf) => loop {
                 match frame(buf) {
                     Ok(Frame::Message(n)) => return Some(buf.split_to(n).to_vec()),
                     Ok(Frame::Skip { len, .. }) => buf.advance(len),
@@ -107,12 +167,74 @@ impl Conn {
     }
 }
 
+/// The rustls client config and server name for `options`.
+fn tls_client(
+    options: &TlsOptions,
+    target: SocketAddr,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    ),
+    UacError,
+> {
+    use crate::tls_client::{Verify, client_config_with};
+    let verify = if options.accept_self_signed {
+        Verify::AcceptAnyCertificate
+    } else {
+        Verify::Roots(options.ca.clone())
+    };
+    let identity = options
+        .identity
+        .as_ref()
+        .map(|(c, k)| (c.as_path(), k.as_path()));
+    let config =
+        client_config_with(&verify, identity).map_err(|e| UacError::TlsSettings(e.to_string()))?;
+    let name = match &options.server_name {
+        Some(name) => rustls_pki_types::ServerName::try_from(name.clone())
+            .map_err(|e| UacError::TlsSettings(format!("server name `{name}`: {e}")))?,
+        None => rustls_pki_types::ServerName::IpAddress(target.ip().into()),
+    };
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+}
+
+/// What to try when the server's certificate was not trusted.
+fn handshake_hint(reason: &std::io::Error) -> &'static str {
+    let text = reason.to_string();
+    if text.contains("UnknownIssuer") {
+        " (trust its CA with --ca FILE; a demo's self-signed certificate needs --accept-self-signed)"
+    } else if text.contains("NotValidForName") {
+        " (name the certificate's host with --server-name)"
+    } else {
+        ""
+    }
+}
+
 /// Places the call and returns the responses seen.
 pub async fn place(call: &TestCall) -> Result<Transcript, UacError> {
-    let mut conn = if call.tcp {
+    // Settings first: a bad file is reported before anything is sent.
+    let tls = match &call.transport {
+        CallTransport::Tls(options) => Some(tls_client(options, call.target)?),
+        _ => None,
+    };
+    let mut local = None;
+    let mut conn = if call.transport != CallTransport::Udp {
         let stream = TcpStream::connect(call.target).await?;
         stream.set_nodelay(true)?;
-        Conn::Tcp(stream, BytesMut::new())
+        local = Some(stream.local_addr()?);
+        let stream: Box<dyn Stream> = match tls {
+            Some((connector, name)) => {
+                Box::new(connector.connect(name, stream).await.map_err(|reason| {
+                    UacError::Handshake {
+                        target: call.target,
+                        hint: handshake_hint(&reason),
+                        reason,
+                    }
+                })?)
+            }
+            None => Box::new(stream),
+        };
+        Conn::Stream(stream, BytesMut::new())
     } else {
         let bind: SocketAddr = if call.target.is_ipv4() {
             "0.0.0.0:0"
@@ -125,10 +247,14 @@ pub async fn place(call: &TestCall) -> Result<Transcript, UacError> {
         socket.connect(call.target).await?;
         Conn::Udp(socket)
     };
-    let local = match &conn {
-        Conn::Udp(s) => s.local_addr()?,
-        Conn::Tcp(s, _) => s.local_addr()?,
+    let local = match (&conn, local) {
+        (Conn::Udp(s), _) => s.local_addr()?,
+        (Conn::Stream(..), Some(local)) => local,
+        (Conn::Stream(..), None) => {
+            return Err(UacError::Io(std::io::Error::other("no local address")));
+        }
     };
+    let reliable = call.transport != CallTransport::Udp;
     let ids = Ids::new();
     let mut transcript = Transcript {
         call_id: ids.call_id.clone(),
@@ -149,7 +275,7 @@ pub async fn place(call: &TestCall) -> Result<Transcript, UacError> {
         if Instant::now() >= give_up {
             return Err(UacError::NoResponse(call.target));
         }
-        if !call.tcp {
+        if !reliable {
             conn.send(&invite).await?;
             interval *= 2;
         }
@@ -172,7 +298,7 @@ pub async fn place(call: &TestCall) -> Result<Transcript, UacError> {
     let end = request(call, &ids, local, method, &branch, reason);
     conn.send(&end).await?;
     // Collect responses for a moment: 200 to CANCEL and 487 to the INVITE, or 481 to BYE.
-    let quiet = Instant::now() + Duration::from_millis(if call.tcp { 1500 } else { 1000 });
+    let quiet = Instant::now() + Duration::from_millis(if reliable { 1500 } else { 1000 });
     let mut acked = false;
     while let Some(bytes) = conn.recv(quiet).await {
         let final_to_invite = record(&bytes, &mut transcript);
@@ -252,7 +378,7 @@ fn request(
     branch: &str,
     reason: Option<&str>,
 ) -> Vec<u8> {
-    let transport = if call.tcp { "TCP" } else { "UDP" };
+    let transport = call.transport.token();
     let target = host(call.target);
     let display = call
         .display
@@ -303,7 +429,7 @@ fn request(
 }
 
 fn ack(call: &TestCall, ids: &Ids, local: SocketAddr, to: &str) -> Vec<u8> {
-    let transport = if call.tcp { "TCP" } else { "UDP" };
+    let transport = call.transport.token();
     format!(
         "ACK sip:{ext}@{target} SIP/2.0\r\nVia: SIP/2.0/{transport} {local};rport;branch={branch}\r\nMax-Forwards: 70\r\n\
          From: <sip:{from}@{local}>;tag={tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",

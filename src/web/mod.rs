@@ -12,7 +12,6 @@ pub(crate) mod journal;
 pub mod page;
 mod section;
 pub(crate) mod serve;
-pub(crate) mod tls;
 
 use axum::Router;
 use axum::extract::{Query, State};

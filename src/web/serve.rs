@@ -1,7 +1,7 @@
 //! The HTTP listener's connections, plain or TLS: hyper's HTTP/1.1 server behind
 //! [`crate::listener`]'s accept loop (global and per-address caps, eviction of connections
 //! that never finished a request). Owns the HTTP timeouts and how a connection ends; does not
-//! own the routes (`web::router`) or the certificate (`web::tls`).
+//! own the routes (`web::router`) or the certificate (`tls_server`).
 //!
 //! Every connection is in one of three phases, and each has its clock:
 //!
@@ -42,8 +42,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use super::tls::Tls;
 use crate::listener::{Budget, CLOSED, Conn, Tracked};
+use crate::tls_server::ServerTls;
 
 /// What the HTTP listener may spend, and how long a client may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +78,7 @@ impl Default for HttpLimits {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<Tls>>,
+    tls: Option<Arc<ServerTls>>,
     limits: HttpLimits,
     cancel: CancellationToken,
 ) {
@@ -103,7 +103,7 @@ async fn connection(
     peer: SocketAddr,
     conn: Conn,
     app: Router,
-    tls: Option<Arc<Tls>>,
+    tls: Option<Arc<ServerTls>>,
     limits: HttpLimits,
 ) {
     let exchange = Arc::new(Exchange::new());

@@ -16,6 +16,8 @@ pub struct Process {
     pub child: Child,
     /// Its SIP address (UDP), from the banner.
     pub sip: SocketAddr,
+    /// Its first SIP-over-TLS address, from the banner, if it has one.
+    pub sip_tls: Option<SocketAddr>,
     /// Its HTTP address, from the banner.
     pub http: SocketAddr,
     log: Arc<Mutex<String>>,
@@ -47,7 +49,7 @@ impl Process {
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let (mut sip, mut http) = (None, None);
+        let (mut sip, mut http, mut sip_tls) = (None, None, None);
         let mut line = String::new();
         while sip.is_none() || http.is_none() {
             line.clear();
@@ -55,7 +57,14 @@ impl Process {
             assert!(n > 0, "no banner; log:\n{}", log.lock().expect("log"));
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
-                ["SIP", "udp", addr, ..] => sip = addr.trim_end_matches(',').parse().ok(),
+                ["SIP", "udp", addr, rest @ ..] => {
+                    sip = addr.trim_end_matches(',').parse().ok();
+                    sip_tls = rest
+                        .iter()
+                        .skip_while(|w| **w != "tls")
+                        .nth(1)
+                        .and_then(|a| a.trim_end_matches(',').parse().ok());
+                }
                 ["HTTP", addr, ..] => http = addr.parse().ok(),
                 _ => {}
             }
@@ -65,6 +74,7 @@ impl Process {
         Process {
             child,
             sip: sip.expect("sip"),
+            sip_tls,
             http: http.expect("http"),
             log,
         }

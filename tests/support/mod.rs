@@ -5,11 +5,13 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod certs;
 pub mod nats;
 pub mod peers;
 pub mod pg;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,7 +19,7 @@ use screenpop::calls::{CallUpdate, Change};
 use screenpop::daemon::{Daemon, Settings};
 use screenpop::demo::{self, DemoAddrs};
 use screenpop::telephony::sip::scan::{Frame, Name, StartLine, Transport, frame, scan};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::broadcast;
 
@@ -28,6 +30,7 @@ pub fn settings() -> Settings {
         sip: any,
         hep: any,
         http: any,
+        sip_tls: Some(any),
     })
     .expect("demo settings")
 }
@@ -111,24 +114,70 @@ impl UdpPeer {
     }
 }
 
-/// A TCP SIP peer.
-pub struct TcpPeer {
-    pub stream: TcpStream,
+/// A SIP peer on a byte stream (TCP, or TLS over TCP): messages framed by Content-Length.
+pub struct StreamPeer<S = TcpStream> {
+    pub stream: S,
+    local: SocketAddr,
     buf: BytesMut,
 }
 
-impl TcpPeer {
+/// A TCP SIP peer.
+pub type TcpPeer = StreamPeer<TcpStream>;
+/// A SIP-over-TLS peer.
+pub type TlsPeer = StreamPeer<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl StreamPeer<TcpStream> {
     pub async fn connect(target: SocketAddr) -> Self {
         let stream = TcpStream::connect(target).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
-        TcpPeer {
+        StreamPeer {
+            local: stream.local_addr().expect("local"),
             stream,
             buf: BytesMut::new(),
         }
     }
+}
 
+impl TlsPeer {
+    /// Connects and completes the TLS handshake (the server checked as 127.0.0.1); the
+    /// handshake's error, if it fails. Under TLS 1.3 a client certificate the server refuses
+    /// fails the first read instead.
+    pub async fn connect_tls(
+        target: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(target).await?;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
+        let name = rustls_pki_types::ServerName::IpAddress(target.ip().into());
+        let stream = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_rustls::TlsConnector::from(config).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        Ok(StreamPeer {
+            stream,
+            local,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// The server's certificate (DER), as seen in the handshake.
+    pub fn server_certificate(&self) -> Vec<u8> {
+        self.stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> StreamPeer<S> {
     pub fn local(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local")
+        self.local
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -72,15 +72,17 @@ pub enum ReplyPath {
         /// The request's source.
         peer: SocketAddr,
     },
-    /// The TCP connection the request arrived on (its bounded writer queue).
-    Tcp(mpsc::Sender<Bytes>),
+    /// The TCP or TLS connection the request arrived on (its bounded writer queue): replies
+    /// go back on the same connection [RFC 3261 §18.2.2]; over TLS they are encrypted by the
+    /// connection's writer, nothing here differs.
+    Stream(mpsc::Sender<Bytes>),
 }
 
 impl ReplyPath {
     fn send(&self, bytes: Bytes) {
         let ok = match self {
             ReplyPath::Udp { socket, peer } => socket.try_send_to(&bytes, *peer).is_ok(),
-            ReplyPath::Tcp(tx) => tx.try_send(bytes).is_ok(),
+            ReplyPath::Stream(tx) => tx.try_send(bytes).is_ok(),
         };
         if !ok {
             metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "reply_not_sent")
@@ -89,7 +91,7 @@ impl ReplyPath {
     }
 
     fn reliable(&self) -> bool {
-        matches!(self, ReplyPath::Tcp(_))
+        matches!(self, ReplyPath::Stream(_))
     }
 }
 
@@ -205,8 +207,9 @@ impl Endpoint {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Takes one message from the network. Never panics, never blocks. Returns whether it was a
-    /// valid request (what proves a TCP connection to be a real peer's).
+    /// Takes one message from the network (`transport` says how it is framed and labels the
+    /// metrics). Never panics, never blocks. Returns whether it was a valid request (what proves
+    /// a TCP or TLS connection to be a real peer's).
     pub fn handle(
         &self,
         bytes: &[u8],
@@ -214,7 +217,7 @@ impl Endpoint {
         source: SocketAddr,
         path: &ReplyPath,
     ) -> bool {
-        let transport_label = if path.reliable() { "tcp" } else { "udp" };
+        let transport_label = transport.label();
         let msg = match scan(bytes, transport) {
             Ok(msg) => msg,
             Err(error) => {

@@ -1,5 +1,5 @@
 //! SIP as a parallel-fork target: scanning, identity, validation, replies, transactions and the
-//! UDP/TCP listeners.
+//! UDP, TCP and TLS listeners.
 //!
 //! Layout, in the order a datagram travels:
 //! - `scan`: zero-copy start line, header block, body and stream framing.
@@ -8,7 +8,7 @@
 //! - `identity`: caller, withheld, ringing extension, originally dialled number.
 //! - `reply`: building responses that go back where the request came from (RFC 3581 rport).
 //! - `endpoint`: the fork-target behaviour and the INVITE server transactions.
-//! - `udp`, `tcp`: the listeners.
+//! - `udp`, `tcp`: the listeners (`tcp` also serves SIP over TLS, on the decrypted stream).
 
 pub mod check;
 mod endpoint;

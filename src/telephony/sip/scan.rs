@@ -381,13 +381,27 @@ pub fn parse_decimal(value: &[u8], max: u64) -> Option<u64> {
     (n <= max).then_some(n)
 }
 
-/// How the body length is taken.
+/// What a message came over, which says how its body length is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// One message per datagram: Content-Length, if present, bounds the body.
+    /// One message per datagram (UDP): Content-Length, if present, bounds the body.
     Datagram,
-    /// A message framed by [`frame`]: Content-Length is present and exact.
+    /// A message framed by [`frame`] on a TCP connection: Content-Length is present and exact.
     Stream,
+    /// A message framed by [`frame`] on a TLS connection (RFC 3261 §26; Via transport `TLS`):
+    /// taken exactly as [`Transport::Stream`].
+    Tls,
+}
+
+impl Transport {
+    /// The `transport` label of the SIP metrics: `udp`, `tcp`, `tls`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Datagram => "udp",
+            Transport::Stream => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
 }
 
 /// Scans one whole message (a datagram, or a frame cut by [`frame`]).
@@ -443,7 +457,7 @@ pub fn scan(buf: &[u8], transport: Transport) -> Result<Message<'_>, SipError> {
         }
         (_, Some(n)) => &tail[..n],
         (Transport::Datagram, None) => tail,
-        (Transport::Stream, None) => {
+        (Transport::Stream | Transport::Tls, None) => {
             defect.get_or_insert(SipError::Malformed(
                 "Content-Length required on a stream transport",
             ));
@@ -672,6 +686,10 @@ v=0\n";
             b"xyz"
         );
         assert!(defect(&absent, Transport::Stream).is_some());
+        assert!(
+            defect(&absent, Transport::Tls).is_some(),
+            "TLS frames as TCP"
+        );
         let response = "SIP/2.0 200 OK\r\nContent-Length: 9\r\n\r\n";
         assert!(matches!(
             scan(response.as_bytes(), Transport::Datagram),

@@ -1,5 +1,14 @@
-//! The SIP TCP listener: messages framed by Content-Length [RFC 3261 §18.3], replies on the
-//! connection they came in on [§18.2.2].
+//! The SIP TCP and TLS listeners: messages framed by Content-Length [RFC 3261 §18.3], replies
+//! on the connection they came in on [§18.2.2].
+//!
+//! SIP over TLS [§26] is the same connection handler on a decrypted stream: the TLS listener
+//! accepts TCP, runs the handshake in the connection's own task under `tls_handshake_timeout`
+//! (a silent client never holds up the accept loop or another client), then hands the stream
+//! to [`connection`]. A failed or timed-out handshake is counted in
+//! `screenpop_drops_total{reason="tls_handshake_failed"}` (a timeout also in
+//! `screenpop_connections_closed_total{listener="sip_tls",reason="handshake_timeout"}`) and
+//! logged at debug. The certificate is read per handshake from [`ServerTls`], so a reload
+//! reaches the next connection.
 //!
 //! Each connection is a reader and a writer; when one ends, the other is cancelled. The writer's
 //! queue is bounded; the reader's buffer is capped at one maximum-size message. A framing error
@@ -7,8 +16,9 @@
 //! is closed: a byte stream cannot be re-synchronised.
 //!
 //! Connections are budgeted by [`crate::listener`] (`[sip] max_tcp_connections`,
-//! `max_tcp_connections_per_source`, `tcp_idle_timeout`): a connection proves itself with its
-//! first valid request, and an idle one is closed. The idle timeout is never shorter than
+//! `max_tcp_connections_per_source`, `tcp_idle_timeout`, the same for each TCP and each TLS
+//! listener): a connection proves itself with its first valid request, and an idle one is
+//! closed. The idle timeout is never shorter than
 //! [`min_idle_timeout`]: a connection carrying a ringing INVITE must live to send its final
 //! response.
 
@@ -17,16 +27,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{Endpoint, ReplyPath};
 use super::scan::{Frame, MAX_MESSAGE_BYTES, Transport, frame};
-use crate::listener::{Budget, Conn, Tracked};
+use crate::listener::{Budget, CLOSED, Conn, Tracked};
 use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
+use crate::tls_server::ServerTls;
+
+/// The TCP listeners' name in metrics and logs (`listener` label).
+pub const TCP_LISTENER: &str = "sip";
+/// The TLS listeners' name in metrics and logs (`listener` label).
+pub const TLS_LISTENER: &str = "sip_tls";
 
 /// Replies queued per connection before further replies are dropped (and counted).
 pub const WRITE_QUEUE: usize = 256;
@@ -50,21 +66,88 @@ pub async fn serve(
 ) {
     serve_connections(
         listener,
-        "sip",
+        TCP_LISTENER,
         allow,
         budget,
         cancel,
-        move |stream, peer, conn| connection(stream, peer, endpoint.clone(), conn),
+        move |stream, peer, conn| {
+            connection(stream, peer, endpoint.clone(), conn, Transport::Stream)
+        },
     )
     .await;
 }
 
-async fn connection(
+/// What a SIP-over-TLS listener runs with besides the TCP listener's settings.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The certificate (and client CA), reloadable.
+    pub tls: Arc<ServerTls>,
+    /// A client must finish its handshake within this.
+    pub handshake_timeout: Duration,
+}
+
+/// Accepts SIP-over-TLS connections on an already-bound listener until cancelled.
+pub async fn serve_tls(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint>,
+    allow: Allow,
+    budget: Budget,
+    tls: TlsSettings,
+    cancel: CancellationToken,
+) {
+    serve_connections(
+        listener,
+        TLS_LISTENER,
+        allow,
+        budget,
+        cancel,
+        move |stream, peer, conn| tls_connection(stream, peer, endpoint.clone(), conn, tls.clone()),
+    )
+    .await;
+}
+
+/// The handshake, in the connection's own task, then the same handler as TCP.
+async fn tls_connection(
     stream: Tracked<TcpStream>,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
     conn: Conn,
+    tls: TlsSettings,
 ) {
+    let handshake = tokio::time::timeout(tls.handshake_timeout, tls.tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        () = conn.shutdown.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
+                    .increment(1);
+                tracing::debug!(%peer, %error, "SIP TLS handshake failed.");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
+                    .increment(1);
+                metrics::counter!(CLOSED, "listener" => TLS_LISTENER, "reason" => "handshake_timeout")
+                    .increment(1);
+                tracing::debug!(%peer, timeout = ?tls.handshake_timeout, "SIP TLS handshake timed out.");
+                return;
+            }
+        },
+    };
+    connection(stream, peer, endpoint, conn, Transport::Tls).await;
+}
+
+/// One connection, TCP or TLS, until it closes, fails to frame, times out or is evicted.
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    conn: Conn,
+    transport: Transport,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let cancel = conn.shutdown.clone();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -82,7 +165,7 @@ async fn connection(
         writer_cancel.cancel();
         let _ = writer.shutdown().await;
     });
-    let path = ReplyPath::Tcp(tx.clone());
+    let path = ReplyPath::Stream(tx.clone());
     let mut buf = BytesMut::with_capacity(4096);
     'conn: loop {
         // Take every whole message already buffered.
@@ -97,17 +180,17 @@ async fn connection(
                 }
                 Ok(Frame::Message(len)) => {
                     let message = buf.split_to(len);
-                    if endpoint.handle(&message, Transport::Stream, peer, &path) {
+                    if endpoint.handle(&message, transport, peer, &path) {
                         conn.prove();
                     }
                 }
                 Err(error) => {
                     metrics::counter!(crate::telephony::SIP_PARSE_ERRORS_TOTAL, "kind" => error.kind())
                         .increment(1);
-                    tracing::debug!(%peer, %error, "SIP TCP framing error; closing the connection.");
+                    tracing::debug!(%peer, transport = transport.label(), %error, "SIP stream framing error; closing the connection.");
                     // Answer what can be answered (a 400 naming the defect), then close.
                     let end = buf.len().min(MAX_MESSAGE_BYTES);
-                    let _ = endpoint.handle(&buf[..end], Transport::Stream, peer, &path);
+                    let _ = endpoint.handle(&buf[..end], transport, peer, &path);
                     break 'conn;
                 }
             }
