@@ -67,6 +67,9 @@ pub struct Config {
     /// The `history` profile section.
     #[serde(default)]
     pub history: crate::calls::history::HistoryConfig,
+    /// Missed calls as callbacks.
+    #[serde(default)]
+    pub callbacks: crate::callbacks::CallbacksConfig,
     /// Profile composition.
     #[serde(default)]
     pub compose: crate::compose::ComposeConfig,

@@ -77,6 +77,8 @@ pub struct Settings {
     pub composer: Option<Arc<crate::compose::Composer>>,
     /// Where the `history` section reads from, when it is on; the daemon attaches its journal.
     pub history: Option<Arc<crate::calls::history::Store>>,
+    /// The callbacks (missed calls), kept in the call log's database when there is one.
+    pub callbacks: Arc<crate::callbacks::Callbacks>,
     /// The call log in PostgreSQL, if any.
     pub call_log: Option<crate::calls::log::CallLogSettings>,
     /// Remembered candidate picks `(agent, caller key, customer)`, most recent first.
@@ -309,6 +311,20 @@ impl Daemon {
         if let Some(history) = &settings.history {
             history.attach(journal.clone());
         }
+        let callbacks = settings.callbacks.clone();
+        calls.observe(callbacks.clone());
+        tasks.spawn(callbacks.clone().write(cancel.child_token()));
+        {
+            let (callbacks, cancel) = (callbacks.clone(), cancel.child_token());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    loaded = callbacks.load() => if let Err(error) = loaded {
+                        tracing::warn!(%error, "Open callbacks not loaded.");
+                    },
+                }
+            });
+        }
         if let Some(log) = &settings.call_log {
             // Recent calls from before this start, for the page's journal; in the background
             // (a slow database never delays start-up) and best effort.
@@ -351,6 +367,7 @@ impl Daemon {
             cancel.child_token(),
         );
         hub.load_picks(std::mem::take(&mut settings.picks));
+        hub.set_callbacks(callbacks.clone());
         calls.observe(hub.observer());
         if let Some(node) = &cluster {
             node.attach(&hub);
@@ -373,6 +390,7 @@ impl Daemon {
             shutdown: cancel.child_token(),
             throttle: throttle.clone(),
             cluster: cluster.as_ref().map(|n| n.status()),
+            callbacks: callbacks.clone(),
         });
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
@@ -649,11 +667,22 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
         });
     let intakes = crate::config::intakes_from(config)?;
     let history = crate::config::history_store(config)?;
+    let callbacks = crate::callbacks::Callbacks::new(
+        config.callbacks.clone(),
+        &config.calls.call_back_url,
+        match call_log.as_ref() {
+            Some(log) => Some(
+                crate::callbacks::Database::new(&log.database_url).map_err(anyhow::Error::msg)?,
+            ),
+            None => None,
+        },
+    );
     let composer = crate::config::composer_from(config, Some(&history))?;
     Ok(Settings {
         intakes,
         composer,
         history: Some(history),
+        callbacks,
         call_log,
         picks: Vec::new(),
         sip_udp: config.sip.udp.clone(),

@@ -8,6 +8,8 @@
 // The stages, in the order a call flows.
 /// Who may see which extensions and which restricted sections.
 pub mod agents;
+/// Missed calls as callbacks: one per caller while open; claimed, done, or reached later.
+pub mod callbacks;
 /// The call table (ringing → answered → ended, legs per extension), the call log, the journal.
 pub mod calls;
 /// Several equal nodes on NATS JetStream: events shared, liveness, resync.

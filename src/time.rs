@@ -25,3 +25,18 @@ pub mod rfc3339_opt {
         }
     }
 }
+
+/// Serde helpers for `SystemTime` as RFC 3339, both ways (for records kept as JSON).
+pub mod rfc3339_serde {
+    use std::time::SystemTime;
+
+    use serde::Deserialize;
+
+    pub use super::rfc3339::serialize;
+
+    /// Parses `2026-11-23T10:54:17.123Z` (any precision).
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
+    }
+}

@@ -288,7 +288,7 @@ async fn migrate_applies_then_reports_up_to_date() {
     );
     assert_eq!(
         String::from_utf8_lossy(&first.stdout).trim(),
-        "applied migrations [1, 2, 3, 4]"
+        "applied migrations [1, 2, 3, 4, 5]"
     );
     let again = Command::new(BIN)
         .args(["migrate", "--database-url", &url])
@@ -296,7 +296,7 @@ async fn migrate_applies_then_reports_up_to_date() {
         .expect("runs");
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "schema up to date (version 4)"
+        "schema up to date (version 5)"
     );
     let bad = Command::new(BIN)
         .args([

@@ -1301,7 +1301,7 @@ async fn profile_sections_render_as_the_protocol_specifies() {
                          "page": {"crm_url": "https://crm.example/c/{id}?acct={account}",
                                   "dispositions": ["Resolved", "Callback"], "ring_sound": true}}))
             .await;
-        server.send(json!({"type": "snapshot", "calls": []})).await;
+        server.send(json!({"type": "snapshot", "calls": [], "callbacks": []})).await;
 
         // A matched customer, then each source's answer as it arrives.
         server

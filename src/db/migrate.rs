@@ -14,6 +14,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (3, "notes", include_str!("../../schema/0003_notes.sql")),
     (4, "history", include_str!("../../schema/0004_history.sql")),
+    (
+        5,
+        "callbacks",
+        include_str!("../../schema/0005_callbacks.sql"),
+    ),
 ];
 
 /// Advisory lock key for migrations ("screenpop" in ASCII, truncated).

@@ -96,6 +96,32 @@ pub struct Hub {
     next_id: AtomicU64,
     /// The cluster, when this node is one of several.
     share: std::sync::OnceLock<Arc<dyn Share>>,
+    /// The callbacks, shown in snapshots and pushed as they change.
+    callbacks: std::sync::OnceLock<Arc<crate::callbacks::Callbacks>>,
+}
+
+/// The hub as the callbacks' listener: every change to the agents whose extensions it rang.
+struct CallbackRouting(std::sync::Weak<Hub>);
+
+impl crate::callbacks::Listener for CallbackRouting {
+    fn changed(&self, cb: &crate::callbacks::Callback) {
+        let Some(hub) = self.0.upgrade() else {
+            return;
+        };
+        let msg = message::callback(cb);
+        let routes = hub.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        for sub in cb
+            .extensions
+            .iter()
+            .filter_map(|ext| routes.get(ext))
+            .flatten()
+        {
+            if seen.insert(sub.id) {
+                offer(sub, msg.clone());
+            }
+        }
+    }
 }
 
 /// A connection's registration; unregisters when dropped.
@@ -145,7 +171,14 @@ impl Hub {
             calls,
             next_id: AtomicU64::new(1),
             share: std::sync::OnceLock::new(),
+            callbacks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Shows `callbacks` in snapshots and pushes their changes as `callback` messages.
+    pub fn set_callbacks(self: &Arc<Self>, callbacks: Arc<crate::callbacks::Callbacks>) {
+        callbacks.listen(Arc::new(CallbackRouting(Arc::downgrade(self))));
+        let _ = self.callbacks.set(callbacks);
     }
 
     /// Routes `agent`'s extensions to `tx`. `slow` is cancelled if the queue overflows.
@@ -325,7 +358,19 @@ impl Hub {
                     })
             })
             .collect();
-        Outbound::new("snapshot", None, serde_json::json!({ "calls": entries }))
+        let callbacks: Vec<serde_json::Value> = self
+            .callbacks
+            .get()
+            .map(|c| c.for_agent(agent))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|cb| serde_json::to_value(cb).ok())
+            .collect();
+        Outbound::new(
+            "snapshot",
+            None,
+            serde_json::json!({ "calls": entries, "callbacks": callbacks }),
+        )
     }
 
     /// The hub as an [`Observer`](crate::calls::Observer) of the call table.

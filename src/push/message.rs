@@ -196,6 +196,15 @@ pub fn ended(call: &Call, reason: EndReason) -> Outbound {
     Outbound::new("ended", Some(&call.id), json!({ "reason": reason }))
 }
 
+/// `callback`: an entry opened, rang again, claimed, released or closed (its `state` says).
+pub fn callback(cb: &crate::callbacks::Callback) -> Outbound {
+    Outbound::new(
+        "callback",
+        None,
+        json!({ "callback": serde_json::to_value(cb).unwrap_or(Value::Null) }),
+    )
+}
+
 /// The body of a `section` message (also a snapshot entry's `sections` item).
 pub fn section_body(customer_id: &str, part: &Part) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();

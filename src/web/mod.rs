@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+mod callbacks;
 pub(crate) mod journal;
 pub mod page;
 mod section;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub throttle: AuthThrottle,
     /// The cluster, when this node is one of several.
     pub cluster: Option<Arc<crate::cluster::Status>>,
+    /// The callbacks (missed calls).
+    pub callbacks: Arc<crate::callbacks::Callbacks>,
 }
 
 /// WebSocket endpoint settings.
@@ -80,6 +83,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/calls/{call_id}/notes",
             post(journal::note).layer(journal::body_limit()),
+        )
+        .route("/api/callbacks", get(callbacks::list))
+        .route(
+            "/api/callbacks/{id}/{action}",
+            post(callbacks::act).layer(journal::body_limit()),
         )
         .route("/ws", get(websocket))
         .with_state(state)

@@ -1,0 +1,140 @@
+//! Callbacks over HTTP, for the agent page: `GET /api/callbacks` (the open and claimed
+//! entries that rang at the agent's extensions, newest first) and
+//! `POST /api/callbacks/{id}/claim`, `/release`, `/done` (optional `note` and `disposition`,
+//! also written to the call log on the last missed call).
+//!
+//! Every request authenticates the agent (`Authorization: Bearer TOKEN`); an entry that did
+//! not ring at one of the agent's extensions is 404 whether it exists or not. A claim held by
+//! another agent (on this node or another) is 409 with who holds it; a database that cannot
+//! store the action is 503 and nothing changed.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::callbacks::{ActError, Action};
+use crate::calls::journal::MAX_NOTE_CHARS;
+use crate::throttle::Peer;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// `GET /api/callbacks`.
+pub async fn list(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
+    let agent = match super::agent_of(&state, &headers, peer) {
+        Ok(agent) => agent,
+        Err(response) => return *response,
+    };
+    axum::Json(json!({ "callbacks": state.callbacks.for_agent(&agent) })).into_response()
+}
+
+/// What `done` takes (both optional).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoneBody {
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    disposition: Option<String>,
+}
+
+/// `POST /api/callbacks/{id}/{action}`.
+pub async fn act(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let agent = match super::agent_of(&state, &headers, peer) {
+        Ok(agent) => agent,
+        Err(response) => return *response,
+    };
+    let action = match action.as_str() {
+        "claim" => Action::Claim,
+        "release" => Action::Release,
+        "done" => {
+            let body: DoneBody = if body.iter().all(u8::is_ascii_whitespace) {
+                DoneBody::default()
+            } else {
+                match serde_json::from_slice(&body) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("expected {{\"note\": …, \"disposition\": …}}: {e}"),
+                        );
+                    }
+                }
+            };
+            let note = body
+                .note
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty());
+            if note
+                .as_ref()
+                .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+            {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("a note is at most {MAX_NOTE_CHARS} characters"),
+                );
+            }
+            let disposition = body
+                .disposition
+                .map(|d| d.trim().to_owned())
+                .filter(|d| !d.is_empty());
+            if let Some(d) = &disposition
+                && !state.push.session.page.borrow().dispositions.contains(d)
+            {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown disposition: use one of the configured [page] dispositions",
+                );
+            }
+            Action::Done { note, disposition }
+        }
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no such action: claim, release or done",
+            );
+        }
+    };
+    // The note goes with the last missed call in the call log (durable first), as a note on
+    // that call would.
+    if let Action::Done { note, disposition } = &action
+        && (note.is_some() || disposition.is_some())
+    {
+        let Some(cb) = state.callbacks.get(&agent, &id) else {
+            return error(StatusCode::NOT_FOUND, &ActError::NotYours.to_string());
+        };
+        if let Some(call_id) = cb.call_ids.last() {
+            if let Some(log) = &state.call_log
+                && let Err(why) = log
+                    .note(call_id, &agent.id, note.as_deref(), disposition.as_deref())
+                    .durable()
+                    .await
+            {
+                tracing::warn!(error = %why, "Callback note not saved.");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &ActError::Unavailable.to_string(),
+                );
+            }
+            state
+                .journal
+                .note(&agent, call_id, note.clone(), disposition.clone());
+        }
+    }
+    match state.callbacks.act(&agent, &id, action).await {
+        Ok(cb) => axum::Json(json!({ "callback": cb })).into_response(),
+        Err(e @ ActError::NotYours) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ ActError::Conflict(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ ActError::Unavailable) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
