@@ -276,10 +276,10 @@ async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
     // Same kind (main) for both: by name.
     assert_eq!(candidate_ids(&pop), ["pat", "sam"]);
     let call_id = pop["call_id"].as_str().expect("call id").to_owned();
-    // A customer the call did not offer is refused, and nothing is recorded.
+    // A customer not in the directory is refused, and nothing is recorded.
     alice
         .send(Message::text(
-            json!({"type": "pick", "call_id": call_id, "customer_id": "acme"}).to_string(),
+            json!({"type": "pick", "call_id": call_id, "customer_id": "nobody"}).to_string(),
         ))
         .await
         .expect("pick");
@@ -287,7 +287,7 @@ async fn an_agents_pick_ranks_first_for_that_agent_and_survives_a_restart() {
     assert!(
         refused["message"]
             .as_str()
-            .is_some_and(|m| m.contains("not offered")),
+            .is_some_and(|m| m.contains("no such customer")),
         "{refused}"
     );
     alice

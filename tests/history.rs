@@ -333,3 +333,82 @@ async fn without_the_database_the_history_is_partial_and_the_pop_still_goes_out(
     proxy.restore();
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_customer_found_for_an_unknown_caller_gets_its_sections_and_history() {
+    let daemon = support::start().await;
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _) = ws::sign_in(http, "alice-demo-token").await;
+    let (mut bob, _) = ws::sign_in(http, "bob-demo-token").await;
+    // Acme called before, from its own number.
+    call(
+        &daemon,
+        &mut alice,
+        "known",
+        "1001",
+        &[ended("known", EndReason::Cancelled)],
+    )
+    .await;
+    // Now from a number nobody knows, ringing both agents.
+    daemon
+        .calls
+        .apply(ringing("stranger", "1001", "+19995550123"));
+    daemon
+        .calls
+        .apply(ringing("stranger", "1002", "+19995550123"));
+    let pop = ws::expect(&mut alice, "ringing").await;
+    assert_eq!(pop["unknown"], true, "{pop}");
+    ws::expect(&mut bob, "ringing").await;
+    let call_id = pop["call_id"].as_str().expect("id").to_owned();
+    ws::send(
+        &mut alice,
+        json!({"type": "pick", "call_id": call_id, "customer_id": "nobody"}),
+    )
+    .await;
+    let refused = ws::expect(&mut alice, "error").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no such customer"))
+    );
+    ws::send(
+        &mut alice,
+        json!({"type": "pick", "call_id": call_id, "customer_id": "c-0001"}),
+    )
+    .await;
+    ws::expect(&mut alice, "picked").await;
+    let mut names = Vec::new();
+    let mut history = Value::Null;
+    for (v, _) in ws::until(&mut alice, "complete").await {
+        if v["type"] == "section" {
+            assert_eq!(v["customer_id"], "c-0001");
+            names.push(v["name"].as_str().unwrap_or_default().to_owned());
+            if v["name"] == "history" {
+                history = v["data"].clone();
+            }
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["balance", "credit", "history", "purchases"]);
+    assert_eq!(history["calls"][0]["outcome"], "missed", "{history}");
+    assert_eq!(history["calls_24h"], 1);
+    // Only the agent who attached the customer gets its profile.
+    while let Some((v, _)) = ws::next_raw(&mut bob, Duration::from_millis(300)).await {
+        assert_ne!(v["type"], "section", "bob got a section: {v}");
+    }
+    // A matched caller keeps its match: attaching another customer is refused.
+    daemon.calls.apply(ringing("matched", "1001", ACME));
+    let pop = ws::expect(&mut alice, "ringing").await;
+    ws::send(
+        &mut alice,
+        json!({"type": "pick", "call_id": pop["call_id"], "customer_id": "c-0002"}),
+    )
+    .await;
+    let refused = ws::expect(&mut alice, "error").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already identified"))
+    );
+    daemon.shutdown();
+}

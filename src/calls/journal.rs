@@ -281,13 +281,14 @@ impl Journal {
         }
     }
 
-    /// Records that an agent picked `customer` (one of the candidates) for a call.
+    /// Records that an agent attached `customer` to a call (one of the candidates, or one it
+    /// found for an unknown, withheld or approximate caller); a matched call keeps its match.
     pub fn pick(&self, call_id: &str, customer: Customer) {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(call_id) else {
             return;
         };
-        if !matches!(entry.matched, "candidates" | "picked") {
+        if entry.matched == "customer" {
             return;
         }
         entry.matched = "picked";

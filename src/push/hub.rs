@@ -255,16 +255,33 @@ impl Hub {
         let call = self.call_of(agent, call_id).ok_or(NOT_YOURS)?;
         let call = &call;
         let offered = call.resolution.customers();
-        let Some(customer) = offered.iter().find(|c| c.id() == customer_id) else {
-            return Err("that customer was not offered for this call");
+        // One of the offered customers, or any other the agent found (by search) for a caller
+        // who is unknown, withheld, ambiguous or matched only approximately.
+        let customer = match offered.iter().find(|c| c.id() == customer_id) {
+            Some(c) => (*c).clone(),
+            None => {
+                if matches!(call.resolution, Resolution::Customer { .. }) {
+                    return Err("this call's caller is already identified");
+                }
+                self.calls
+                    .resolver()
+                    .customer(customer_id)
+                    .ok_or("no such customer")?
+            }
         };
         if let Some(journal) = &self.journal {
-            journal.pick(call_id, (*customer).clone());
+            journal.pick(call_id, customer.clone());
         }
-        if let Resolution::Candidates { candidates } = &call.resolution
-            && let Some(chosen) = candidates.iter().find(|c| c.customer.id() == customer_id)
-        {
-            self.start_profile(call_id, Audience::Agent(agent.id.clone()), &chosen.customer);
+        // The call's own profile is everyone's already, except for candidates and for
+        // customers the caller was not matched to.
+        let already = match &call.resolution {
+            Resolution::Customer { customer } | Resolution::Approximate { customer, .. } => {
+                customer.id() == customer_id
+            }
+            _ => false,
+        };
+        if !already {
+            self.start_profile(call_id, Audience::Agent(agent.id.clone()), &customer);
         }
         let Some(key) = caller_key(call) else {
             return Ok(None); // Nothing to remember it by (no number).

@@ -98,6 +98,10 @@ impl Resolver for Index {
         Some(self.keys.key(raw))
     }
 
+    fn customer(&self, customer_id: &str) -> Option<crate::resolve::Customer> {
+        self.read().customer(customer_id).cloned()
+    }
+
     fn numbers(&self, customer_id: &str) -> Vec<String> {
         self.read()
             .numbers_of(customer_id)

@@ -154,6 +154,11 @@ pub trait Resolver: Send + Sync + 'static {
     fn numbers(&self, _customer_id: &str) -> Vec<String> {
         Vec::new()
     }
+
+    /// A customer by id (an agent attaching a customer it found by search to a call).
+    fn customer(&self, _customer_id: &str) -> Option<Customer> {
+        None
+    }
 }
 
 /// Metric `screenpop_directory_customers`.

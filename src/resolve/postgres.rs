@@ -59,6 +59,10 @@ impl Resolver for PgDirectory {
     fn numbers(&self, customer_id: &str) -> Vec<String> {
         self.index.numbers(customer_id)
     }
+
+    fn customer(&self, customer_id: &str) -> Option<crate::resolve::Customer> {
+        self.index.customer(customer_id)
+    }
 }
 
 impl PgDirectory {
