@@ -1511,3 +1511,92 @@ async fn profile_sections_render_as_the_protocol_specifies() {
     .await;
     stop.abort();
 }
+
+#[tokio::test]
+async fn missed_callers_wait_in_the_call_back_list_and_ended_cards_fold_away() {
+    let _slot = BROWSER_SLOTS.acquire().await.expect("slots");
+    let daemon = support::start().await;
+    let http = daemon.bound.http.expect("http");
+    let calls = daemon.calls.clone();
+    browser::run(|sessions: Sessions| async move {
+        let alice = sessions.open(1280, 900).await;
+        alice.sign_in(&base(http), "alice-demo-token").await;
+        calls.apply(support::ringing("missed", "1001", "+14155550100"));
+        alice
+            .until(SHORT, "a ringing card", &format!("{CARD} && {CARD}.dataset.state === 'ringing'"))
+            .await;
+        calls.apply(screenpop::calls::CallEvent::Ended {
+            key: "missed".into(),
+            intake: screenpop::calls::Intake::SIP,
+            extension: None,
+            reason: screenpop::calls::EndReason::Cancelled,
+        });
+        alice
+            .until(
+                SHORT,
+                "the ended card folds; the caller waits to be called back",
+                &format!(
+                    "{CARD}.dataset.state === 'ended' && {CARD}.classList.contains('folded')
+                     && !document.querySelector('#clear-ended').hidden
+                     && document.querySelectorAll('#callbacks-list li').length === 1
+                     && document.querySelector('[data-role=callbacks-count]').textContent === '1'"
+                ),
+            )
+            .await;
+        let entry = alice
+            .js("const li = document.querySelector('#callbacks-list li');
+                 return { who: li.querySelector('.cb-who').textContent,
+                          number: li.querySelector('.number').textContent,
+                          link: li.querySelector('[data-role=call-back]').getAttribute('href') };")
+            .await;
+        assert_eq!(
+            entry,
+            json!({"who": "Acme Corporation", "number": "+1 415 555 0100", "link": "tel:+14155550100"})
+        );
+        // A folded card opens again on a click on its name.
+        alice.js(&format!("{CARD}.querySelector('.name').click()")).await;
+        assert_eq!(
+            alice.js(&format!("return {CARD}.classList.contains('folded')")).await,
+            false
+        );
+
+        alice
+            .js("document.querySelector('#callbacks-list [data-action=claim]').click()")
+            .await;
+        alice
+            .until(
+                SHORT,
+                "claimed by alice",
+                "document.querySelector('#callbacks-list li').dataset.state === 'claimed'
+                 && document.querySelector('#callbacks-list [data-role=held]').textContent.includes('you are on it')",
+            )
+            .await;
+        alice
+            .js("document.querySelector('#callbacks-list [data-action=done]').click()")
+            .await;
+        alice
+            .until(
+                SHORT,
+                "done: the list is empty",
+                "document.querySelectorAll('#callbacks-list li').length === 0
+                 && document.querySelector('[data-role=callbacks-count]').hidden
+                 && !document.querySelector('#callbacks-empty').hidden",
+            )
+            .await;
+
+        alice.js("document.querySelector('#clear-ended').click()").await;
+        alice
+            .until(SHORT, "ended cards cleared", "document.querySelectorAll('article.card').length === 0 && document.querySelector('#clear-ended').hidden")
+            .await;
+        // "/" goes to the customer search.
+        alice
+            .js("document.body.dispatchEvent(new KeyboardEvent('keydown', { key: '/', bubbles: true }))")
+            .await;
+        assert_eq!(
+            alice.js("return document.activeElement.id").await,
+            "search-q"
+        );
+    })
+    .await;
+    daemon.shutdown();
+}

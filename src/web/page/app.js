@@ -54,6 +54,10 @@
     // node that served the page.
     nodes: [],
     nodeIndex: -1,
+    callbacks: new Map(), // id → callback entry (open or claimed)
+    found: new Map(), // customer id → the last search's hit
+    searchTimer: null,
+    searchSeq: 0,
   };
 
   // ---- phone numbers ----------------------------------------------------------------------
@@ -238,6 +242,7 @@
         render(c);
       });
       case "picked": return withCard(msg.call_id, (c) => { choose(c, msg.customer_id); render(c); });
+      case "callback": return onCallback(msg.callback);
       case "error": return notify("The daemon said: " + (msg.message || "error"));
       default: return undefined; // pong, dismissed, and types a newer daemon may add
     }
@@ -263,6 +268,8 @@
   }
 
   function onSnapshot(msg) {
+    state.callbacks = new Map((msg.callbacks || []).map((cb) => [cb.id, cb]));
+    renderCallbacks();
     const live = new Set();
     for (const pop of msg.calls || []) {
       live.add(pop.call_id);
@@ -338,7 +345,8 @@
   }
 
   function choose(card, customerId) {
-    const chosen = (card.candidates || []).find((c) => c.id === customerId);
+    const chosen = (card.candidates || []).find((c) => c.id === customerId)
+      || (state.found.get(customerId) || null);
     if (chosen) card.picked = chosen;
   }
 
@@ -392,6 +400,23 @@
     const { root, head, title, body, sections, after } = card.dom;
     const who = identity(card);
     root.dataset.state = card.state;
+    // Ended cards of calls nobody answered fold to their head and name (a click on the name
+    // opens one again; the caller is in the call-back list); an answered call stays open for
+    // its notes.
+    if (card.state === "answered") card.wasAnswered = true;
+    if (card.state === "ended" && card.folded === undefined) {
+      card.folded = !card.wasAnswered && !card.answeredAt
+        && card.reason !== "completed" && card.reason !== "answered_elsewhere";
+    }
+    root.classList.toggle("folded", card.state === "ended" && card.folded === true);
+    if (!title.dataset.toggles) {
+      title.dataset.toggles = "1";
+      title.addEventListener("click", () => {
+        if (card.state !== "ended") return;
+        card.folded = !card.folded;
+        root.classList.toggle("folded", card.folded);
+      });
+    }
     root.classList.toggle("approx", card.approximate);
 
     // Head: state badge, extension, time, dismiss.
@@ -435,7 +460,8 @@
         el("strong", { text: "Approximate match: " }), card.matchReason || "number not on file"));
     }
     if (card.picked) {
-      lines.push(el("p", { class: "muted small", text: "Picked from " + card.candidates.length + " candidates." }));
+      lines.push(el("p", { class: "muted small", "data-role": "attached",
+        text: card.candidates ? "Picked from " + card.candidates.length + " candidates." : "Attached from a search." }));
     } else if (card.candidates) {
       lines.push(el("fieldset", { class: "candidates" },
         el("legend", { text: "Several customers share this number. Who is calling?" }),
@@ -812,6 +838,123 @@
 
   function refreshIdle() {
     $("idle").hidden = state.cards.size > 0;
+    $("clear-ended").hidden = ![...state.cards.values()].some((c) => c.state === "ended");
+  }
+
+  // ---- callbacks ----------------------------------------------------------------------------
+  function onCallback(cb) {
+    if (!cb || typeof cb.id !== "string") return;
+    if (cb.state === "open" || cb.state === "claimed") state.callbacks.set(cb.id, cb);
+    else state.callbacks.delete(cb.id);
+    renderCallbacks();
+  }
+
+  function renderCallbacks() {
+    const list = [...state.callbacks.values()].sort((a, b) => (a.last_ring < b.last_ring ? 1 : -1));
+    const count = $("callbacks-count");
+    count.hidden = list.length === 0;
+    count.textContent = String(list.length);
+    $("callbacks-empty").hidden = list.length > 0;
+    const me = state.agent && state.agent.id;
+    $("callbacks-list").replaceChildren(...list.map((cb) => {
+      const who = cb.customer ? cb.customer.name
+        : cb.match === "candidates" ? (cb.candidates || []).length + " possible customers"
+        : cb.display || "Unknown caller";
+      const mine = cb.state === "claimed" && cb.claimed_by === me;
+      const held = cb.state === "claimed" && !mine;
+      const buttons = [];
+      if (!held) {
+        buttons.push(el("button", { type: "button", class: "small", "data-action": mine ? "release" : "claim",
+          onclick: () => callbackAction(cb, mine ? "release" : "claim"), text: mine ? "Release" : "Claim" }));
+        buttons.push(el("button", { type: "button", class: "small", "data-action": "done",
+          onclick: () => callbackAction(cb, "done"), text: "Done" }));
+      }
+      return el("li", { "data-callback-id": cb.id, "data-state": cb.state },
+        el("div", { class: "cb-line" },
+          el("strong", { class: "cb-who", text: who }),
+          el("span", { class: "number", text: formatNumber(cb.e164 || cb.number) }),
+          cb.attempts > 1 ? el("span", { class: "badge warn", "data-role": "attempts", text: cb.attempts + " calls" }) : null),
+        el("div", { class: "cb-line muted small" },
+          el("time", { datetime: cb.last_ring, text: shortDate(cb.last_ring) }),
+          " · ext " + (cb.extensions || []).join(", "),
+          held ? el("span", { "data-role": "held", text: " · " + cb.claimed_by + " is on it" }) : null,
+          mine ? el("span", { "data-role": "held", text: " · you are on it" }) : null),
+        el("div", { class: "cb-actions" },
+          typeof cb.call_back === "string" && SAFE_LINK.test(cb.call_back)
+            ? el("a", { href: cb.call_back, class: "button small", "data-role": "call-back", text: "Call back" }) : null,
+          buttons));
+    }));
+  }
+
+  async function callbackAction(cb, action) {
+    let r;
+    try {
+      r = await fetch("/api/callbacks/" + encodeURIComponent(cb.id) + "/" + action, {
+        method: "POST", headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+        body: "{}",
+      });
+    } catch (_) {
+      notify("Not connected: try again.");
+      return;
+    }
+    let body = {};
+    try { body = await r.json(); } catch (_) { /* no body */ }
+    if (r.ok && body.callback) onCallback(body.callback);
+    else notify(body.error || "That did not work (" + r.status + ").");
+  }
+
+  // ---- search -------------------------------------------------------------------------------
+  // Cards a found customer can be attached to: live, not identified, rang here.
+  const attachable = () => [...state.cards.values()].filter((c) => c.state !== "ended"
+    && !c.picked && (!c.customer || c.approximate));
+
+  async function search(q) {
+    const seq = ++state.searchSeq;
+    const results = $("search-results");
+    if (q.trim().length < 2) {
+      results.hidden = true;
+      results.replaceChildren();
+      $("search-status").textContent = "";
+      return;
+    }
+    let body;
+    try {
+      const r = await fetch("/api/customers?limit=8&q=" + encodeURIComponent(q.trim()),
+        { headers: { Authorization: "Bearer " + state.token } });
+      body = await r.json();
+      if (!r.ok) throw new Error(body.error || String(r.status));
+    } catch (e) {
+      if (seq === state.searchSeq) $("search-status").textContent = "Search failed: " + e.message;
+      return;
+    }
+    if (seq !== state.searchSeq) return; // a newer query is on its way
+    const hits = body.customers || [];
+    for (const c of hits) state.found.set(c.id, c);
+    $("search-status").textContent = hits.length ? hits.length + " found" : "Nobody found";
+    const cards = attachable();
+    results.hidden = hits.length === 0;
+    results.replaceChildren(...hits.map((c) => el("li", { "data-customer-id": c.id },
+      el("div", {},
+        el("strong", { text: c.name }),
+        c.company && c.company !== c.name ? el("span", { class: "muted", text: " · " + c.company }) : null,
+        c.account ? el("span", { class: "muted", text: " · " + c.account }) : null),
+      el("div", { class: "muted small", text: (c.numbers || []).map((n) => formatNumber(n.number || n)).join(", ") }),
+      cards.map((card) => el("button", { type: "button", class: "small", "data-action": "attach",
+        "data-call-id": card.id, onclick: () => attach(card, c),
+        text: "Attach to " + (card.caller.withheld ? "withheld call" : formatNumber(card.caller.number) || "call") })))));
+  }
+
+  function attach(card, customer) {
+    if (send({ type: "pick", call_id: card.id, customer_id: customer.id })) {
+      card.picked = customer;
+      render(card);
+      $("search-results").hidden = true;
+      $("search-q").value = "";
+      $("search-status").textContent = customer.name + " attached to the call.";
+      card.dom.root.focus();
+    } else {
+      notify("Not connected: the customer was not attached.");
+    }
   }
 
   // ---- notes and the journal -----------------------------------------------------------------
@@ -1023,6 +1166,9 @@
     if (ws) ws.close(1000, "signed out");
     for (const card of state.cards.values()) card.dom.root.remove();
     state.cards.clear();
+    state.callbacks.clear();
+    state.found.clear();
+    renderCallbacks();
     state.agent = null;
     stopRing();
     document.title = "screenpop";
@@ -1061,6 +1207,33 @@
     unlockAlerts();
   });
   $("recent-refresh").addEventListener("click", refreshRecent);
+  $("search").addEventListener("submit", (e) => { e.preventDefault(); search($("search-q").value); });
+  $("search-q").addEventListener("input", () => {
+    clearTimeout(state.searchTimer);
+    state.searchTimer = setTimeout(() => search($("search-q").value), 150);
+  });
+  $("clear-ended").addEventListener("click", () => {
+    for (const card of [...state.cards.values()]) if (card.state === "ended") dismiss(card);
+    $("calls").focus();
+  });
+  // Keys, outside text fields: "/" finds a customer, "r" jumps to the newest ringing call,
+  // 1–9 pick that candidate on it.
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || !state.agent) return;
+    if (e.target.closest && e.target.closest("input, textarea, select")) return;
+    const ringing = [...state.cards.values()].filter((c) => c.state === "ringing");
+    const newest = ringing.length ? ringing[ringing.length - 1] : null;
+    if (e.key === "/") {
+      e.preventDefault();
+      $("search-q").focus();
+    } else if (e.key === "r" && newest) {
+      e.preventDefault();
+      newest.dom.root.focus();
+    } else if (/^[1-9]$/.test(e.key) && newest && newest.candidates && !newest.picked) {
+      const cand = newest.candidates[Number(e.key) - 1];
+      if (cand) { e.preventDefault(); pick(newest, cand); }
+    }
+  });
   document.addEventListener("visibilitychange", updateRinging);
   window.addEventListener("online", () => {
     if (state.token && !state.ws) { state.attempt = 0; connect(); }
