@@ -1390,7 +1390,7 @@ async fn profile_sections_render_as_the_protocol_specifies() {
         assert_eq!(seen["loyalty"], "TierGoldPoints1200Since2019-04-01", "{seen}");
         assert!(seen["tickets"].as_str().is_some_and(|t| t.contains("timed out") && t.contains("no answer within 800 ms")), "{seen}");
         assert!(seen["risk"].as_str().is_some_and(|t| t.contains("not permitted")), "{seen}");
-        assert!(seen["contracts"].as_str().is_some_and(|t| t.contains("cached 2 min ago") && t.contains("K-1")), "{seen}");
+        assert!(seen["contracts"].as_str().is_some_and(|t| t.contains("updated 2 min ago") && t.contains("K-1")), "{seen}");
         // By shape: a list of scalars is a list; a long table stops at ten rows; null is
         // nothing on file.
         assert_eq!(seen["contacts"], json!(["Dana Reyes", "Lee Park"]), "{seen}");
@@ -1587,6 +1587,20 @@ async fn missed_callers_wait_in_the_call_back_list_and_ended_cards_fold_away() {
         alice.js("document.querySelector('#clear-ended').click()").await;
         alice
             .until(SHORT, "ended cards cleared", "document.querySelectorAll('article.card').length === 0 && document.querySelector('#clear-ended').hidden")
+            .await;
+
+        // Acme calls again: a repeat caller, with the missed call in its history.
+        calls.apply(support::ringing("again", "1001", "+14155550100"));
+        alice
+            .until(
+                SHORT,
+                "the repeat-caller badge and the history",
+                &format!(
+                    "{CARD} && {CARD}.querySelector('[data-role=repeat-badge]')?.textContent === 'Repeat caller · 2nd call'
+                     && {CARD}.querySelector('[data-section=history] [data-role=outcome]')?.textContent === 'missed'
+                     && {CARD}.querySelector('[data-section=history] [data-role=repeat]')?.textContent === 'Repeat caller: 2nd call in 24 hours'"
+                ),
+            )
             .await;
         // "/" goes to the customer search.
         alice

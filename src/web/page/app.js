@@ -427,6 +427,7 @@
     head.replaceChildren(
       el("span", { class: "badge state-" + card.state, "data-role": "state", text: stateText }),
       el("span", { class: "ext", text: "ext " + card.extensions.join(", ") }),
+      repeatBadge(card),
       el("time", { class: "when", datetime: card.started || "", "data-started": card.started || "",
         title: card.state === "answered" && card.hangupSeen === false
           ? "Answered at " + clock(card.answeredAt || card.started) + "; screenpop cannot see when this call ends"
@@ -488,6 +489,16 @@
     }
   }
 
+  // "Repeat caller" on the card when its history says the customer already called today.
+  function repeatBadge(card) {
+    const history = card.sections.get("history");
+    const d = history && history.status === "ok" ? history.data : null;
+    if (!isObject(d) || d.repeat !== true) return null;
+    const n = (Number(d.calls_24h) || 0) + 1;
+    return el("span", { class: "badge warn", "data-role": "repeat-badge",
+      title: n + " calls from this customer in 24 hours", text: "Repeat caller · " + ordinal(n) + " call" });
+  }
+
   function renderSections(card, box) {
     const list = [...card.sections.values()];
     const nodes = list.map(renderSection);
@@ -504,7 +515,7 @@
     switch (section.status) {
       case "ok":
         return typeof section.age === "number"
-          ? el("span", { class: "badge cached", text: "cached " + ageText(section.age) + " ago" }) : null;
+          ? el("span", { class: "badge cached", text: "updated " + ageText(section.age) + " ago" }) : null;
       case "timeout": return el("span", { class: "badge warn", text: "timed out" });
       case "error": return el("span", { class: "badge bad", text: "error" });
       case "skipped": return el("span", { class: "badge muted-badge", text: "skipped" });
@@ -1035,30 +1046,49 @@
       refreshRecentSoon();
       return;
     }
-    // An open note form is kept as it is (the same elements: what is typed, the focus) and
-    // moved into the new list.
-    const open = new Map([...list.querySelectorAll("details[open]")].map((d) => [d.dataset.callId, d]));
-    const items = (body.calls || []).map((call) => {
+    // Updated in place, keyed by call: an item's note form stays the same element (what is
+    // typed, whether it is open, the focus, a click on its way) unless it is closed and the
+    // note changed elsewhere; items move only when a newer call goes in above them. (A list
+    // rebuilt wholesale would swap the elements under the agent's pointer and keyboard.)
+    const existing = new Map([...list.children].map((li) => [li.dataset.callId, li]));
+    const calls = body.calls || [];
+    calls.forEach((call, i) => {
       const who = call.customer ? call.customer.name
         : call.withheld ? "Number withheld"
         : call.match === "candidates" ? call.candidates + " possible customers" : "Unknown caller";
       const outcome = call.outcome ? (REASONS[call.outcome] || call.outcome) : call.state;
-      const details = open.get(call.call_id) || el("details", { "data-call-id": call.call_id },
+      const top = el("div", { class: "recent-top" },
+        el("span", { class: "recent-who", text: who }),
+        el("time", { datetime: call.started, text: shortDate(call.started) }));
+      const meta = el("div", { class: "recent-meta" },
+        call.withheld ? null : el("span", { text: formatNumber(call.caller_e164 || call.caller_number) || "" }),
+        el("span", { class: "badge outcome-" + (call.outcome || call.state), text: outcome }),
+        call.disposition ? el("span", { class: "badge disp", "data-role": "disposition", text: call.disposition }) : null);
+      const note = call.note ? el("p", { class: "recent-note", "data-role": "note", text: call.note }) : null;
+      const version = JSON.stringify([call.note || "", call.disposition || ""]);
+      const fresh = () => el("details", { "data-call-id": call.call_id, "data-version": version },
         el("summary", {}, call.note || call.disposition ? "Edit note" : "Add a note"),
         noteForm(call.call_id, call.note, call.disposition));
-      return el("li", { class: "recent-item", "data-call-id": call.call_id },
-        el("div", { class: "recent-top" },
-          el("span", { class: "recent-who", text: who }),
-          el("time", { datetime: call.started, text: shortDate(call.started) })),
-        el("div", { class: "recent-meta" },
-          call.withheld ? null : el("span", { text: formatNumber(call.caller_e164 || call.caller_number) || "" }),
-          el("span", { class: "badge outcome-" + (call.outcome || call.state), text: outcome }),
-          call.disposition ? el("span", { class: "badge disp", "data-role": "disposition", text: call.disposition }) : null),
-        call.note ? el("p", { class: "recent-note", "data-role": "note", text: call.note }) : null,
-        details);
+      let li = existing.get(call.call_id);
+      if (li) {
+        existing.delete(call.call_id);
+        li.querySelector(".recent-top").replaceWith(top);
+        li.querySelector(".recent-meta").replaceWith(meta);
+        const oldNote = li.querySelector(".recent-note");
+        const details = li.querySelector("details");
+        if (oldNote) oldNote.remove();
+        if (note) li.insertBefore(note, details);
+        const busy = details.open || details.contains(document.activeElement)
+          || details.querySelector("form[data-dirty]");
+        if (!busy && details.dataset.version !== version) details.replaceWith(fresh());
+      } else {
+        li = el("li", { class: "recent-item", "data-call-id": call.call_id }, top, meta, note, fresh());
+      }
+      const at = list.children[i];
+      if (at !== li) list.insertBefore(li, at || null);
     });
-    list.replaceChildren(...items);
-    $("recent-empty").hidden = items.length > 0;
+    for (const gone of existing.values()) gone.remove();
+    $("recent-empty").hidden = calls.length > 0;
   }
 
   // ---- alerts: announcement, title, notification, ring tone ------------------------------
