@@ -257,6 +257,22 @@ impl Config {
             });
         }
         check_intakes(&config, &at)?;
+        if let Some(via) = &config.callbacks.dial_via {
+            let dialers = config.intakes.ami.iter().map(|a| &a.get_ref().name);
+            let mut dialers = dialers.chain(config.intakes.esl.iter().map(|e| &e.get_ref().name));
+            if !dialers.any(|name| name == via) {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("dial_via"))
+                    .map_or(1, |i| i + 1);
+                return Err(ConfigError::Invalid {
+                    file: file.into(),
+                    line,
+                    key: "callbacks.dial_via".into(),
+                    message: format!("`{via}` is not the name of an [[ami]] or [[esl]] PBX"),
+                });
+            }
+        }
         if let Some(cluster) = &config.cluster {
             cluster.get_ref().check().map_err(|(field, message)| {
                 at(cluster.span(), &format!("cluster.{field}"), message)
