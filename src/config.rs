@@ -450,6 +450,52 @@ mod tests {
     }
 
     #[test]
+    fn call_back_settings_are_checked() {
+        let ami = "[[ami]]\nname = \"pbx1\"\naddress = \"h:1\"\nusername = \"u\"\nsecret = \"s\"\n";
+        let (line, key, msg) = err(&format!("{ami}originate_channel = \"PJSIP/1001\"\n"));
+        assert_eq!(
+            (line, key.as_str()),
+            (1, "ami[0].originate_channel"),
+            "{msg}"
+        );
+        assert!(msg.contains("{extension}"), "{msg}");
+        let (_, key, _) = err(&format!("{ami}originate_context = \"a b\"\n"));
+        assert_eq!(key, "ami[0].originate_context");
+        let esl = "[[esl]]\nname = \"fs1\"\naddress = \"h:1\"\npassword = \"p\"\n";
+        let (_, key, _) = err(&format!(
+            "{esl}originate_endpoint = \"user/{{extension}},user/1\"\n"
+        ));
+        assert_eq!(key, "esl[0].originate_endpoint");
+        let (line, key, msg) = err(&format!("[callbacks]\ndial_via = \"pbx2\"\n{ami}"));
+        assert_eq!((line, key.as_str()), (2, "callbacks.dial_via"), "{msg}");
+        let ok = Config::parse(
+            &format!("[callbacks]\ndial_via = \"fs1\"\ndial_interval = \"30s\"\n{ami}{esl}"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.callbacks.dial_interval,
+            std::time::Duration::from_secs(30)
+        );
+        let ami = &ok.intakes.ami[0].get_ref();
+        assert_eq!(
+            (
+                ami.originate_channel.as_str(),
+                ami.originate_context.as_str()
+            ),
+            ("PJSIP/{extension}", "from-internal")
+        );
+        let esl = &ok.intakes.esl[0].get_ref();
+        assert_eq!(
+            (
+                esl.originate_endpoint.as_str(),
+                esl.originate_context.as_str()
+            ),
+            ("user/{extension}", "default")
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_key() {
         let (line, key, msg) = err("[sip]\nudp = [\"0.0.0.0:5060\"]\nallow = [\"10.0.0.0/33\"]\n");
         assert_eq!((line, key.as_str()), (3, "sip.allow"), "{msg}");
