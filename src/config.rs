@@ -257,6 +257,22 @@ impl Config {
             });
         }
         check_intakes(&config, &at)?;
+        if let Some(via) = &config.callbacks.dial_via {
+            let dialers = config.intakes.ami.iter().map(|a| &a.get_ref().name);
+            let mut dialers = dialers.chain(config.intakes.esl.iter().map(|e| &e.get_ref().name));
+            if !dialers.any(|name| name == via) {
+                let line = text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("dial_via"))
+                    .map_or(1, |i| i + 1);
+                return Err(ConfigError::Invalid {
+                    file: file.into(),
+                    line,
+                    key: "callbacks.dial_via".into(),
+                    message: format!("`{via}` is not the name of an [[ami]] or [[esl]] PBX"),
+                });
+            }
+        }
         if let Some(cluster) = &config.cluster {
             cluster.get_ref().check().map_err(|(field, message)| {
                 at(cluster.span(), &format!("cluster.{field}"), message)
@@ -431,6 +447,52 @@ mod tests {
             }) => (line, key, message),
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn call_back_settings_are_checked() {
+        let ami = "[[ami]]\nname = \"pbx1\"\naddress = \"h:1\"\nusername = \"u\"\nsecret = \"s\"\n";
+        let (line, key, msg) = err(&format!("{ami}originate_channel = \"PJSIP/1001\"\n"));
+        assert_eq!(
+            (line, key.as_str()),
+            (1, "ami[0].originate_channel"),
+            "{msg}"
+        );
+        assert!(msg.contains("{extension}"), "{msg}");
+        let (_, key, _) = err(&format!("{ami}originate_context = \"a b\"\n"));
+        assert_eq!(key, "ami[0].originate_context");
+        let esl = "[[esl]]\nname = \"fs1\"\naddress = \"h:1\"\npassword = \"p\"\n";
+        let (_, key, _) = err(&format!(
+            "{esl}originate_endpoint = \"user/{{extension}},user/1\"\n"
+        ));
+        assert_eq!(key, "esl[0].originate_endpoint");
+        let (line, key, msg) = err(&format!("[callbacks]\ndial_via = \"pbx2\"\n{ami}"));
+        assert_eq!((line, key.as_str()), (2, "callbacks.dial_via"), "{msg}");
+        let ok = Config::parse(
+            &format!("[callbacks]\ndial_via = \"fs1\"\ndial_interval = \"30s\"\n{ami}{esl}"),
+            Path::new("t.toml"),
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.callbacks.dial_interval,
+            std::time::Duration::from_secs(30)
+        );
+        let ami = &ok.intakes.ami[0].get_ref();
+        assert_eq!(
+            (
+                ami.originate_channel.as_str(),
+                ami.originate_context.as_str()
+            ),
+            ("PJSIP/{extension}", "from-internal")
+        );
+        let esl = &ok.intakes.esl[0].get_ref();
+        assert_eq!(
+            (
+                esl.originate_endpoint.as_str(),
+                esl.originate_context.as_str()
+            ),
+            ("user/{extension}", "default")
+        );
     }
 
     #[test]

@@ -379,6 +379,8 @@ impl Daemon {
             max_message_bytes: settings.push.max_message_bytes,
         });
         let throttle = crate::throttle::AuthThrottle::default();
+        // The AMI/ESL clients register here while connected; call-backs are placed through it.
+        let dialers = crate::calls::dial::Dialers::new();
         let mut app = crate::web::router(crate::web::AppState {
             calls: calls.clone(),
             agents,
@@ -391,6 +393,7 @@ impl Daemon {
             throttle: throttle.clone(),
             cluster: cluster.as_ref().map(|n| n.status()),
             callbacks: callbacks.clone(),
+            dialers: dialers.clone(),
         });
         // Always mounted: PBXs added by a reload are served; without any, every request is
         // refused as unsigned.
@@ -431,6 +434,7 @@ impl Daemon {
                     events: events_tx.clone(),
                     known: known.clone(),
                     tasks: tasks.clone(),
+                    dialers,
                 },
                 cancel: cancel.clone(),
             },

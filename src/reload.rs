@@ -345,7 +345,7 @@ fn restart_needed(old: Option<&Config>, new: &Config) -> Vec<&'static str> {
         return Vec::new();
     };
     type Section = (&'static str, fn(&Config) -> String);
-    let sections: [Section; 9] = [
+    let sections: [Section; 10] = [
         ("[sip] listeners and timers", |c| {
             format!(
                 "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
@@ -372,6 +372,7 @@ fn restart_needed(old: Option<&Config>, new: &Config) -> Vec<&'static str> {
         ("[http]", |c| format!("{:?}", c.http)),
         ("[push]", |c| format!("{:?}", c.push)),
         ("[calls]", |c| format!("{:?}", c.calls)),
+        ("[callbacks]", |c| format!("{:?}", c.callbacks)),
         ("[directory]", |c| format!("{:?}", c.directory)),
         ("[call_log]", |c| format!("{:?}", c.call_log)),
         ("[numbers]", |c| format!("{:?}", c.numbers)),

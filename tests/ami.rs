@@ -1,6 +1,7 @@
 //! Asterisk AMI intake end to end: the real daemon connects to a fake manager interface on
-//! 127.0.0.1:0 that checks the login and the actions, answers Ping and CoreShowChannels, and
-//! replays the transcripts in `tests/fixtures/ami/` (reconstructions, see its README).
+//! 127.0.0.1:0 that checks the login and the actions, answers Ping, CoreShowChannels and
+//! Originate (call-backs: `POST /api/callbacks/{id}/dial`), and replays the transcripts in
+//! `tests/fixtures/ami/` (reconstructions, see its README).
 
 mod support;
 
@@ -42,12 +43,23 @@ enum Cmd {
     Silence,
 }
 
+/// How the fake server answers an `Originate`.
+#[derive(Debug, Clone)]
+enum Originated {
+    Success,
+    Error(&'static str),
+    /// Closes the connection without an answer.
+    Hangup,
+}
+
 /// What the fake server saw, for assertions.
 #[derive(Debug, Default, Clone)]
 struct Seen {
     logins: usize,
     resyncs: usize,
     pings: usize,
+    /// Every `Originate`'s fields, in order.
+    originates: Vec<Vec<(String, String)>>,
     /// Protocol violations: anything but Login first, a bad login, an unknown action.
     violations: Vec<String>,
 }
@@ -57,6 +69,7 @@ struct FakeAmi {
     cmds: mpsc::Sender<Cmd>,
     seen: watch::Receiver<Seen>,
     channels: Arc<Mutex<Vec<u8>>>,
+    originated: Arc<Mutex<Originated>>,
 }
 
 /// A connection to the fake server, plain or TLS.
@@ -76,6 +89,8 @@ impl FakeAmi {
         let (seen_tx, seen) = watch::channel(Seen::default());
         let channels = Arc::new(Mutex::new(Vec::new()));
         let listed = channels.clone();
+        let originated = Arc::new(Mutex::new(Originated::Success));
+        let answer = originated.clone();
         tokio::spawn(async move {
             // One connection at a time, as the client makes them.
             while let Ok((stream, _)) = listener.accept().await {
@@ -150,6 +165,20 @@ impl FakeAmi {
                                     reply = format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n{items}Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {n}\r\n\r\n");
                                     seen_tx.send_modify(|s| s.resyncs += 1);
                                 }
+                                "Originate" => {
+                                    let how = answer.lock().expect("lock").clone();
+                                    seen_tx.send_modify(|s| {
+                                        s.originates.push(action.clone());
+                                        if !id.starts_with("screenpop-dial-") {
+                                            s.violations.push(format!("Originate ActionID {id:?}"));
+                                        }
+                                    });
+                                    match how {
+                                        Originated::Success => reply = format!("Response: Success\r\nActionID: {id}\r\nMessage: Originate successfully queued\r\n\r\n"),
+                                        Originated::Error(why) => reply = format!("Response: Error\r\nActionID: {id}\r\nMessage: {why}\r\n\r\n"),
+                                        Originated::Hangup => break,
+                                    }
+                                }
                                 "Logoff" => {
                                     reply = format!("Response: Goodbye\r\nActionID: {id}\r\nMessage: Thanks for all the fish.\r\n\r\n");
                                 }
@@ -172,6 +201,7 @@ impl FakeAmi {
             cmds,
             seen,
             channels,
+            originated,
         }
     }
 
@@ -605,6 +635,154 @@ async fn garbage_lines_are_skipped_and_counted_and_the_stream_goes_on() {
         after >= garbage + 6.0,
         "six defects counted: {garbage} -> {after}"
     );
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+/// The fields of the server's `n`th `Originate`.
+fn originate(server: &FakeAmi, n: usize) -> std::collections::HashMap<String, String> {
+    server.seen.borrow().originates[n].iter().cloned().collect()
+}
+
+#[tokio::test]
+async fn a_call_back_rings_the_agents_own_extension_then_the_caller_and_is_refused_otherwise() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| {
+        c.name = "pbx-dial".into();
+        c.originate_context = "callbacks".into();
+    })
+    .await;
+    let http = daemon.bound.http.expect("http");
+    let accepted = metric(
+        http,
+        "screenpop_callback_dials_total",
+        "result=\"accepted\"",
+    )
+    .await;
+    // Acme rang at alice (1001) and bob (1002); another caller at bob only.
+    missed_at(&daemon, "dial-1", "+14155550100", &["1001", "1002"]);
+    missed_at(&daemon, "dial-2", "+17025551655", &["1002"]);
+    let acme = callback_id(http, "alice-demo-token", "+14155550100").await;
+    let bobs = callback_id(http, "bob-demo-token", "+17025551655").await;
+
+    // Alice calls Acme back: her phone first, then Acme's number in the configured context.
+    let (status, _, body) = dial(http, "alice-demo-token", &acme, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["dialled"]["pbx"], "pbx-dial");
+    assert_eq!(body["dialled"]["extension"], "1001");
+    assert_eq!(body["dialled"]["number"], "+14155550100");
+    assert_eq!(
+        body["callback"]["state"], "open",
+        "dialling does not close it"
+    );
+    let sent = originate(&server, 0);
+    assert_eq!(sent["Channel"], "PJSIP/1001");
+    assert_eq!(sent["Exten"], "+14155550100");
+    assert_eq!(sent["Context"], "callbacks");
+    assert_eq!(sent["Priority"], "1");
+    assert_eq!(sent["Async"], "true");
+    assert_eq!(sent["CallerID"], "\"Call back Acme Corporation\" <1001>");
+    assert!(sent["ActionID"].starts_with("screenpop-dial-"));
+
+    // Within dial_interval (10 s): refused, with when to try again.
+    let (status, head, body) = dial(http, "alice-demo-token", &acme, None).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(head.contains("retry-after: 10"), "{head}");
+    // Not the agent's entry: 404, as for every other action; nothing reaches the PBX.
+    let (status, _, body) = dial(http, "alice-demo-token", &bobs, None).await;
+    assert_eq!(status, 404, "{body}");
+    // Only ever from the agent's own extension.
+    let (status, _, body) = dial(
+        http,
+        "bob-demo-token",
+        &acme,
+        Some(serde_json::json!({"extension": "1001"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(server.seen.borrow().originates.len(), 1);
+
+    // The PBX refuses: 502 with its message; nothing was placed, so bob may try again at once.
+    *server.originated.lock().expect("lock") = Originated::Error("Extension does not exist.");
+    let (status, _, body) = dial(
+        http,
+        "bob-demo-token",
+        &acme,
+        Some(serde_json::json!({"extension": "1002"})),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Extension does not exist.")),
+        "{body}"
+    );
+    assert_eq!(originate(&server, 1)["Channel"], "PJSIP/1002");
+    *server.originated.lock().expect("lock") = Originated::Success;
+
+    // Bob claims Acme: alice may no longer call it back.
+    let (status, _, body) = http_request(
+        http,
+        "POST",
+        &format!("/api/callbacks/{acme}/claim"),
+        Some("bob-demo-token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = dial(http, "alice-demo-token", &acme, None).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _, body) = dial(http, "bob-demo-token", &acme, None).await;
+    assert_eq!(status, 202, "the claimer may: {body}");
+    assert_eq!(originate(&server, 2)["Channel"], "PJSIP/1002");
+
+    assert!(
+        metric(
+            http,
+            "screenpop_callback_dials_total",
+            "result=\"accepted\""
+        )
+        .await
+            >= accepted + 2.0
+    );
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_pbx_that_drops_the_connection_with_a_dial_pending_answers_503_at_once() {
+    let mut server = FakeAmi::start().await;
+    let daemon = connected(&mut server, |c| {
+        c.name = "pbx-dial-drop".into();
+        // Reconnects slowly: the registry is empty meanwhile.
+        c.reconnect_min = Duration::from_secs(30);
+        c.reconnect_max = Duration::from_secs(30);
+    })
+    .await;
+    let http = daemon.bound.http.expect("http");
+    missed_at(&daemon, "drop-1", "+14155550100", &["1001"]);
+    let id = callback_id(http, "alice-demo-token", "+14155550100").await;
+    *server.originated.lock().expect("lock") = Originated::Hangup;
+    let started = std::time::Instant::now();
+    let (status, _, body) = dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not after the 5 s dial timeout: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(server.seen.borrow().originates.len(), 1);
+    // Disconnected: refused at once, and the slot was given back (nothing was placed).
+    let (status, _, body) = dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no AMI or ESL connection")),
+        "{body}"
+    );
+    assert_eq!(server.seen.borrow().originates.len(), 1);
     server.assert_clean();
     assert!(daemon.stop().await);
 }

@@ -236,6 +236,58 @@ async fn a_later_answered_call_reaches_the_caller_and_the_snapshot_lists_what_is
     daemon.shutdown();
 }
 
+/// Calling back through the PBX needs a connected AMI or ESL client (tests/ami.rs and
+/// tests/esl.rs dial through fake ones); without one the agent is told so, and nothing else
+/// changes. The rules before it (the agent's entry, own extension) apply all the same.
+#[tokio::test]
+async fn dialling_without_a_pbx_connection_is_503_and_changes_nothing() {
+    let daemon = support::start().await;
+    let http = daemon.bound.http.expect("http");
+    missed(&daemon, "nd", ACME, EndReason::Cancelled);
+    let id = support::callback_id(http, "alice-demo-token", ACME).await;
+    let (status, _, body) = support::dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no AMI or ESL connection")),
+        "{body}"
+    );
+    // Not rate-limited by a call that was never placed.
+    let (status, _, _) = support::dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503);
+    let (status, _, _) = support::dial(
+        http,
+        "alice-demo-token",
+        &id,
+        Some(json!({"extension": "1002"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = support::dial(http, "alice-demo-token", "0123abcd", None).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = support::dial(
+        http,
+        "alice-demo-token",
+        &id,
+        Some(json!({"extension": 1001})),
+    )
+    .await;
+    assert_eq!(status, 400, "a malformed body");
+    let open = list(http, "alice-demo-token").await;
+    assert_eq!(open[0]["state"], "open");
+    assert!(
+        support::metric(
+            http,
+            "screenpop_callback_dials_total",
+            "result=\"unavailable\""
+        )
+        .await
+            >= 2.0
+    );
+    daemon.shutdown();
+}
+
 /// A daemon on the database at `url` with alice (1001) and bob (1002).
 async fn pg_daemon(db: &TestDb) -> Daemon {
     let toml = format!(

@@ -1,7 +1,8 @@
 //! FreeSWITCH event-socket intake end to end: the real daemon connects to a fake
 //! mod_event_socket on 127.0.0.1:0 that checks `auth` and the event subscription, answers
-//! `api show calls as json`, sends HEARTBEATs, and replays the transcripts in
-//! `tests/fixtures/esl/` (reconstructions, see its README).
+//! `api show calls as json` and `bgapi originate` (call-backs: `POST /api/callbacks/{id}/dial`),
+//! sends HEARTBEATs, and replays the transcripts in `tests/fixtures/esl/` (reconstructions, see
+//! its README).
 
 mod support;
 
@@ -18,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 const PASSWORD: &str = "NotClueCon";
+/// The fake switch's answer to a `bgapi originate` that closes the connection instead.
+const HANG_UP: &str = "hang up";
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/esl/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -35,6 +38,8 @@ struct Seen {
     auths: usize,
     subscriptions: usize,
     resyncs: usize,
+    /// Every `bgapi originate …` command, in order.
+    originates: Vec<String>,
     violations: Vec<String>,
 }
 
@@ -43,6 +48,8 @@ struct FakeEsl {
     cmds: mpsc::Sender<Cmd>,
     seen: watch::Receiver<Seen>,
     calls: Arc<Mutex<Vec<u8>>>,
+    /// The `Reply-Text` to a `bgapi originate`.
+    originated: Arc<Mutex<&'static str>>,
 }
 
 fn heartbeat() -> Vec<u8> {
@@ -62,6 +69,10 @@ impl FakeEsl {
         let (seen_tx, seen) = watch::channel(Seen::default());
         let calls = Arc::new(Mutex::new(br#"{"row_count":0}"#.to_vec()));
         let listed = calls.clone();
+        let originated = Arc::new(Mutex::new(
+            "+OK Job-UUID: 9a1c3e52-5b8f-4d0e-8c71-0f2b6d4e1a90",
+        ));
+        let answer = originated.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (rd, mut wr) = stream.into_split();
@@ -125,6 +136,13 @@ impl FakeEsl {
                                 let mut out = format!("Content-Type: api/response\nContent-Length: {}\n\n", body.len()).into_bytes();
                                 out.extend_from_slice(&body);
                                 String::from_utf8_lossy(&out).into_owned()
+                            } else if command.starts_with("bgapi originate ") {
+                                seen_tx.send_modify(|s| s.originates.push(command.clone()));
+                                let text = *answer.lock().expect("lock");
+                                if text == HANG_UP {
+                                    break;
+                                }
+                                reply(text)
                             } else if command == "exit" {
                                 "Content-Type: command/reply\nReply-Text: +OK bye\n\nContent-Type: text/disconnect-notice\nContent-Length: 0\n\n".into()
                             } else {
@@ -145,6 +163,7 @@ impl FakeEsl {
             cmds,
             seen,
             calls,
+            originated,
         }
     }
 
@@ -441,6 +460,103 @@ async fn garbage_is_skipped_and_counted_and_the_stream_goes_on() {
         after >= before + 4.0,
         "four defects counted: {before} -> {after}"
     );
+    server.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn a_call_back_is_a_bgapi_originate_from_the_agents_own_endpoint_through_the_chosen_switch() {
+    let mut first = FakeEsl::start().await;
+    let mut second = FakeEsl::start().await;
+    let mut via = second.config("fs-dial-b");
+    via.originate_endpoint = "sofia/internal/{extension}%pbx.example.com".into();
+    via.originate_context = "callbacks".into();
+    let configs = vec![first.config("fs-dial-a"), via];
+    let daemon = start_with(|s| {
+        s.intakes.esl = configs;
+        s.callbacks = screenpop::callbacks::Callbacks::new(
+            screenpop::callbacks::CallbacksConfig {
+                dial_via: Some("fs-dial-b".into()),
+                ..Default::default()
+            },
+            "tel:{number}",
+            None,
+        );
+    })
+    .await;
+    first.wait(|s| s.resyncs >= 1).await;
+    second.wait(|s| s.resyncs >= 1).await;
+    let http = daemon.bound.http.expect("http");
+    missed_at(&daemon, "esl-dial", "+14155550100", &["1001", "1002"]);
+    let id = callback_id(http, "alice-demo-token", "+14155550100").await;
+
+    // `+OK Job-UUID`: queued, 202; through dial_via, never the other switch.
+    let (status, _, body) = dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["dialled"]["pbx"], "fs-dial-b");
+    assert_eq!(
+        second.seen.borrow().originates,
+        [
+            "bgapi originate {origination_caller_id_name='Call back Acme Corporation',\
+          origination_caller_id_number=1001}sofia/internal/1001%pbx.example.com \
+          +14155550100 XML callbacks"
+        ]
+    );
+    assert!(first.seen.borrow().originates.is_empty());
+
+    // `-ERR`: refused, 502 with the switch's text.
+    *second.originated.lock().expect("lock") = "-ERR permission denied";
+    let (status, _, body) = dial(http, "bob-demo-token", &id, None).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("-ERR permission denied")),
+        "{body}"
+    );
+    assert!(second.seen.borrow().originates[1].contains("origination_caller_id_number=1002}"));
+    first.assert_clean();
+    second.assert_clean();
+    assert!(daemon.stop().await);
+}
+
+#[tokio::test]
+async fn the_default_endpoint_and_context_and_a_switch_that_hangs_up_is_503_at_once() {
+    let mut server = FakeEsl::start().await;
+    let mut config = server.config("fs-dial-default");
+    // Reconnects slowly: the registry is empty meanwhile.
+    config.reconnect_min = Duration::from_secs(30);
+    config.reconnect_max = Duration::from_secs(30);
+    let daemon = connected_with(&mut server, config).await;
+    let http = daemon.bound.http.expect("http");
+    missed_at(&daemon, "esl-dial-2", "+17025551655", &["1001", "1002"]);
+    let id = callback_id(http, "bob-demo-token", "+17025551655").await;
+    let (status, _, body) = dial(http, "bob-demo-token", &id, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        server.seen.borrow().originates[0].ends_with("}user/1002 +17025551655 XML default"),
+        "{:?}",
+        server.seen.borrow().originates
+    );
+    // The switch reads the bgapi and closes the socket: 503 at once, not after the timeout.
+    *server.originated.lock().expect("lock") = HANG_UP;
+    let started = std::time::Instant::now();
+    let (status, _, body) = dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _, body) = dial(http, "alice-demo-token", &id, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no AMI or ESL connection")),
+        "{body}"
+    );
+    assert_eq!(server.seen.borrow().originates.len(), 2);
     server.assert_clean();
     assert!(daemon.stop().await);
 }

@@ -12,8 +12,14 @@
 //! first, so that of two agents claiming at once (on one node or two) exactly one wins, and an
 //! action is acknowledged only once it is stored. Open entries are loaded at start.
 //!
-//! Owns nothing about HTTP (see `web::callbacks`) or sockets (see `push`).
+//! Calling back through the PBX (`dial`): the agent's own extension rings first, then the
+//! caller's number; refused for an entry another agent claimed or an extension not the
+//! agent's, and rate-limited per agent.
+//!
+//! Owns nothing about HTTP (see `web::callbacks`), sockets (see `push`) or the PBX protocols
+//! (see `calls::dial`).
 
+mod dial;
 mod store;
 
 use std::collections::HashMap;
@@ -25,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::agents::Agent;
 use crate::calls::{CallState, CallUpdate, Change, EndReason};
 use crate::resolve::Resolution;
+pub use dial::{CALLBACK_DIALS_TOTAL, DialRefusal, Dialled};
 pub use store::Database;
 
 /// Metric `screenpop_callbacks_total{event}`: entries opened, attempts added, reached,
@@ -46,6 +53,14 @@ pub struct CallbacksConfig {
         deserialize_with = "crate::serde_ext::positive"
     )]
     pub max_open: usize,
+    /// `POST /api/callbacks/{id}/dial`: at most one call placed per agent within this (a
+    /// second one is 429 with `Retry-After`).
+    #[serde(default = "default_dial_interval", with = "crate::serde_ext::duration")]
+    pub dial_interval: Duration,
+    /// The `[[ami]]` or `[[esl]]` PBX (its `name`) that places call-backs; default: the one
+    /// connected longest.
+    #[serde(default)]
+    pub dial_via: Option<String>,
 }
 
 impl Default for CallbacksConfig {
@@ -53,8 +68,14 @@ impl Default for CallbacksConfig {
         CallbacksConfig {
             enabled: true,
             max_open: default_max_open(),
+            dial_interval: default_dial_interval(),
+            dial_via: None,
         }
     }
+}
+
+fn default_dial_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_true() -> bool {
@@ -243,6 +264,8 @@ pub struct Callbacks {
     database: Option<Database>,
     /// One action at a time (each is a read, a database update and a write).
     acting: tokio::sync::Mutex<()>,
+    /// When each agent last had a call placed (the `dial_interval` limit).
+    dialled: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Callbacks {
@@ -269,6 +292,7 @@ impl Callbacks {
             listener: OnceLock::new(),
             database,
             acting: tokio::sync::Mutex::new(()),
+            dialled: Mutex::default(),
         })
     }
 

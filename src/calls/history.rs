@@ -337,16 +337,22 @@ fn rfc3339(t: SystemTime) -> String {
 /// `sip:{number}@pbx.example.com`: the number as dialled digits (`+` and `0-9*#` kept, the
 /// rest dropped, so nothing in it can break out of the URI). `None` when no digit is left.
 pub fn call_back_link(template: &str, number: &str) -> Option<String> {
+    dialable(number).map(|dialled| template.replace("{number}", &dialled))
+}
+
+/// `number` reduced to what can be dialled: digits, `*`, `#` and a leading `+`; `None` when
+/// no digit is left. The one rule for call-back links and for dialling through the PBX.
+pub fn dialable(number: &str) -> Option<String> {
     let dialled: String = number
         .chars()
         .enumerate()
         .filter(|&(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
         .map(|(_, c)| c)
         .collect();
-    if !dialled.chars().any(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    Some(template.replace("{number}", &dialled))
+    dialled
+        .chars()
+        .any(|c| c.is_ascii_digit())
+        .then_some(dialled)
 }
 
 const LOGGED: &str = "SELECT call_id, ringing_extensions, answered_extension, answered_by,

@@ -6,7 +6,10 @@
 //! - `log`: the call log in PostgreSQL, written in batches from a bounded buffer.
 //! - `journal`: the recent calls in memory with the agents' notes, for the agent page.
 //! - `history`: the `history` profile section, from the journal and the call log.
+//! - `dial`: asking a PBX to place a call (agent's extension first), and the registry of the
+//!   PBX connections that can.
 
+pub mod dial;
 mod event;
 pub mod history;
 pub(crate) mod journal;

@@ -34,6 +34,8 @@ pub struct Context {
     pub known: KnownExtension,
     /// Where intake tasks run (waited for at shutdown).
     pub tasks: TaskTracker,
+    /// Where the clients that can place calls (AMI, ESL) register while connected.
+    pub dialers: Arc<crate::calls::dial::Dialers>,
 }
 
 /// A started intake's result: the local address it bound, if any (the dialog socket).
@@ -202,6 +204,37 @@ pub mod check {
         } else {
             Ok(())
         }
+    }
+
+    /// A call-back's channel (or endpoint) template and dialplan context: the template holds
+    /// `{extension}`, neither holds a space, a quote or a line break (they go into a PBX
+    /// command line).
+    pub fn originate(
+        (template_field, template): (&str, &str),
+        (context_field, context): (&str, &str),
+    ) -> Result<(), super::Invalid> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "'\",{}".contains(c))
+        };
+        if !template.contains("{extension}") || !plain(&template.replace("{extension}", "x")) {
+            return Err((
+                template_field.into(),
+                format!(
+                    "`{template}` must name the agent's extension as `{{extension}}`, without \
+                     spaces, quotes or commas"
+                ),
+            ));
+        }
+        if !plain(context) {
+            return Err((
+                context_field.into(),
+                format!("`{context}` is not a dialplan context name"),
+            ));
+        }
+        Ok(())
     }
 
     /// Reads `secret` from the environment variable `env` names, when it names one; an unset

@@ -1,7 +1,11 @@
 //! Callbacks over HTTP, for the agent page: `GET /api/callbacks` (the open and claimed
 //! entries that rang at the agent's extensions, newest first) and
 //! `POST /api/callbacks/{id}/claim`, `/release`, `/done` (optional `note` and `disposition`,
-//! also written to the call log on the last missed call).
+//! also written to the call log on the last missed call), and `/dial` (optional
+//! `{"extension": …}`, one of the agent's own): the PBX rings the agent's extension, then the
+//! caller: 202 once the PBX accepted it, 502 when it refused (its message), 503 without a
+//! connected PBX, 504 without an answer, 429 (`Retry-After`) within `[callbacks]
+//! dial_interval` of the agent's last call, 403 for an extension not the agent's.
 //!
 //! Every request authenticates the agent (`Authorization: Bearer TOKEN`); an entry that did
 //! not ring at one of the agent's extensions is 404 whether it exists or not. A claim held by
@@ -15,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::callbacks::{ActError, Action};
+use crate::callbacks::{ActError, Action, DialRefusal};
+use crate::calls::dial::DialError;
 use crate::calls::journal::MAX_NOTE_CHARS;
 use crate::throttle::Peer;
 
@@ -42,6 +47,67 @@ struct DoneBody {
     disposition: Option<String>,
 }
 
+/// What `dial` takes (optional): which of the agent's extensions rings first.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DialBody {
+    #[serde(default)]
+    extension: Option<String>,
+}
+
+/// `POST /api/callbacks/{id}/dial`.
+async fn dial(state: &AppState, agent: &crate::agents::Agent, id: &str, body: &[u8]) -> Response {
+    let body: DialBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DialBody::default()
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(body) => body,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"extension\": …}}: {e}"),
+                );
+            }
+        }
+    };
+    let dialled = state
+        .callbacks
+        .dial(agent, id, body.extension.as_deref(), &state.dialers)
+        .await;
+    let refusal = match dialled {
+        Ok(dialled) => {
+            let cb = state.callbacks.get(agent, id);
+            return (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "dialled": dialled, "callback": cb })),
+            )
+                .into_response();
+        }
+        Err(refusal) => refusal,
+    };
+    let message = refusal.to_string();
+    match refusal {
+        DialRefusal::NotYours => error(StatusCode::NOT_FOUND, &message),
+        DialRefusal::Claimed(_) => error(StatusCode::CONFLICT, &message),
+        DialRefusal::NotYourExtension => error(StatusCode::FORBIDDEN, &message),
+        DialRefusal::NoNumber => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+        DialRefusal::TooSoon(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, secs.max(1).to_string())],
+                axum::Json(json!({ "error": message })),
+            )
+                .into_response()
+        }
+        DialRefusal::Pbx(DialError::Refused(_)) => error(StatusCode::BAD_GATEWAY, &message),
+        DialRefusal::Pbx(DialError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, &message),
+        DialRefusal::Pbx(DialError::NotConnected(_) | DialError::Busy) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
+    }
+}
+
 /// `POST /api/callbacks/{id}/{action}`.
 pub async fn act(
     State(state): State<AppState>,
@@ -55,6 +121,7 @@ pub async fn act(
         Err(response) => return *response,
     };
     let action = match action.as_str() {
+        "dial" => return dial(&state, &agent, &id, &body).await,
         "claim" => Action::Claim,
         "release" => Action::Release,
         "done" => {
@@ -101,7 +168,7 @@ pub async fn act(
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
-                "no such action: claim, release or done",
+                "no such action: claim, release, done or dial",
             );
         }
     };

@@ -57,6 +57,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Status>>,
     /// The callbacks (missed calls).
     pub callbacks: Arc<crate::callbacks::Callbacks>,
+    /// The PBX connections that can place calls (call-backs).
+    pub dialers: Arc<crate::calls::dial::Dialers>,
 }
 
 /// WebSocket endpoint settings.

@@ -381,3 +381,52 @@ pub fn ringing(key: &str, extension: &str, number: &str) -> screenpop::calls::Ca
         dialled: None,
     }
 }
+
+/// A call from `number` that rings `extensions` and ends unanswered: a callback entry.
+pub fn missed_at(daemon: &Daemon, key: &str, number: &str, extensions: &[&str]) {
+    for ext in extensions {
+        daemon.calls.apply(ringing(key, ext, number));
+    }
+    daemon.calls.apply(screenpop::calls::CallEvent::Ended {
+        key: key.into(),
+        intake: screenpop::calls::Intake::SIP,
+        extension: None,
+        reason: screenpop::calls::EndReason::Cancelled,
+    });
+}
+
+/// The id of the open callback for `number` in the agent's list (observers run in line with
+/// `Calls::apply`, so a missed call's entry is there at once).
+pub async fn callback_id(http: SocketAddr, token: &str, number: &str) -> String {
+    let (status, body) = http_get(http, "/api/callbacks", Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["callbacks"]
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["number"] == number))
+        .and_then(|c| c["id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no callback for {number}: {body}"))
+}
+
+/// `POST /api/callbacks/{id}/dial` with an optional body: (status, headers, JSON body).
+pub async fn dial(
+    http: SocketAddr,
+    token: &str,
+    id: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, String, serde_json::Value) {
+    let body = body.map(|b| b.to_string());
+    let (status, head, text) = http_request(
+        http,
+        "POST",
+        &format!("/api/callbacks/{id}/dial"),
+        Some(token),
+        body.as_deref(),
+    )
+    .await;
+    (
+        status,
+        head,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -13,13 +13,20 @@
 //! TLS (`tls = true`, Asterisk's port 5039): rustls with the WebPKI roots plus `tls_ca_file`
 //! (the PBX's CA or self-signed certificate), verifying `tls_server_name` (default: the
 //! address's host).
+//!
+//! While logged in, the connection is registered in [`Dialers`] and places call-backs:
+//! `Action: Originate` (`Channel` from `originate_channel`, `Async: true`) with an `ActionID`
+//! of its own; its `Response:` answers the waiting agent (Success: queued; Error: the PBX's
+//! `Message`). The dial queue is read only while fewer than [`DIAL_QUEUE`] wait for their
+//! response, and an `Originate` is one bounded write like a `Ping`: events never wait for it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -28,6 +35,7 @@ use super::frame::{Framer, Item, Message};
 use super::map::{EVENTS, Mapper};
 use crate::backoff::Backoff;
 use crate::calls::CallEvent;
+use crate::calls::dial::{DIAL_QUEUE, DialError, DialRequest, Dialers};
 use crate::telephony::cti::{self, Emitter, Secret};
 
 /// The `input` label of the CTI metrics.
@@ -85,8 +93,21 @@ pub struct AmiConfig {
     /// self-signed certificate; relative to the config file.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The channel a call-back rings first, `{extension}` being the agent's own
+    /// (`POST /api/callbacks/{id}/dial`; the user needs `write = originate`).
+    #[serde(default = "default_originate_channel")]
+    pub originate_channel: String,
+    /// The dialplan context the number is dialled in once the agent answers.
+    #[serde(default = "default_originate_context")]
+    pub originate_context: String,
 }
 
+fn default_originate_channel() -> String {
+    "PJSIP/{extension}".into()
+}
+fn default_originate_context() -> String {
+    "from-internal".into()
+}
 fn default_events() -> String {
     "system,call,agent".into()
 }
@@ -126,6 +147,8 @@ impl AmiConfig {
             tls: false,
             tls_server_name: None,
             tls_ca_file: None,
+            originate_channel: default_originate_channel(),
+            originate_context: default_originate_context(),
         }
     }
 
@@ -197,6 +220,7 @@ pub async fn run(
     config: AmiConfig,
     known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     events: mpsc::Sender<CallEvent>,
+    dialers: Arc<Dialers>,
     cancel: CancellationToken,
 ) {
     let span = tracing::info_span!("ami", pbx = %config.name);
@@ -214,6 +238,7 @@ pub async fn run(
             emitter: Emitter::new(events),
             config: &config,
             tls,
+            dialers,
         };
         cti::reconnect(&mut client, &config.name, &config.address, backoff, &cancel).await;
     }
@@ -230,6 +255,7 @@ struct Client<'a> {
     )>,
     mapper: Mapper,
     emitter: Emitter,
+    dialers: Arc<Dialers>,
 }
 
 impl cti::Session for Client<'_> {
@@ -258,6 +284,7 @@ impl cti::Session for Client<'_> {
             mapper: &mut self.mapper,
             emitter: &self.emitter,
             backoff,
+            dialers: &self.dialers,
         };
         match &self.tls {
             None => session.serve(stream, cancel).await,
@@ -281,7 +308,35 @@ struct Session<'a> {
     mapper: &'a mut Mapper,
     emitter: &'a Emitter,
     backoff: &'a mut Backoff,
+    dialers: &'a Arc<Dialers>,
 }
+
+/// The `Originate` action for a call-back [PROTOCOLS.md §3]: the agent's channel first, then
+/// `Exten` in the configured context; `None` when the request is not safe to write.
+fn originate(config: &AmiConfig, request: &DialRequest, id: &str) -> Option<Vec<(&'static str, String)>> {
+    if !request.is_safe() {
+        return None;
+    }
+    let name = request.caller_name();
+    Some(vec![
+        ("Action", "Originate".into()),
+        ("ActionID", id.into()),
+        (
+            "Channel",
+            config
+                .originate_channel
+                .replace("{extension}", &request.extension),
+        ),
+        ("Context", config.originate_context.clone()),
+        ("Exten", request.number.clone()),
+        ("Priority", "1".into()),
+        ("CallerID", format!("\"{name}\" <{}>", request.extension)),
+        ("Async", "true".into()),
+    ])
+}
+
+/// The prefix of the `ActionID` of every `Originate` this client sends.
+const DIAL_ID: &str = "screenpop-dial-";
 
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, fields: &[(&str, &str)]) -> Result<(), AmiError> {
     let text = Message::render(fields);
@@ -377,6 +432,10 @@ impl Session<'_> {
         cti::set_connected(INPUT, &self.config.name, true);
         self.backoff.reset();
         tracing::info!(address = %self.config.address, "AMI connected.");
+        // Places call-backs while this connection lasts; dropped (unregistered) on any return.
+        let (_registration, mut dials) = self.dialers.register(&self.config.name);
+        let mut pending: HashMap<String, oneshot::Sender<Result<(), DialError>>> = HashMap::new();
+        let mut dial_seq = 0u64;
 
         // Resync: what is live now, after a start or a gap.
         let resync_id = format!("screenpop-resync-{}", rand::random::<u32>());
@@ -399,10 +458,22 @@ impl Session<'_> {
                         continue;
                     }
                 };
-                if msg.response().is_some() {
+                // `OriginateResponse` is an event with a `Response` field: not an answer.
+                if msg.response().is_some() && msg.event().is_none() {
                     let id = msg.get("ActionID").unwrap_or_default();
                     if id.starts_with("screenpop-ping-") {
                         pong_deadline = None;
+                    } else if let Some(reply) = pending.remove(id) {
+                        let result = if msg
+                            .response()
+                            .is_some_and(|r| r.eq_ignore_ascii_case("Success"))
+                        {
+                            Ok(())
+                        } else {
+                            let why = msg.get("Message").unwrap_or("no reason given");
+                            Err(DialError::Refused(why.chars().take(200).collect()))
+                        };
+                        let _ = reply.send(result);
                     } else if id == resync_id
                         && !msg
                             .response()
@@ -420,6 +491,17 @@ impl Session<'_> {
                     cti::count_garbage(INPUT);
                     continue;
                 };
+                if event == "OriginateResponse"
+                    && msg.get("ActionID").is_some_and(|id| id.starts_with(DIAL_ID))
+                {
+                    // How the call-back went once queued: `Reason` 4 answered, 3 no answer,
+                    // 5 busy, 0 failed.
+                    tracing::debug!(
+                        response = msg.get("Response").unwrap_or_default(),
+                        reason = msg.get("Reason").unwrap_or_default(),
+                        "Call-back origination finished."
+                    );
+                }
                 let Some(kind) = EVENTS.iter().find(|e| **e == event) else {
                     cti::count_event(INPUT, "other");
                     continue;
@@ -447,6 +529,8 @@ impl Session<'_> {
                 };
                 self.emitter.emit(out);
             }
+            // Dials whose agent stopped waiting (timed out) free their place.
+            pending.retain(|_, reply| !reply.is_closed());
             let wake = pong_deadline.map_or(next_ping, |d| d.min(next_ping));
             tokio::select! {
                 () = cancel.cancelled() => {
@@ -454,6 +538,23 @@ impl Session<'_> {
                     return Ok(());
                 }
                 read = fill(&mut rd, &mut framer) => read?,
+                Some(dial) = dials.recv(), if pending.len() < DIAL_QUEUE => {
+                    dial_seq += 1;
+                    let id = format!("{DIAL_ID}{dial_seq}");
+                    match originate(self.config, &dial.request, &id) {
+                        None => {
+                            let _ = dial.reply.send(Err(DialError::Refused(
+                                "the extension or number cannot be dialled".into(),
+                            )));
+                        }
+                        Some(fields) => {
+                            let fields: Vec<(&str, &str)> =
+                                fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                            send(&mut wr, &fields).await?;
+                            pending.insert(id, dial.reply);
+                        }
+                    }
+                }
                 () = tokio::time::sleep_until(wake) => {
                     let now = Instant::now();
                     if pong_deadline.is_some_and(|d| d <= now) {
@@ -488,7 +589,10 @@ impl crate::telephony::intake::Section for AmiConfig {
         if self.username.is_empty() {
             return Err(("username".into(), "must not be empty".into()));
         }
-        Ok(())
+        check::originate(
+            ("originate_channel", &self.originate_channel),
+            ("originate_context", &self.originate_context),
+        )
     }
 
     fn resolve(&mut self, base: &std::path::Path) -> anyhow::Result<()> {
@@ -527,7 +631,13 @@ impl crate::telephony::intake::Client for AmiConfig {
     ) -> crate::telephony::intake::Started<'a> {
         crate::telephony::intake::spawned(
             ctx,
-            run(self.clone(), ctx.known.clone(), ctx.events.clone(), stop),
+            run(
+                self.clone(),
+                ctx.known.clone(),
+                ctx.events.clone(),
+                ctx.dialers.clone(),
+                stop,
+            ),
         )
     }
 }
@@ -567,11 +677,13 @@ mod tests {
         let emitter = Emitter::new(tx);
         let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
         let cancel = CancellationToken::new();
+        let dialers = Dialers::new();
         let mut session = Session {
             config: &config,
             mapper: &mut mapper,
             emitter: &emitter,
             backoff: &mut backoff,
+            dialers: &dialers,
         };
         let script = async {
             server
@@ -656,11 +768,13 @@ mod tests {
             let mut mapper = Mapper::new("p", Arc::new(|_: &str| true));
             let emitter = Emitter::new(tx);
             let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
+            let dialers = Dialers::new();
             let mut session = Session {
                 config: &config,
                 mapper: &mut mapper,
                 emitter: &emitter,
                 backoff: &mut backoff,
+                dialers: &dialers,
             };
             let error = session
                 .serve(client, &CancellationToken::new())

@@ -8,13 +8,22 @@
 //!     ▲                                                                                   │
 //!     └──────────── backoff ◀── EOF, -ERR, disconnect-notice, silence past the deadline ──┘
 //! ```
+//!
+//! While subscribed, the connection is registered in [`Dialers`] and places call-backs:
+//! `bgapi originate {origination_caller_id_…}<endpoint> <number> XML <context>`. The switch
+//! answers every command with one `command/reply`, in order (`api` with `api/response`), so
+//! the replies after the handshake answer the `bgapi`s in the order they were sent:
+//! `+OK Job-UUID: …` queued the call, `-ERR …` refused it. The call's own outcome comes later
+//! in a `BACKGROUND_JOB` event, which is not subscribed: the agent's phone rings or it does
+//! not. The dial queue is read only while fewer than [`DIAL_QUEUE`] wait for a reply.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -23,6 +32,7 @@ use super::frame::{Frame, Framer, Item};
 use super::map::{EVENTS, Event, Mapper};
 use crate::backoff::Backoff;
 use crate::calls::CallEvent;
+use crate::calls::dial::{DIAL_QUEUE, DialError, DialRequest, Dialers};
 use crate::telephony::ami::client::{default_reconnect_max, default_reconnect_min};
 use crate::telephony::cti::{self, Emitter, Secret};
 
@@ -62,8 +72,21 @@ pub struct EslConfig {
     /// Longest reconnect delay.
     #[serde(default = "default_reconnect_max", with = "crate::serde_ext::duration")]
     pub reconnect_max: Duration,
+    /// The endpoint a call-back rings first, `{extension}` being the agent's own
+    /// (`POST /api/callbacks/{id}/dial`; the event-socket user must be allowed `bgapi`).
+    #[serde(default = "default_originate_endpoint")]
+    pub originate_endpoint: String,
+    /// The XML dialplan context the number is dialled in once the agent answers.
+    #[serde(default = "default_originate_context")]
+    pub originate_context: String,
 }
 
+fn default_originate_endpoint() -> String {
+    "user/{extension}".into()
+}
+fn default_originate_context() -> String {
+    "default".into()
+}
 fn default_liveness() -> Duration {
     Duration::from_secs(60)
 }
@@ -83,6 +106,8 @@ impl EslConfig {
             connect_timeout: default_connect_timeout(),
             reconnect_min: default_reconnect_min(),
             reconnect_max: default_reconnect_max(),
+            originate_endpoint: default_originate_endpoint(),
+            originate_context: default_originate_context(),
         }
     }
 }
@@ -118,6 +143,7 @@ pub async fn run(
     config: EslConfig,
     known: Arc<dyn Fn(&str) -> bool + Send + Sync>,
     events: mpsc::Sender<CallEvent>,
+    dialers: Arc<Dialers>,
     cancel: CancellationToken,
 ) {
     let span = tracing::info_span!("esl", pbx = %config.name);
@@ -127,6 +153,7 @@ pub async fn run(
             mapper: Mapper::new(&config.name, known),
             emitter: Emitter::new(events),
             config: &config,
+            dialers,
         };
         cti::reconnect(&mut client, &config.name, &config.address, backoff, &cancel).await;
     }
@@ -139,6 +166,7 @@ struct Client<'a> {
     config: &'a EslConfig,
     mapper: Mapper,
     emitter: Emitter,
+    dialers: Arc<Dialers>,
 }
 
 impl cti::Session for Client<'_> {
@@ -167,7 +195,7 @@ impl cti::Session for Client<'_> {
             config,
             &mut self.mapper,
             &self.emitter,
-            backoff,
+            (backoff, &self.dialers),
             cancel,
         )
         .await
@@ -229,6 +257,25 @@ async fn next_reply<R: AsyncRead + Unpin>(
     }
 }
 
+/// The `bgapi originate` command for a call-back: the agent's endpoint first, then the number
+/// in the XML dialplan's context; `None` when the request is not safe to write.
+fn originate(config: &EslConfig, request: &DialRequest) -> Option<String> {
+    if !request.is_safe() {
+        return None;
+    }
+    // Channel variables: a value with spaces is single-quoted; the name has no quote or comma.
+    Some(format!(
+        "bgapi originate {{origination_caller_id_name='{name}',origination_caller_id_number={ext}}}{endpoint} {number} XML {context}",
+        name = request.caller_name(),
+        ext = request.extension,
+        endpoint = config
+            .originate_endpoint
+            .replace("{extension}", &request.extension),
+        number = request.number,
+        context = config.originate_context,
+    ))
+}
+
 /// The reply to a command: `+OK …` or the error text.
 fn reply(frame: &Frame) -> Result<(), String> {
     let text = frame.get("Reply-Text").unwrap_or_default();
@@ -244,7 +291,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     config: &EslConfig,
     mapper: &mut Mapper,
     emitter: &Emitter,
-    backoff: &mut Backoff,
+    (backoff, dialers): (&mut Backoff, &Arc<Dialers>),
     cancel: &CancellationToken,
 ) -> Result<(), EslError> {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -282,6 +329,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     tracing::info!(address = %config.address, "Event socket connected.");
     send(&mut wr, "api show calls as json").await?;
     let mut resync_pending = true;
+    // Places call-backs while this connection lasts; dropped (unregistered) on any return.
+    let (_registration, mut dials) = dialers.register(&config.name);
+    // The `bgapi`s sent and not yet answered, oldest first (replies come in order).
+    let mut pending: VecDeque<oneshot::Sender<Result<(), DialError>>> = VecDeque::new();
 
     let mut silent_until = Instant::now() + config.liveness_timeout;
     loop {
@@ -333,11 +384,15 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 "text/disconnect-notice" => return Err(EslError::Closed),
-                "command/reply" => {
-                    if let Err(text) = reply(&frame) {
+                "command/reply" => match (pending.pop_front(), reply(&frame)) {
+                    (Some(dial), result) => {
+                        let _ = dial.send(result.map_err(DialError::Refused));
+                    }
+                    (None, Err(text)) => {
                         tracing::warn!(reply = %text, "Event socket command refused.");
                     }
-                }
+                    (None, Ok(())) => {}
+                },
                 _ => {}
             }
         }
@@ -358,6 +413,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             () = tokio::time::sleep_until(silent_until) => {
                 return Err(EslError::Silent(config.liveness_timeout));
             }
+            Some(dial) = dials.recv(), if pending.len() < DIAL_QUEUE => {
+                match originate(config, &dial.request) {
+                    None => {
+                        let _ = dial.reply.send(Err(DialError::Refused(
+                            "the extension or number cannot be dialled".into(),
+                        )));
+                    }
+                    Some(command) => {
+                        send(&mut wr, &command).await?;
+                        pending.push_back(dial.reply);
+                    }
+                }
+            }
         }
     }
 }
@@ -375,7 +443,11 @@ impl crate::telephony::intake::Section for EslConfig {
             self.password.is_some(),
             self.password_env.is_some(),
         )?;
-        check::nonzero("liveness_timeout", self.liveness_timeout)
+        check::nonzero("liveness_timeout", self.liveness_timeout)?;
+        check::originate(
+            ("originate_endpoint", &self.originate_endpoint),
+            ("originate_context", &self.originate_context),
+        )
     }
 
     fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {
@@ -408,7 +480,13 @@ impl crate::telephony::intake::Client for EslConfig {
     ) -> crate::telephony::intake::Started<'a> {
         crate::telephony::intake::spawned(
             ctx,
-            run(self.clone(), ctx.known.clone(), ctx.events.clone(), stop),
+            run(
+                self.clone(),
+                ctx.known.clone(),
+                ctx.events.clone(),
+                ctx.dialers.clone(),
+                stop,
+            ),
         )
     }
 }
@@ -447,6 +525,7 @@ mod tests {
         let emitter = Emitter::new(tx);
         let mut backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(2));
         let cancel = CancellationToken::new();
+        let dialers = Dialers::new();
         let script = async {
             server
                 .write_all(b"Content-Type: auth/request\n\n")
@@ -490,7 +569,7 @@ mod tests {
                 &config,
                 &mut mapper,
                 &emitter,
-                &mut backoff,
+                (&mut backoff, &dialers),
                 &cancel
             ),
             script
@@ -522,7 +601,7 @@ mod tests {
             &config,
             &mut mapper,
             &Emitter::new(tx),
-            &mut backoff,
+            (&mut backoff, &Dialers::new()),
             &CancellationToken::new(),
         )
         .await
