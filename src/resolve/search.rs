@@ -417,20 +417,6 @@ impl Dict {
         lo..hi
     }
 
-    /// Postings in tokens starting with `word` (an estimate of a word's matches).
-    fn prefix_postings(&self, word: &[u8]) -> usize {
-        let r = self.prefix_range(word);
-        if r.is_empty() {
-            return 0;
-        }
-        let start = if r.start == 0 {
-            0
-        } else {
-            self.post_ends[r.start - 1]
-        };
-        (self.post_ends[r.end - 1] - start) as usize
-    }
-
     /// The tokens of one tier for `word`, appended to `out`.
     fn tier(&self, word: &[u8], kind: MatchKind, out: &mut Vec<u32>) {
         let range = self.prefix_range(word);
@@ -614,45 +600,45 @@ impl Numbers {
     }
 }
 
-/// Sorts number suffixes by their digits: a counting sort on the first three digits, then each
-/// bucket by an exact 64-bit key (16 digits in base 11, a missing digit lowest), so that no
-/// comparison chases pointers and the scratch space is one bucket.
+/// Fills `numbers.suffixes` (every offset leaving at least [`MIN_NUMBER_DIGITS`] digits),
+/// sorted by their digits: a counting sort on the first three digits straight into place (no
+/// second copy of the array), then each bucket by an exact key (the digits left-aligned in a
+/// `u64`, then the length: `12` < `120` < `13`), so that no comparison chases pointers.
 fn sort_number_suffixes(numbers: &mut Numbers) {
-    let key = |d: Digits| -> u64 {
-        let mut k = 0u64;
-        for i in 0..16u8 {
-            k = k * 11
-                + if i < d.len {
-                    (d.value / POW10[(d.len - 1 - i) as usize] % 10) + 1
-                } else {
-                    0
-                };
+    let count = numbers.values.len();
+    let each = |n: usize, f: &mut dyn FnMut(u32, Digits)| {
+        let d = numbers.digits(n);
+        for off in 0..=(d.len as usize - MIN_NUMBER_DIGITS).min(MAX_SUFFIX_OFFSET) {
+            f((n as u32) << 5 | off as u32, d.suffix(off as u8));
         }
-        k
     };
-    let entries = std::mem::take(&mut numbers.suffixes);
-    let bucket = |e: u32| numbers.suffix(e).head(3) as usize;
     let mut starts = vec![0usize; 1001];
-    for &e in &entries {
-        starts[bucket(e) + 1] += 1;
+    for n in 0..count {
+        each(n, &mut |_, s| starts[s.head(3) as usize + 1] += 1);
     }
     for i in 1..starts.len() {
         starts[i] += starts[i - 1];
     }
-    let mut sorted = vec![0u32; entries.len()];
+    let mut sorted = vec![0u32; starts[1000]];
     let mut cursor = starts.clone();
-    for e in entries {
-        let b = bucket(e);
-        sorted[cursor[b]] = e;
-        cursor[b] += 1;
+    for n in 0..count {
+        each(n, &mut |e, s| {
+            let b = s.head(3) as usize;
+            sorted[cursor[b]] = e;
+            cursor[b] += 1;
+        });
     }
-    let mut scratch: Vec<(u64, u32)> = Vec::new();
+    let key = |e: u32| {
+        let s = numbers.suffix(e);
+        (s.value * POW10[19 - s.len as usize], s.len, e)
+    };
+    let mut scratch: Vec<(u64, u8, u32)> = Vec::new();
     for b in 0..1000 {
         let part = &mut sorted[starts[b]..starts[b + 1]];
         scratch.clear();
-        scratch.extend(part.iter().map(|&e| (key(numbers.suffix(e)), e)));
+        scratch.extend(part.iter().map(|&e| key(e)));
         scratch.sort_unstable();
-        for (dst, (_, e)) in part.iter_mut().zip(&scratch) {
+        for (dst, (_, _, e)) in part.iter_mut().zip(&scratch) {
             *dst = *e;
         }
     }
@@ -687,6 +673,9 @@ impl Entry {
         })
     }
 }
+
+/// One tier of a word's matches: (kind, field) and the field's tokens in it.
+type Tier = ((MatchKind, Field), Vec<u32>);
 
 /// The search index of one directory.
 #[derive(Debug, Default)]
@@ -760,13 +749,9 @@ impl Search {
             customers.digits(*slot, &mut digits);
             for d in &digits {
                 if d.len as usize >= MIN_NUMBER_DIGITS && numbers.values.len() < 1 << 27 {
-                    let n = numbers.values.len() as u32;
                     numbers.values.push(d.value);
                     numbers.lens.push(d.len);
                     numbers.owners.push(base);
-                    for off in 0..=(d.len as usize - MIN_NUMBER_DIGITS).min(MAX_SUFFIX_OFFSET) {
-                        numbers.suffixes.push(n << 5 | off as u32);
-                    }
                 }
             }
         }
@@ -924,7 +909,59 @@ impl Search {
         keyed.into_iter().map(|(_, f)| f).collect()
     }
 
+    /// A word's tiers that have tokens, best first: ((kind, field), tokens).
+    fn word_tiers(&self, word: &str) -> Vec<Tier> {
+        let mut tiers = Vec::new();
+        for kind in [MatchKind::Exact, MatchKind::Prefix, MatchKind::Substring] {
+            for field in Field::TEXT {
+                if kind == MatchKind::Substring && field == Field::Account {
+                    continue;
+                }
+                let mut tokens = Vec::new();
+                self.dicts[field as usize].tier(word.as_bytes(), kind, &mut tokens);
+                if !tokens.is_empty() {
+                    tiers.push(((kind, field), tokens));
+                }
+            }
+        }
+        tiers
+    }
+
+    /// Base customers for one word: each tier's tokens looked up only when the tiers before
+    /// it left results to find, and each customer's rank is its first tier's.
+    fn one_word(&self, word: &str, limit: usize, out: &mut Vec<(MatchKind, Field, u32)>) {
+        let mut taken: Vec<u32> = Vec::new();
+        let mut tokens = Vec::new();
+        for kind in [MatchKind::Exact, MatchKind::Prefix, MatchKind::Substring] {
+            for field in Field::TEXT {
+                if kind == MatchKind::Substring && field == Field::Account {
+                    continue;
+                }
+                let dict = &self.dicts[field as usize];
+                tokens.clear();
+                dict.tier(word.as_bytes(), kind, &mut tokens);
+                let mut merge = Merge::new(tokens.iter().map(|&t| dict.postings(t as usize)));
+                while let Some(b) = merge.next() {
+                    if self.is_dead(b) || taken.contains(&b) {
+                        continue;
+                    }
+                    taken.push(b);
+                    out.push((kind, field, b));
+                    if taken.len() >= limit {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Base customers for the words, best first, at most `limit` more into `out`.
+    ///
+    /// Candidates come from one *driving* word, tier by tier; the others are checked by a
+    /// binary search in their tokens' postings (or, for a word matching very many tokens, by
+    /// folding the candidate's fields). The driving word is the one whose best tier is the
+    /// weakest (then the one with the fewest postings): its candidates' rank is then mostly
+    /// the tier's own, and the walk settles after about `limit` hits.
     fn text_base(
         &self,
         customers: &dyn Customers,
@@ -932,72 +969,147 @@ impl Search {
         limit: usize,
         out: &mut Vec<(MatchKind, Field, u32)>,
     ) {
-        // Candidates come from the word with the fewest exact-or-prefix postings; the others
-        // are verified against each candidate's folded fields.
-        let estimate = |w: &String| -> usize {
-            self.dicts
+        /// Above this many tokens, a word is checked by folding rather than by postings.
+        const MAX_CHECK_TOKENS: usize = 256;
+        /// Up to this many tokens, a word leaps the walk forward (see `leaps`).
+        const MAX_LEAP_TOKENS: usize = 64;
+        /// Up to this many lists, the driving word's walk can be moved forward.
+        const MAX_SEEK_LISTS: usize = 1024;
+        if let [word] = words {
+            return self.one_word(word, limit, out);
+        }
+        let mut tiers: Vec<Vec<Tier>> = Vec::new();
+        for word in words {
+            let t = self.word_tiers(word);
+            if t.is_empty() {
+                return; // Every word must match: nothing in the base does.
+            }
+            tiers.push(t);
+        }
+        let postings = |w: usize| -> usize {
+            tiers[w]
                 .iter()
-                .map(|d| d.prefix_postings(w.as_bytes()))
+                .filter(|(tier, _)| tier.0 != MatchKind::Substring)
+                .flat_map(|(tier, tokens)| {
+                    let dict = &self.dicts[tier.1 as usize];
+                    tokens.iter().map(|&t| dict.postings(t as usize).len())
+                })
                 .sum()
         };
-        let Some(driving) = words.iter().min_by_key(|w| (estimate(w), Reverse(w.len()))) else {
+        let Some(driving) = (0..words.len())
+            .min_by_key(|&w| (Reverse(tiers[w][0].0), postings(w), Reverse(words[w].len())))
+        else {
             return;
         };
+        let checks: Vec<Option<&[Tier]>> = (0..words.len())
+            .map(|w| {
+                let tokens: usize = tiers[w].iter().map(|t| t.1.len()).sum();
+                (tokens <= MAX_CHECK_TOKENS).then_some(tiers[w].as_slice())
+            })
+            .collect();
+        // Words with few tokens also steer the walk: candidates without them are skipped by
+        // binary search instead of being checked one by one.
+        let leaps: Vec<Vec<&[u32]>> = (0..words.len())
+            .filter(|&w| w != driving)
+            .filter(|&w| tiers[w].iter().map(|t| t.1.len()).sum::<usize>() <= MAX_LEAP_TOKENS)
+            .map(|w| {
+                tiers[w]
+                    .iter()
+                    .flat_map(|(t, tokens)| {
+                        let dict = &self.dicts[t.1 as usize];
+                        tokens.iter().map(|&k| dict.postings(k as usize))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut results: Vec<((MatchKind, Field), u32)> = Vec::new();
         let mut examined: hashbrown::HashSet<u32> = hashbrown::HashSet::new();
-        let mut tokens: Vec<u32> = Vec::new();
         let mut folded = [String::new(), String::new(), String::new()];
-        'tiers: for kind in [MatchKind::Exact, MatchKind::Prefix, MatchKind::Substring] {
-            for field in Field::TEXT {
-                let tier = (kind, field);
-                let mut settled = results.iter().filter(|r| r.0 <= tier).count();
-                if settled >= limit {
-                    break 'tiers;
-                }
-                if kind == MatchKind::Substring && field == Field::Account {
-                    continue;
-                }
-                let dict = &self.dicts[field as usize];
-                tokens.clear();
-                dict.tier(driving.as_bytes(), kind, &mut tokens);
-                let mut merge = Merge::new(tokens.iter().map(|&t| dict.postings(t as usize)));
-                while let Some(b) = merge.next() {
-                    if self.is_dead(b) || !examined.insert(b) {
+        'tiers: for (tier, tokens) in &tiers[driving] {
+            let tier = *tier;
+            let mut settled = results.iter().filter(|r| r.0 <= tier).count();
+            if settled >= limit {
+                break;
+            }
+            let dict = &self.dicts[tier.1 as usize];
+            let mut merge = Merge::new(tokens.iter().map(|&t| dict.postings(t as usize)));
+            let seekable = tokens.len() <= MAX_SEEK_LISTS;
+            'candidates: while let Some(b) = merge.peek() {
+                // Leapfrog: the next id every other (leaping) word has at or after `b`.
+                if seekable {
+                    let mut target = b;
+                    for lists in &leaps {
+                        let next = lists
+                            .iter()
+                            .filter_map(|l| l.get(l.partition_point(|&x| x < b)).copied())
+                            .min();
+                        match next {
+                            Some(next) => target = target.max(next),
+                            // No later candidate has this word: the tier is done.
+                            None => continue 'tiers,
+                        }
+                    }
+                    if target > b {
+                        merge.seek(target);
                         continue;
                     }
-                    if examined.len() > MAX_EXAMINED {
-                        break 'tiers;
+                }
+                merge.next();
+                if self.is_dead(b) || !examined.insert(b) {
+                    continue;
+                }
+                if examined.len() > MAX_EXAMINED {
+                    break 'tiers;
+                }
+                let mut rank = tier;
+                let mut is_folded = false;
+                for (w, check) in checks.iter().enumerate() {
+                    if w == driving {
+                        continue;
                     }
-                    let rank = if words.len() == 1 {
-                        tier
-                    } else {
-                        let Some(c) = self
-                            .order
-                            .get(b as usize)
-                            .and_then(|&s| customers.customer(s))
-                        else {
-                            continue;
-                        };
-                        for (f, text) in folded.iter_mut().zip([
-                            c.name(),
-                            c.company().unwrap_or_default(),
-                            c.account().unwrap_or_default(),
-                        ]) {
-                            f.clear();
-                            fold_into(text, f);
+                    let best = match check {
+                        Some(word_tiers) => word_tiers.iter().find_map(|(t, tokens)| {
+                            let dict = &self.dicts[t.1 as usize];
+                            tokens
+                                .iter()
+                                .any(|&k| dict.postings(k as usize).binary_search(&b).is_ok())
+                                .then_some(*t)
+                        }),
+                        None => {
+                            if !is_folded {
+                                let Some(c) = self
+                                    .order
+                                    .get(b as usize)
+                                    .and_then(|&s| customers.customer(s))
+                                else {
+                                    continue 'candidates;
+                                };
+                                for (f, text) in folded.iter_mut().zip([
+                                    c.name(),
+                                    c.company().unwrap_or_default(),
+                                    c.account().unwrap_or_default(),
+                                ]) {
+                                    f.clear();
+                                    fold_into(text, f);
+                                }
+                                is_folded = true;
+                            }
+                            rank_words(
+                                std::slice::from_ref(&words[w]),
+                                [&folded[0], &folded[1], &folded[2]],
+                            )
                         }
-                        let Some(rank) = rank_words(words, [&folded[0], &folded[1], &folded[2]])
-                        else {
-                            continue;
-                        };
-                        rank
                     };
-                    results.push((rank, b));
-                    if rank <= tier {
-                        settled += 1;
-                        if settled >= limit {
-                            break 'tiers;
-                        }
+                    match best {
+                        Some(best) => rank = rank.max(best),
+                        None => continue 'candidates,
+                    }
+                }
+                results.push((rank, b));
+                if rank <= tier {
+                    settled += 1;
+                    if settled >= limit {
+                        break 'tiers;
                     }
                 }
             }
@@ -1116,6 +1228,29 @@ impl<'a> Merge<'a> {
             self.heap.push(Reverse((next, list)));
         }
         Some(value)
+    }
+
+    /// The next value, left in place.
+    fn peek(&self) -> Option<u32> {
+        if self.lists.len() == 1 {
+            return self.lists[0].first().copied();
+        }
+        self.heap.peek().map(|Reverse((value, _))| *value)
+    }
+
+    /// Skips every value below `target`.
+    fn seek(&mut self, target: u32) {
+        for l in &mut self.lists {
+            *l = &l[l.partition_point(|&x| x < target)..];
+        }
+        if self.lists.len() > 1 {
+            self.heap = self
+                .lists
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| Some(Reverse((*l.first()?, i as u32))))
+                .collect();
+        }
     }
 }
 
