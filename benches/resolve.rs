@@ -2,7 +2,11 @@
 //! send, and the per-call lookup (`Resolver::resolve`, then `Resolver::key`, as the call tracker
 //! does on every new call) against the demo directory and a synthetic one of 1,000,000
 //! customers with 2,000,000 numbers.
-//! Run with: `cargo bench --bench resolve` (figures in benches/README.md).
+//! The `search` group times agents' customer searches (`Resolver::search`) on 1,000,000
+//! customers with realistic, partly accented names: p50/p99 per kind of query, and what the
+//! search index adds to the directory's build time and memory.
+//! Run with: `cargo bench --bench resolve` (figures in benches/README.md);
+//! `cargo bench --bench resolve -- search` for the search group alone.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -255,5 +259,251 @@ fn resolve(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, normalise, resolve);
+/// First names of the search directory (some accented, as a CRM holds them).
+const FIRST: [&str; 40] = [
+    "Anna",
+    "Ana",
+    "Björn",
+    "Chloé",
+    "David",
+    "Élodie",
+    "Fatima",
+    "Günter",
+    "Hana",
+    "Ingrid",
+    "Jürgen",
+    "Katarzyna",
+    "Luis",
+    "María",
+    "Noël",
+    "Olga",
+    "Paweł",
+    "Quentin",
+    "Renée",
+    "Søren",
+    "Tomás",
+    "Ulrike",
+    "Vera",
+    "Wojciech",
+    "Xavier",
+    "Yusuf",
+    "Zoë",
+    "John",
+    "Mary",
+    "Peter",
+    "Linda",
+    "James",
+    "Susan",
+    "Robert",
+    "Karen",
+    "Michael",
+    "Lisa",
+    "William",
+    "Nancy",
+    "Ömer",
+];
+/// Syllables of the synthetic family names and company words.
+const SYLLABLES: [&str; 32] = [
+    "mül", "ler", "sch", "mid", "ber", "ga", "son", "ko", "wal", "ski", "ró", "dri", "guez", "an",
+    "der", "sen", "ni", "el", "fer", "nán", "dez", "ma", "tin", "lo", "pez", "ha", "ns", "to",
+    "vić", "ström", "ja", "ne",
+];
+const COMPANY_SUFFIX: [&str; 8] = [
+    "GmbH",
+    "Logistics",
+    "Systems",
+    "Holdings",
+    "Industries",
+    "& Co",
+    "Technologies",
+    "S.A.",
+];
+
+/// A deterministic mix of `i` (no `rand` in the directory's shape).
+fn mix(i: u64) -> u64 {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^ x >> 29
+}
+
+fn word(seed: u64, syllables: usize) -> String {
+    let mut w = String::new();
+    for k in 0..syllables {
+        w.push_str(SYLLABLES[(mix(seed * 7 + k as u64) % 32) as usize]);
+    }
+    let mut chars = w.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// The search directory's i-th customer: (name, company, account).
+fn person(i: u32) -> (String, String, String) {
+    let h = mix(u64::from(i));
+    // ~30,000 family names, 5,000 companies.
+    let family = word(h % 30_000, 2 + (h % 3) as usize);
+    let name = format!("{} {family}", FIRST[(h >> 20) as usize % FIRST.len()]);
+    let c = (h >> 32) % 5_000;
+    let company = format!(
+        "{} {}",
+        word(1_000_000 + c, 2 + (c % 2) as usize),
+        COMPANY_SUFFIX[(c % 8) as usize]
+    );
+    (name, company, format!("A{i:07}"))
+}
+
+/// `customers` people with the synthetic numbers, loaded as the PostgreSQL directory loads
+/// (the search index not built yet).
+fn people(customers: u32) -> Directory {
+    let mut directory = Directory::new(us(), SWITCHBOARD_DIGITS);
+    directory.reserve(customers as usize, 2 * customers as usize);
+    let mut id = String::new();
+    for i in 0..customers {
+        id.clear();
+        let _ = write!(id, "c{i}");
+        let (name, company, account) = person(i);
+        directory.insert_new(Customer::new(CustomerFields {
+            id: &id,
+            name: &name,
+            company: &company,
+            account: &account,
+            ..CustomerFields::default()
+        }));
+    }
+    let mut loader = directory.loader();
+    let mut e164 = String::new();
+    for i in 0..customers {
+        id.clear();
+        let _ = write!(id, "c{i}");
+        for ((area, exchange, line), kind) in synthetic_numbers(i)
+            .into_iter()
+            .zip([NumberKind::Main, NumberKind::Mobile])
+        {
+            e164.clear();
+            let _ = write!(e164, "+1{area}{exchange}{line:04}");
+            loader.add_e164(&id, &e164, kind);
+        }
+    }
+    drop(loader);
+    directory
+}
+
+/// Resident memory of this process, bytes (Linux).
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Queries of one kind, drawn from the directory's own customers.
+fn queries(kind: &str, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|k| {
+            let i = (mix(u64::from(k) + 77) % 1_000_000) as u32;
+            let (name, company, _) = person(i);
+            let [(area, exchange, line), _] = synthetic_numbers(i);
+            let h = mix(u64::from(k));
+            match kind {
+                // The family name's first 3 to 5 letters, as an agent types it.
+                "name prefix" => {
+                    let family: Vec<char> = name.split(' ').nth(1).unwrap_or("").chars().collect();
+                    family[..family.len().min(3 + (h % 3) as usize)]
+                        .iter()
+                        .collect()
+                }
+                // 4 letters from inside the company's first word.
+                "company substring" => {
+                    let first: Vec<char> =
+                        company.split(' ').next().unwrap_or("").chars().collect();
+                    let at = 1 + (h as usize) % first.len().saturating_sub(5).max(1);
+                    first[at.min(first.len() - 4)..][..4].iter().collect()
+                }
+                // The last 7 digits, as `5550102` is typed.
+                "number substring" => format!("{exchange}{line:04}"),
+                // Area code and exchange, with a space: `415 555`.
+                "number, area + exchange" => format!("{area} {exchange}"),
+                // Two words: first name and the start of the family name.
+                "first name + family prefix" => {
+                    let mut words = name.split(' ');
+                    let first = words.next().unwrap_or("");
+                    let family: String = words.next().unwrap_or("").chars().take(3).collect();
+                    format!("{first} {family}")
+                }
+                _ => format!("({area}) {exchange}-{line:04}"),
+            }
+        })
+        .collect()
+}
+
+fn search(c: &mut Criterion) {
+    const N: u32 = 1_000_000;
+    let before = rss();
+    let started = std::time::Instant::now();
+    let mut directory = people(N);
+    let load = started.elapsed();
+    let loaded = rss();
+    let started = std::time::Instant::now();
+    directory.build_search();
+    let build = started.elapsed();
+    let built = rss();
+    eprintln!(
+        "search directory: {N} customers, {} numbers; load {:.2} s, RSS +{} MB; \
+         search index build {:.2} s, heap {} MB ({} B/customer), RSS +{} MB",
+        directory.keys(),
+        load.as_secs_f64(),
+        (loaded - before) >> 20,
+        build.as_secs_f64(),
+        directory.search_heap_bytes() >> 20,
+        directory.search_heap_bytes() / N as usize,
+        built.saturating_sub(loaded) >> 20,
+    );
+    let resolver: Arc<dyn Resolver> = Arc::new(Index::new(directory));
+    let mut group = c.benchmark_group("search/1,000,000 customers");
+    group.sample_size(20);
+    group.measurement_time(std::time::Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for kind in [
+        "name prefix",
+        "company substring",
+        "number substring",
+        "number, area + exchange",
+        "first name + family prefix",
+        "full national number",
+    ] {
+        let qs = queries(kind, 10_000);
+        // p50/p99 over distinct queries, each timed alone (HDR histogram, ns).
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        let mut empty = 0;
+        for q in &qs {
+            let t = std::time::Instant::now();
+            let hits = resolver.search(black_box(q), 10);
+            histogram
+                .record(t.elapsed().as_nanos() as u64)
+                .expect("record");
+            empty += usize::from(hits.is_empty());
+        }
+        eprintln!(
+            "search {kind:28} e.g. {:18} p50 {:>6.1} µs  p99 {:>6.1} µs  max {:>7.1} µs  ({} of {} empty)",
+            format!("`{}`", qs[0]),
+            histogram.value_at_quantile(0.5) as f64 / 1e3,
+            histogram.value_at_quantile(0.99) as f64 / 1e3,
+            histogram.max() as f64 / 1e3,
+            empty,
+            qs.len()
+        );
+        let mut next = 0;
+        group.bench_function(kind, |b| {
+            b.iter(|| {
+                next = (next + 1) % qs.len();
+                resolver.search(black_box(&qs[next]), 10)
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, normalise, resolve, search);
 criterion_main!(benches);

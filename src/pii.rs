@@ -11,6 +11,11 @@ pub fn set_logging(enabled: bool) {
     LOG_PII.store(enabled, Ordering::Relaxed);
 }
 
+/// Whether PII logging is on: what an agent typed into a search may be logged.
+pub fn logging() -> bool {
+    LOG_PII.load(Ordering::Relaxed)
+}
+
 /// Displays a phone number masked: the first three and last two characters stay, the rest
 /// becomes `*` (`+14155550100` → `+14*******00`). Shown whole when PII logging is on.
 pub struct Masked<'a>(pub &'a str);

@@ -23,6 +23,7 @@ use std::io::Read;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::normalise::{Key, Normaliser};
+use super::search::{Customers, Digits, Search, SearchHit};
 use super::{Candidate, Resolution};
 pub use crate::customer::{Customer, CustomerFields, NumberKind};
 
@@ -100,6 +101,36 @@ fn unpack(packed: u64) -> Option<Key> {
         TYPE_DIGITS => Some(Key::Digits(format!("{value:0len$}"))),
         TYPE_PLUS_DIGITS => Some(Key::Digits(format!("+{value:0len$}"))),
         _ => None,
+    }
+}
+
+/// The digits of a packed key, for search (`None` for a hashed one).
+fn digits_of(packed: u64) -> Option<Digits> {
+    let packed = packed & KEY_MASK;
+    match packed >> TYPE_SHIFT {
+        TYPE_E164 => Digits::new(packed, (packed.max(1).ilog10() + 1) as u8),
+        TYPE_DIGITS | TYPE_PLUS_DIGITS => {
+            Digits::new(packed & VALUE_MASK, ((packed >> LEN_SHIFT) & 0x1f) as u8)
+        }
+        _ => None,
+    }
+}
+
+/// The slots as the search index reads them.
+struct SlotView<'a>(&'a [Option<Slot>]);
+
+impl Customers for SlotView<'_> {
+    fn customer(&self, slot: u32) -> Option<&Customer> {
+        self.0
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map(|s| &s.customer)
+    }
+
+    fn digits(&self, slot: u32, out: &mut Vec<Digits>) {
+        if let Some(s) = self.0.get(slot as usize).and_then(Option::as_ref) {
+            out.extend(s.keys.iter().filter_map(|&k| digits_of(k)));
+        }
     }
 }
 
@@ -188,6 +219,9 @@ pub struct Directory {
     normaliser: Normaliser,
     /// Trailing digits a switchboard stem leaves out (0: no switchboard fallback).
     switchboard_digits: u8,
+    /// Customer search over the same slots: built once loaded ([`Directory::build_search`]),
+    /// then told of every edit.
+    search: Search,
 }
 
 impl std::fmt::Debug for Directory {
@@ -214,7 +248,67 @@ impl Directory {
             hasher: DefaultHashBuilder::default(),
             normaliser,
             switchboard_digits: switchboard_digits.min(6),
+            search: Search::default(),
         }
+    }
+
+    /// Builds the search index over the customers loaded so far (a loader calls this once,
+    /// after its bulk load and before the directory is served); edits after it keep it
+    /// current. Building again starts afresh.
+    pub fn build_search(&mut self) {
+        let slots = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| i as u32);
+        self.search = Search::build(
+            &SlotView(&self.slots),
+            slots,
+            self.normaliser.country_code(),
+        );
+    }
+
+    /// Builds the search index unless it is built.
+    pub fn ensure_search(&mut self) {
+        if !self.search.is_built() {
+            self.build_search();
+        }
+    }
+
+    /// Customers edited since the search index was built: past
+    /// [`super::search::OVERLAY_MAX`] every search pays for them, and the owner should
+    /// rebuild (reload) the directory.
+    pub fn search_overlay(&self) -> usize {
+        self.search.overlay_len()
+    }
+
+    /// Heap bytes held by the search index.
+    pub fn search_heap_bytes(&self) -> usize {
+        self.search.heap_bytes()
+    }
+
+    /// At most `limit` (1..=20) customers matching `query`, best first (see
+    /// [`super::search`]); nothing before the search index is built.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<SearchHit> {
+        let view = SlotView(&self.slots);
+        self.search
+            .query(&view, query, limit)
+            .into_iter()
+            .filter_map(|found| {
+                let slot = self.slots.get(found.slot as usize)?.as_ref()?;
+                Some(SearchHit {
+                    customer: slot.customer.clone(),
+                    numbers: slot
+                        .keys
+                        .iter()
+                        .filter_map(|&k| unpack(k).map(|key| (key, kind_of(k))))
+                        .collect(),
+                    kind: found.kind,
+                    field: found.field,
+                })
+            })
+            .collect()
     }
 
     /// Room for this many customers and numbers, to load without rehashing.
@@ -272,6 +366,7 @@ impl Directory {
                 .collect();
             dir.upsert(customer, numbers);
         }
+        dir.build_search();
         Ok(dir)
     }
 
@@ -349,6 +444,7 @@ impl Directory {
         } else {
             self.slots.push(filled);
         }
+        self.search.inserted(slot, &SlotView(&self.slots));
         Some(slot)
     }
 
@@ -389,6 +485,13 @@ impl Directory {
         let mut keys = std::mem::take(&mut entry.keys).into_vec();
         keys.push(packed | kind_bits(kind));
         entry.keys = keys.into_boxed_slice();
+        if let Some(digits) = digits_of(packed) {
+            self.search
+                .number_added(slot, digits, &SlotView(&self.slots));
+        }
+        let Some(entry) = self.slots.get(slot as usize).and_then(Option::as_ref) else {
+            return;
+        };
         let has_company = entry.customer.company().is_some();
         add_ref(
             &mut self.by_key,
@@ -456,6 +559,7 @@ impl Directory {
                 );
             }
         }
+        self.search.removed(slot);
         self.free.push(slot);
         true
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::directory::Directory;
 use super::normalise::{Key, KeyCache, Normaliser};
+use super::search::SearchHit;
 use super::{Resolution, Resolver};
 
 /// The live index.
@@ -41,8 +42,9 @@ impl Index {
     /// Most misses remembered.
     pub const MISS_CAPACITY: u64 = 100_000;
 
-    /// Serves `directory`.
-    pub fn new(directory: Directory) -> Index {
+    /// Serves `directory` (building its search index if its loader did not).
+    pub fn new(mut directory: Directory) -> Index {
+        directory.ensure_search();
         let normaliser = directory.normaliser();
         Index {
             directory: RwLock::new(directory),
@@ -69,9 +71,11 @@ impl Index {
         out
     }
 
-    /// Swaps in a whole new directory (a reload); cached misses are forgotten. The old one is
+    /// Swaps in a whole new directory (a reload), its search index with it (built here,
+    /// before the lock, if its loader did not); cached misses are forgotten. The old one is
     /// dropped after the lock is released.
-    pub fn replace(&self, directory: Directory) {
+    pub fn replace(&self, mut directory: Directory) {
+        directory.ensure_search();
         let old = self.edit(|current| std::mem::replace(current, directory));
         drop(old);
     }
@@ -94,6 +98,10 @@ impl Index {
 }
 
 impl Resolver for Index {
+    fn search(&self, query: &str, limit: usize) -> Vec<SearchHit> {
+        self.read().search(query, limit)
+    }
+
     fn key(&self, raw: &str) -> Option<Key> {
         Some(self.keys.key(raw))
     }

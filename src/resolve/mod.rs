@@ -7,6 +7,8 @@
 //! - `index`: the directory as lookups see it, behind its caches.
 //! - `postgres`: the directory loaded from PostgreSQL and kept fresh by LISTEN/NOTIFY.
 //! - `import`: bulk import of customers into PostgreSQL.
+//! - `search`: the agents' customer search (name, company, account, any part of a number),
+//!   an index owned by the directory and swapped with it.
 //!
 //! A lookup never waits on I/O: it is a hash-map probe.
 
@@ -15,6 +17,7 @@ pub mod import;
 mod index;
 mod normalise;
 pub mod postgres;
+pub mod search;
 pub(crate) mod section;
 
 use std::sync::Arc;
@@ -23,6 +26,7 @@ pub use crate::customer::{Customer, CustomerFields, NumberKind};
 pub use directory::Directory;
 pub use index::Index;
 pub use normalise::{Key, Normaliser};
+pub use search::SearchHit;
 
 /// The outcome of resolving a caller.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -158,6 +162,11 @@ pub trait Resolver: Send + Sync + 'static {
     /// A customer by id (an agent attaching a customer it found by search to a call).
     fn customer(&self, _customer_id: &str) -> Option<Customer> {
         None
+    }
+
+    /// At most `limit` customers matching an agent's search, best first (see [`search`]).
+    fn search(&self, _query: &str, _limit: usize) -> Vec<SearchHit> {
+        Vec::new()
     }
 }
 

@@ -48,6 +48,11 @@ impl Normaliser {
         n
     }
 
+    /// The default region's country calling code (1 for US; 0 if unknown).
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
     /// Parses a region code.
     pub fn region(code: &str) -> Option<country::Id> {
         code.to_ascii_uppercase().parse().ok()

@@ -63,6 +63,10 @@ impl Resolver for PgDirectory {
     fn customer(&self, customer_id: &str) -> Option<crate::resolve::Customer> {
         self.index.customer(customer_id)
     }
+
+    fn search(&self, query: &str, limit: usize) -> Vec<super::SearchHit> {
+        self.index.search(query, limit)
+    }
 }
 
 impl PgDirectory {
@@ -201,7 +205,7 @@ impl PgDirectory {
             self.index.edit(|d| d.remove(id));
             metrics::counter!(crate::resolve::DIRECTORY_UPDATES_TOTAL, "op" => "delete")
                 .increment(1);
-            return Ok(());
+            return self.compact_search(client).await;
         };
         let numbers = client
             .query(
@@ -229,7 +233,25 @@ impl PgDirectory {
         }
         self.index.edit(|d| d.upsert(customer, keys));
         metrics::counter!(crate::resolve::DIRECTORY_UPDATES_TOTAL, "op" => "upsert").increment(1);
-        write_fills(client, fills).await
+        write_fills(client, fills).await?;
+        self.compact_search(client).await
+    }
+
+    /// Edited customers sit outside the search index's sorted base, and every search scans
+    /// them; past [`super::search::OVERLAY_MAX`] the whole index is reloaded (built off the
+    /// lock, swapped in at once, as any reload).
+    async fn compact_search(&self, client: &Client) -> Result<(), DbError> {
+        let overlay = self.index.read().search_overlay();
+        if overlay <= super::search::OVERLAY_MAX {
+            return Ok(());
+        }
+        self.reload(client).await?;
+        metrics::counter!(crate::resolve::DIRECTORY_RELOADS_TOTAL, "why" => "search").increment(1);
+        tracing::info!(
+            edited = overlay,
+            "Customer index reloaded to fold edits into the search index."
+        );
+        Ok(())
     }
 }
 
@@ -415,5 +437,7 @@ async fn load_in_transaction(
         }
     }
     drop(loader);
+    // Still on the loading thread: the search index is ready before the directory is served.
+    index.build_search();
     Ok((index, numbers, fills))
 }

@@ -1,5 +1,5 @@
 //! The HTTP listener: the agent page (`page`), the agents' API (live calls here, the call
-//! journal and notes in `journal`), `/healthz` and `/metrics`; the PBX webhook
+//! journal and notes in `journal`, customer search in `customers`), `/healthz` and `/metrics`; the PBX webhook
 //! `POST /api/events` (`telephony::webhook`, an intake) is merged in by the daemon.
 //!
 //! Every route that reveals call data authenticates the agent (`Authorization: Bearer TOKEN`)
@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 mod callbacks;
+pub(crate) mod customers;
 pub(crate) mod journal;
 pub mod page;
 mod section;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/calls", get(calls))
+        .route("/api/customers", get(customers::search))
         .route(
             "/api/calls/{call_id}/notes",
             post(journal::note).layer(journal::body_limit()),
