@@ -1614,3 +1614,70 @@ async fn missed_callers_wait_in_the_call_back_list_and_ended_cards_fold_away() {
     .await;
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn an_agent_finds_the_customer_of_an_unknown_caller_and_attaches_it() {
+    let _slot = BROWSER_SLOTS.acquire().await.expect("slots");
+    let daemon = support::start().await;
+    let http = daemon.bound.http.expect("http");
+    let calls = daemon.calls.clone();
+    browser::run(|sessions: Sessions| async move {
+        let alice = sessions.open(1280, 900).await;
+        alice.sign_in(&base(http), "alice-demo-token").await;
+        calls.apply(support::ringing("stranger", "1001", "+19995550123"));
+        alice
+            .until(
+                SHORT,
+                "an unknown caller rings",
+                &format!("{CARD} && {CARD}.querySelector('.name').textContent === 'Unknown caller'"),
+            )
+            .await;
+        // "/" then type: the search runs as the agent types.
+        alice
+            .js("document.body.dispatchEvent(new KeyboardEvent('keydown', { key: '/', bubbles: true }))")
+            .await;
+        alice
+            .client
+            .active_element()
+            .await
+            .expect("search focused")
+            .send_keys("acme corp")
+            .await
+            .expect("type");
+        alice
+            .until(
+                SHORT,
+                "Acme found, with a button to attach it to the ringing call",
+                "document.querySelector('#search-results li[data-customer-id=c-0001] [data-action=attach]')",
+            )
+            .await;
+        alice
+            .js("document.querySelector('#search-results li[data-customer-id=c-0001] [data-action=attach]').click()")
+            .await;
+        alice
+            .until(
+                SHORT,
+                "the card names Acme and its sections and history arrive",
+                &format!(
+                    "{CARD}.querySelector('.name').textContent === 'Acme Corporation'
+                     && {CARD}.querySelector('[data-role=attached]')
+                     && ['balance', 'purchases', 'credit', 'history'].every((n) => {CARD}.querySelector('[data-section=' + n + '][data-status=ok]'))
+                     && document.querySelector('#search-results').hidden"
+                ),
+            )
+            .await;
+        // A number fragment finds it too.
+        alice
+            .js("const q = document.querySelector('#search-q'); q.value = '555 0101'; q.dispatchEvent(new Event('input'));")
+            .await;
+        alice
+            .until(
+                SHORT,
+                "found by part of its work number",
+                "document.querySelector('#search-results li[data-customer-id=c-0001]')",
+            )
+            .await;
+    })
+    .await;
+    daemon.shutdown();
+}
