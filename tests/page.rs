@@ -1553,6 +1553,13 @@ async fn missed_callers_wait_in_the_call_back_list_and_ended_cards_fold_away() {
             entry,
             json!({"who": "Acme Corporation", "number": "+1 415 555 0100", "link": "tel:+14155550100"})
         );
+        // No AMI or ESL in the demo: nothing to dial through, so no "Ring me first".
+        assert_eq!(
+            alice
+                .js("return document.querySelectorAll('#callbacks-list [data-action=dial]').length")
+                .await,
+            0
+        );
         // A folded card opens again on a click on its name.
         alice.js(&format!("{CARD}.querySelector('.name').click()")).await;
         assert_eq!(

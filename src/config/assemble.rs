@@ -14,6 +14,7 @@ pub fn page_settings(config: &Config) -> crate::push::message::PageSettings {
         crm_url: config.page.crm_url.clone(),
         dispositions: config.page.dispositions.clone(),
         ring_sound: config.page.ring_sound,
+        dial: !config.intakes.ami.is_empty() || !config.intakes.esl.is_empty(),
     }
 }
 

@@ -306,6 +306,10 @@ pub struct PageSettings {
     pub dispositions: Vec<String>,
     /// Whether the page plays a ring tone while in the background.
     pub ring_sound: bool,
+    /// Whether callbacks can be dialled through the PBX (an `[[ami]]` or `[[esl]]` is set up):
+    /// the page then offers "Ring me first".
+    #[serde(default)]
+    pub dial: bool,
 }
 
 impl Default for PageSettings {
@@ -314,6 +318,7 @@ impl Default for PageSettings {
             crm_url: None,
             dispositions: super::section::default_dispositions(),
             ring_sound: true,
+            dial: false,
         }
     }
 }

@@ -893,6 +893,9 @@
         el("div", { class: "cb-actions" },
           typeof cb.call_back === "string" && SAFE_LINK.test(cb.call_back)
             ? el("a", { href: cb.call_back, class: "button small", "data-role": "call-back", text: "Call back" }) : null,
+          state.page.dial && !held ? el("button", { type: "button", class: "small", "data-action": "dial",
+            title: "The PBX rings your phone, then the caller", onclick: () => callbackAction(cb, "dial"),
+            text: "Ring me first" }) : null,
           buttons));
     }));
   }
@@ -911,7 +914,8 @@
     let body = {};
     try { body = await r.json(); } catch (_) { /* no body */ }
     if (r.ok && body.callback) onCallback(body.callback);
-    else notify(body.error || "That did not work (" + r.status + ").");
+    if (r.status === 202) notify("Your phone rings now; answer it to call " + formatNumber(body.dialled && body.dialled.number) + ".");
+    else if (!r.ok) notify(body.error || "That did not work (" + r.status + ").");
   }
 
   // ---- search -------------------------------------------------------------------------------
