@@ -102,6 +102,9 @@ enum Cmd {
         /// Passes over the same callers (with sources: the first is cold, the rest warm).
         #[arg(long, default_value_t = 1)]
         passes: usize,
+        /// Turn the built-in `history` section off (`[history] enabled = false`), to compare.
+        #[arg(long)]
+        no_history: bool,
         /// Write each pass's histogram (percentile table) and a JSON summary here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -185,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                 hold_ms,
                 sources,
                 passes,
+                no_history,
                 out,
             } => {
                 let floor = match target.as_str() {
@@ -197,7 +201,7 @@ fn main() -> anyhow::Result<()> {
                     Some("postgres") => Some(demo_databases().await?),
                     Some(other) => anyhow::bail!("--sources {other:?}: postgres"),
                 };
-                let (target, _guard) = start(floor, agents, postgres.as_ref())?;
+                let (target, _guard) = start(floor, agents, postgres.as_ref(), !no_history)?;
                 let mut conns = loadgen::connect_agents(&target, agents).await?;
                 println!(
                     "{} agents on {} signed in in {:.1} s",
@@ -267,11 +271,15 @@ fn start(
     floor: bool,
     agents: usize,
     postgres: Option<&screenpop::demo::db::DemoDatabases>,
+    history: bool,
 ) -> anyhow::Result<(Target, ChildGuard)> {
     if floor {
         return loadgen::spawn_floor(&std::env::current_exe()?);
     }
-    let extra = postgres.map(sources_toml).unwrap_or_default();
+    let mut extra = postgres.map(sources_toml).unwrap_or_default();
+    if !history {
+        extra.push_str("\n[history]\nenabled = false\n");
+    }
     loadgen::spawn_daemon(
         &daemon_exe(),
         &DaemonOptions {
@@ -431,7 +439,7 @@ async fn running(
     agents: usize,
     postgres: Option<&screenpop::demo::db::DemoDatabases>,
 ) -> anyhow::Result<Running> {
-    let (target, guard) = start(floor, agents, postgres)?;
+    let (target, guard) = start(floor, agents, postgres, true)?;
     let agents = loadgen::connect_agents(&target, agents).await?;
     settle(&target).await;
     Ok(Running {
@@ -579,7 +587,7 @@ async fn suite(out: &Path, quick: bool, postgres: bool) -> anyhow::Result<()> {
     for floor in [false, true] {
         let mut points = Vec::new();
         for &n in &counts {
-            let (target, _guard) = start(floor, n, None)?;
+            let (target, _guard) = start(floor, n, None, true)?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let pid = target.pid.context("pid")?;
             let base = loadgen::rss_kib(pid);

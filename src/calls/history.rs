@@ -162,9 +162,13 @@ impl Store {
                 let mut pg: tokio_postgres::Config = url
                     .parse()
                     .map_err(|e| format!("call log database_url: {e}"))?;
+                // Plans per customer: a generic plan (chosen after five runs of a prepared
+                // statement) may scan the last 7 days by start time instead of the customer's
+                // own rows, 3 ms instead of 0.3 ms at a million rows.
                 pg.connect_timeout(Duration::from_secs(2))
                     .keepalives(true)
-                    .application_name("screenpop-history");
+                    .application_name("screenpop-history")
+                    .options("-c plan_cache_mode=force_custom_plan");
                 let manager = Manager::from_config(
                     pg,
                     tokio_postgres::NoTls,
