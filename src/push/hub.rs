@@ -552,6 +552,10 @@ impl Hub {
             Audience::Agent(_) => None,
         };
         tokio::spawn(async move {
+            // Spawned from the call path, this task would run next on this worker (tokio's
+            // LIFO slot), before the socket writers woken for the `ringing` just offered: let
+            // them write the pop first.
+            tokio::task::yield_now().await;
             let customer_id = who.customer.id().to_owned();
             // In a cluster, the node that wins the call composes; the others show what it
             // shares, and compose themselves only if nothing complete came in time.
