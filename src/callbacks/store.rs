@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -52,19 +52,8 @@ impl Database {
         pg.connect_timeout(Duration::from_secs(2))
             .keepalives(true)
             .application_name("screenpop-callbacks");
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(4)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| format!("callbacks pool: {e}"))?;
+        let pool = crate::db::pool(pg, 4, Some(Duration::from_secs(2)))
+            .map_err(|e| format!("callbacks {e}"))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         Ok(Database {
             pool,

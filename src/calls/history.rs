@@ -17,7 +17,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -169,17 +169,8 @@ impl Store {
                     .keepalives(true)
                     .application_name("screenpop-history")
                     .options("-c plan_cache_mode=force_custom_plan");
-                let manager = Manager::from_config(
-                    pg,
-                    tokio_postgres::NoTls,
-                    ManagerConfig {
-                        recycling_method: RecyclingMethod::Fast,
-                    },
-                );
-                let pool = Pool::builder(manager)
-                    .max_size(4)
-                    .build()
-                    .map_err(|e| format!("call log pool: {e}"))?;
+                let pool = crate::db::pool(pg, 4, Some(Duration::from_secs(2)))
+                    .map_err(|e| format!("call log {e}"))?;
                 Some(Database {
                     pool,
                     paused_until: Mutex::new(None),

@@ -39,6 +39,30 @@ impl DbError {
     }
 }
 
+/// A pool of connections made on first use and checked cheaply when taken again
+/// (`RecyclingMethod::Fast`: a broken one is replaced on its next use); `wait`: how long a
+/// caller waits for a free connection (`None`: as long as it takes).
+pub fn pool(
+    pg: tokio_postgres::Config,
+    size: usize,
+    wait: Option<std::time::Duration>,
+) -> Result<deadpool_postgres::Pool, String> {
+    let manager = deadpool_postgres::Manager::from_config(
+        pg,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let mut builder = deadpool_postgres::Pool::builder(manager).max_size(size.max(1));
+    if wait.is_some() {
+        builder = builder
+            .wait_timeout(wait)
+            .runtime(deadpool_postgres::Runtime::Tokio1);
+    }
+    builder.build().map_err(|e| format!("pool: {e}"))
+}
+
 /// Connects and drives the connection on a task of its own (ended when the client drops).
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DbError> {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -84,17 +84,7 @@ impl Postgres {
         pg.connect_timeout(config.connect_timeout)
             .keepalives(true)
             .application_name("screenpop");
-        let manager = Manager::from_config(
-            pg,
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .build()
-            .map_err(|e| format!("pool: {e}"))?;
+        let pool = crate::db::pool(pg, config.pool_size, None)?;
         Ok(Postgres {
             pool,
             sql,
