@@ -21,7 +21,6 @@ use serde_json::json;
 use super::AppState;
 use crate::callbacks::{ActError, Action, DialRefusal};
 use crate::calls::dial::DialError;
-use crate::calls::journal::MAX_NOTE_CHARS;
 use crate::throttle::Peer;
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -35,16 +34,6 @@ pub async fn list(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
         Err(response) => return *response,
     };
     axum::Json(json!({ "callbacks": state.callbacks.for_agent(&agent) })).into_response()
-}
-
-/// What `done` takes (both optional).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DoneBody {
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    disposition: Option<String>,
 }
 
 /// What `dial` takes (optional): which of the agent's extensions rings first.
@@ -124,47 +113,10 @@ pub async fn act(
         "dial" => return dial(&state, &agent, &id, &body).await,
         "claim" => Action::Claim,
         "release" => Action::Release,
-        "done" => {
-            let body: DoneBody = if body.iter().all(u8::is_ascii_whitespace) {
-                DoneBody::default()
-            } else {
-                match serde_json::from_slice(&body) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("expected {{\"note\": …, \"disposition\": …}}: {e}"),
-                        );
-                    }
-                }
-            };
-            let note = body
-                .note
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty());
-            if note
-                .as_ref()
-                .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
-            {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("a note is at most {MAX_NOTE_CHARS} characters"),
-                );
-            }
-            let disposition = body
-                .disposition
-                .map(|d| d.trim().to_owned())
-                .filter(|d| !d.is_empty());
-            if let Some(d) = &disposition
-                && !state.push.session.page.borrow().dispositions.contains(d)
-            {
-                return error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unknown disposition: use one of the configured [page] dispositions",
-                );
-            }
-            Action::Done { note, disposition }
-        }
+        "done" => match super::journal::note_fields(&state, &body, true) {
+            Ok((note, disposition)) => Action::Done { note, disposition },
+            Err(response) => return *response,
+        },
         _ => {
             return error(
                 StatusCode::NOT_FOUND,

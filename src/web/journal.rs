@@ -67,40 +67,10 @@ pub async fn note(
     if body.len() > MAX_BODY {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "the note is too large");
     }
-    let body: NoteBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("expected {{\"note\": …, \"disposition\": …}}: {e}"),
-            );
-        }
+    let (note, disposition) = match note_fields(&state, &body, false) {
+        Ok(fields) => fields,
+        Err(response) => return *response,
     };
-    let note = body
-        .note
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty());
-    if note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
-    {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("a note is at most {MAX_NOTE_CHARS} characters"),
-        );
-    }
-    let disposition = body
-        .disposition
-        .map(|d| d.trim().to_owned())
-        .filter(|d| !d.is_empty());
-    if let Some(d) = &disposition
-        && !state.push.session.page.borrow().dispositions.contains(d)
-    {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown disposition: use one of the configured [page] dispositions",
-        );
-    }
     if !state.journal.rang_at(&agent, &call_id) {
         return error(StatusCode::NOT_FOUND, crate::push::hub::NOT_YOURS);
     }
@@ -126,6 +96,56 @@ pub async fn note(
     };
     metrics::counter!(crate::web::NOTES_TOTAL).increment(1);
     axum::Json(entry).into_response()
+}
+
+/// The note and disposition of a body `{"note": …, "disposition": …}` (both optional; an empty
+/// body too when `empty_ok`), trimmed, empty ones as none: 400 for anything else, 413 for a
+/// note over [`MAX_NOTE_CHARS`], 422 for a disposition not among `[page] dispositions`. Shared
+/// by notes on calls and by callbacks marked done.
+pub(crate) fn note_fields(
+    state: &AppState,
+    body: &[u8],
+    empty_ok: bool,
+) -> Result<(Option<String>, Option<String>), Box<Response>> {
+    let body: NoteBody = if empty_ok && body.iter().all(u8::is_ascii_whitespace) {
+        NoteBody {
+            note: None,
+            disposition: None,
+        }
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"note\": …, \"disposition\": …}}: {e}"),
+            ))
+        })?
+    };
+    let note = body
+        .note
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("a note is at most {MAX_NOTE_CHARS} characters"),
+        )));
+    }
+    let disposition = body
+        .disposition
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty());
+    if let Some(d) = &disposition
+        && !state.push.session.page.borrow().dispositions.contains(d)
+    {
+        return Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown disposition: use one of the configured [page] dispositions",
+        )));
+    }
+    Ok((note, disposition))
 }
 
 /// The notes route's body limit: larger bodies are refused with 413 before they are read.
