@@ -212,6 +212,42 @@ pub struct Conn {
     pub shutdown: CancellationToken,
 }
 
+/// The TLS handshake of an accepted connection, in its own task, within `timeout` and unless
+/// the daemon shuts down first. A failed or timed-out handshake is counted
+/// (`screenpop_drops_total{reason="tls_handshake_failed"}`; a timeout also in
+/// [`CLOSED`] with `reason="handshake_timeout"`), logged at debug, and gives `None`.
+pub async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    io: Tracked<TcpStream>,
+    peer: SocketAddr,
+    timeout: Duration,
+    conn: &Conn,
+    listener: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<Tracked<TcpStream>>> {
+    let handshake = tokio::time::timeout(timeout, acceptor.accept(io));
+    let done = tokio::select! {
+        () = conn.shutdown.cancelled() => return None,
+        done = handshake => done,
+    };
+    match done {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
+                .increment(1);
+            tracing::debug!(%peer, %error, listener, "TLS handshake failed.");
+            None
+        }
+        Err(_) => {
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
+                .increment(1);
+            metrics::counter!(CLOSED, "listener" => listener, "reason" => "handshake_timeout")
+                .increment(1);
+            tracing::debug!(%peer, ?timeout, listener, "TLS handshake timed out.");
+            None
+        }
+    }
+}
+
 impl Conn {
     /// The connection carried its first complete valid request or packet: from now on it is
     /// evicted only after the connections that have not.

@@ -110,25 +110,16 @@ async fn connection(
     let Some(tls) = tls else {
         return http(io, peer, conn, app, exchange, limits).await;
     };
-    let handshake = tokio::time::timeout(limits.tls_handshake_timeout, tls.acceptor().accept(io));
-    let stream = tokio::select! {
-        () = conn.shutdown.cancelled() => return,
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
-                    .increment(1);
-                tracing::debug!(%peer, %error, "TLS handshake failed.");
-                return;
-            }
-            Err(_) => {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
-                    .increment(1);
-                metrics::counter!(CLOSED, "listener" => "http", "reason" => "handshake_timeout")
-                    .increment(1);
-                return;
-            }
-        },
+    let handshake = crate::listener::tls_handshake(
+        tls.acceptor(),
+        io,
+        peer,
+        limits.tls_handshake_timeout,
+        &conn,
+        "http",
+    );
+    let Some(stream) = handshake.await else {
+        return;
     };
     // The first request's head is timed from the end of the handshake.
     exchange.set(HEADERS);

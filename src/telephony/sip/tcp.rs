@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::endpoint::{Endpoint, ReplyPath};
 use super::scan::{Frame, MAX_MESSAGE_BYTES, Transport, frame};
-use crate::listener::{Budget, CLOSED, Conn, Tracked};
+use crate::listener::{Budget, Conn, Tracked};
 use crate::telephony::accept::serve_connections;
 use crate::telephony::allow::Allow;
 use crate::tls_server::ServerTls;
@@ -114,26 +114,17 @@ async fn tls_connection(
     conn: Conn,
     tls: TlsSettings,
 ) {
-    let handshake = tokio::time::timeout(tls.handshake_timeout, tls.tls.acceptor().accept(stream));
-    let stream = tokio::select! {
-        () = conn.shutdown.cancelled() => return,
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
-                    .increment(1);
-                tracing::debug!(%peer, %error, "SIP TLS handshake failed.");
-                return;
-            }
-            Err(_) => {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "tls_handshake_failed")
-                    .increment(1);
-                metrics::counter!(CLOSED, "listener" => TLS_LISTENER, "reason" => "handshake_timeout")
-                    .increment(1);
-                tracing::debug!(%peer, timeout = ?tls.handshake_timeout, "SIP TLS handshake timed out.");
-                return;
-            }
-        },
+    let acceptor = tls.tls.acceptor();
+    let handshake = crate::listener::tls_handshake(
+        acceptor,
+        stream,
+        peer,
+        tls.handshake_timeout,
+        &conn,
+        TLS_LISTENER,
+    );
+    let Some(stream) = handshake.await else {
+        return;
     };
     connection(stream, peer, endpoint, conn, Transport::Tls).await;
 }
