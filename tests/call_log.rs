@@ -18,7 +18,7 @@ use screenpop::daemon::Daemon;
 use screenpop::resolve::Resolution;
 use serde_json::{Value, json};
 use support::pg::TestDb;
-use support::ringing;
+use support::{ended, ringing};
 use tokio_tungstenite::tungstenite::Message;
 
 const PG: &str = "127.0.0.1:5432";
@@ -40,15 +40,6 @@ async fn daemon(url: &str, call_log: &str) -> Daemon {
         .await
         .expect("settings");
     Daemon::start(settings).await.expect("start")
-}
-
-fn ended(key: &str, reason: EndReason) -> CallEvent {
-    CallEvent::Ended {
-        key: key.into(),
-        intake: Intake::SIP,
-        extension: None,
-        reason,
-    }
 }
 
 async fn next_ringing(rx: &mut tokio::sync::broadcast::Receiver<CallUpdate>) -> CallUpdate {

@@ -14,19 +14,10 @@ use screenpop::config::TokenHash;
 use screenpop::daemon::Daemon;
 use serde_json::{Value, json};
 use support::pg::TestDb;
-use support::{http_get, http_request, ringing};
+use support::{ended, http_get, http_request, ringing};
 use ws::Ws;
 
 const ACME: &str = "+14155550100";
-
-fn ended(key: &str, reason: EndReason) -> CallEvent {
-    CallEvent::Ended {
-        key: key.into(),
-        intake: Intake::SIP,
-        extension: None,
-        reason,
-    }
-}
 
 /// The next `callback` message on `ws`, its entry.
 async fn callback(ws: &mut Ws) -> Value {

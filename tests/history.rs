@@ -16,19 +16,10 @@ use screenpop::config::TokenHash;
 use screenpop::daemon::Daemon;
 use serde_json::{Value, json};
 use support::pg::TestDb;
-use support::ringing;
+use support::{ended, ringing};
 use ws::Ws;
 
 const ACME: &str = "+14155550100";
-
-fn ended(key: &str, reason: EndReason) -> CallEvent {
-    CallEvent::Ended {
-        key: key.into(),
-        intake: Intake::SIP,
-        extension: None,
-        reason,
-    }
-}
 
 fn answered(key: &str, by: &str) -> CallEvent {
     CallEvent::Answered {

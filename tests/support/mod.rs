@@ -366,6 +366,16 @@ pub async fn http_request(
     (status, head.to_ascii_lowercase(), body)
 }
 
+/// A SIP `Ended` event for the whole call, as an intake would report it.
+pub fn ended(key: &str, reason: screenpop::calls::EndReason) -> screenpop::calls::CallEvent {
+    screenpop::calls::CallEvent::Ended {
+        key: key.into(),
+        intake: screenpop::calls::Intake::SIP,
+        extension: None,
+        reason,
+    }
+}
+
 /// A SIP `Ringing` event for `number` calling `extension`, as an intake would report it.
 pub fn ringing(key: &str, extension: &str, number: &str) -> screenpop::calls::CallEvent {
     screenpop::calls::CallEvent::Ringing {
