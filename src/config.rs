@@ -115,6 +115,45 @@ pub struct Log {
     /// `SCREENPOP_LOG` environment variable, when set, wins. Applied again on a reload.
     #[serde(default, deserialize_with = "log_level")]
     pub level: Option<String>,
+    /// How each line is written to stderr: `text` for people, `json` (one object per line:
+    /// `timestamp`, `level`, `target`, `fields`, the spans) for log shippers. Read at start;
+    /// a change needs a restart.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The `[log] format` of a config file, read before the file is validated so that logging
+    /// can start in the right format; anything unreadable is `text` (the validation that follows
+    /// reports it).
+    pub fn of_file(path: &Path) -> LogFormat {
+        #[derive(Deserialize, Default)]
+        struct Only {
+            #[serde(default)]
+            log: OnlyLog,
+        }
+        #[derive(Deserialize, Default)]
+        struct OnlyLog {
+            #[serde(default)]
+            format: LogFormat,
+        }
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| toml::from_str::<Only>(&text).ok())
+            .map(|only| only.log.format)
+            .unwrap_or_default()
+    }
 }
 
 fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

@@ -53,7 +53,7 @@ mod dedup;
 /// Metric names more than one module counts.
 mod metric;
 /// Masking phone numbers in logs unless PII logging is on.
-mod pii;
+pub mod pii;
 /// Secrets that never print, and reading them from the environment.
 mod secret;
 /// Durations and counts in config sections.

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use screenpop::{config::Config, daemon, demo, telephony::uac};
+use screenpop::{
+    config::{Config, LogFormat},
+    daemon, demo,
+    telephony::uac,
+};
 
 /// Call-center screen pops: see who is calling before the agent picks up.
 #[derive(Parser)]
@@ -172,7 +176,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_filter = logging();
+    let log_format = match &cli.command {
+        Command::Run { config, .. } => LogFormat::of_file(config),
+        _ => LogFormat::Text,
+    };
+    let log_filter = logging(log_format);
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
@@ -413,17 +421,28 @@ fn runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
     }
 }
 
-/// Logs to stderr, filtered by `SCREENPOP_LOG` (default `info`); returns what changes the
-/// filter later (`[log] level`, on start and on every reload).
-fn logging() -> screenpop::reload::LogFilter {
+/// Logs to stderr in `format`, filtered by `SCREENPOP_LOG` (default `info`), other crates'
+/// debug and trace lines only with PII logging on ([`screenpop::pii::DependencyGuard`]);
+/// returns what changes the filter later (`[log] level`, on start and on every reload).
+fn logging(format: LogFormat) -> screenpop::reload::LogFilter {
+    use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCREENPOP_LOG")
         .unwrap_or_else(|_| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(false)
+            .flatten_event(false)
+            .boxed(),
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(lines.with_filter(screenpop::pii::DependencyGuard))
         .init();
     std::sync::Arc::new(move |level: &str| {
         let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;

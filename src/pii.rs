@@ -37,6 +37,51 @@ impl fmt::Display for Masked<'_> {
     }
 }
 
+/// A per-layer log filter for what other crates log: with PII logging off, their `debug` and
+/// `trace` lines are not written, whatever the level filter says, because they can carry what
+/// screenpop masks in its own lines (tokio-postgres's statement parameters, tungstenite's
+/// WebSocket frames, request URLs with account numbers). Their `info` and above, and every line
+/// of screenpop's own (which masks numbers and never logs customer data), pass.
+pub struct DependencyGuard;
+
+impl DependencyGuard {
+    fn ours(meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() == "screenpop" || meta.target().starts_with("screenpop::")
+    }
+
+    fn quiet(meta: &tracing::Metadata<'_>) -> bool {
+        *meta.level() <= tracing::Level::INFO
+    }
+
+    /// Whether a line with this metadata may be written when PII logging is `pii`.
+    pub fn allows(meta: &tracing::Metadata<'_>, pii: bool) -> bool {
+        Self::ours(meta) || Self::quiet(meta) || pii
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for DependencyGuard {
+    fn enabled(
+        &self,
+        meta: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        Self::allows(meta, logging())
+    }
+
+    fn callsite_enabled(
+        &self,
+        meta: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // The answer for a dependency's debug or trace line changes with `[log] pii` on a
+        // reload: ask again each time (the level filter before this one keeps that rare).
+        if Self::ours(meta) || Self::quiet(meta) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::sometimes()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +91,34 @@ mod tests {
         assert_eq!(Masked("+14155550100").to_string(), "+14*******00");
         assert_eq!(Masked("1001").to_string(), "100*");
         assert_eq!(Masked("").to_string(), "");
+    }
+
+    #[test]
+    fn dependency_debug_lines_only_with_pii_logging() {
+        use tracing::Level;
+        static CALLSITE: tracing::callsite::DefaultCallsite = tracing::callsite::DefaultCallsite::new(&META);
+        static META: tracing::Metadata<'static> = tracing::Metadata::new(
+            "event",
+            "tokio_postgres::query",
+            Level::DEBUG,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        static OURS: tracing::Metadata<'static> = tracing::Metadata::new(
+            "event",
+            "screenpop::telephony::sip",
+            Level::TRACE,
+            None,
+            None,
+            None,
+            tracing::field::FieldSet::new(&[], tracing::callsite::Identifier(&CALLSITE)),
+            tracing::metadata::Kind::EVENT,
+        );
+        assert!(!DependencyGuard::allows(&META, false));
+        assert!(DependencyGuard::allows(&OURS, false));
+        assert!(DependencyGuard::allows(&META, true));
     }
 }

@@ -345,7 +345,7 @@ fn restart_needed(old: Option<&Config>, new: &Config) -> Vec<&'static str> {
         return Vec::new();
     };
     type Section = (&'static str, fn(&Config) -> String);
-    let sections: [Section; 10] = [
+    let sections: [Section; 11] = [
         ("[sip] listeners and timers", |c| {
             format!(
                 "{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
@@ -377,6 +377,7 @@ fn restart_needed(old: Option<&Config>, new: &Config) -> Vec<&'static str> {
         ("[call_log]", |c| format!("{:?}", c.call_log)),
         ("[numbers]", |c| format!("{:?}", c.numbers)),
         ("[page] journal", |c| format!("{:?}", c.page.journal)),
+        ("[log] format", |c| format!("{:?}", c.log.format)),
     ];
     sections
         .into_iter()

@@ -27,11 +27,16 @@ impl Process {
     /// Starts it on `config` with `extra` arguments; returns once the banner named its
     /// addresses.
     pub fn start(config: &Path, extra: &[&OsStr]) -> Process {
+        Process::start_logging(config, extra, "info")
+    }
+
+    /// [`Process::start`] with `SCREENPOP_LOG` set to `filter`.
+    pub fn start_logging(config: &Path, extra: &[&OsStr], filter: &str) -> Process {
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(config)
             .args(extra)
-            .env("SCREENPOP_LOG", "info")
+            .env("SCREENPOP_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
