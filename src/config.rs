@@ -34,6 +34,17 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Several values are wrong (every unset `*_env` variable, for one), one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+    /// A command-line override (`--set KEY=VALUE`) is wrong, or makes the config wrong.
+    #[error("--set {key}: {message}")]
+    Override {
+        /// The override's key (or keys) as given.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// The whole file. Unknown keys are refused: inside each section by serde, at the top level by
@@ -99,6 +110,9 @@ pub struct Config {
     /// place in the file.
     #[serde(skip)]
     pub intakes: crate::telephony::intake::Sections,
+    /// The command line's `--set` overrides it was loaded with: a reload applies them again.
+    #[serde(skip)]
+    pub overrides: Overrides,
     /// Top-level keys that are not the sections above: each must be a client intake's table.
     #[serde(flatten)]
     others: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
@@ -168,32 +182,34 @@ pub use crate::push::section::{Page, Push, default_dispositions};
 pub use crate::resolve::section::{DirectoryConfig, Numbers, Region};
 
 mod assemble;
+mod env;
+mod overrides;
 pub use assemble::{
     Intakes, composer_from, config_agents, history_store, intakes_from, page_settings, webhook_pbxs,
 };
+pub use overrides::{Override, Overrides};
 
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &Overrides::default())
+    }
+
+    /// Reads and validates a file, then applies the command line's overrides and validates
+    /// the result again: the file's own errors name its lines, the others the `--set` key.
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.into(),
             source,
         })?;
-        let mut config = Config::parse(&text, path)?;
+        let mut config = Config::checked(&text, path)?;
+        if !overrides.is_empty() {
+            let merged = overrides.apply(&text)?;
+            config = Config::checked(&merged, path).map_err(|e| overrides.blame(e))?;
+            config.overrides = overrides.clone();
+        }
         let dir = path.parent().unwrap_or(Path::new("."));
         config.base = dir.to_owned();
-        // Start every source once (checks its query or templates, reads its CSV): a source
-        // that cannot start is an error at its line, not at the first call.
-        for (i, source) in config.sources.iter().enumerate() {
-            if let Err(message) = source.get_ref().adapter.build(dir) {
-                return Err(ConfigError::Invalid {
-                    file: path.into(),
-                    line: line_of(&text, source.span().start),
-                    key: format!("sources[{i}] ({})", source.get_ref().settings.name),
-                    message: message.to_string(),
-                });
-            }
-        }
         for file in [
             &mut config.directory.csv,
             &mut config.http.tls_cert,
@@ -206,6 +222,27 @@ impl Config {
                 && f.is_relative()
             {
                 *f = dir.join(&*f);
+            }
+        }
+        Ok(config)
+    }
+
+    /// [`Config::parse`], then what needs the machine: every `*_env` variable set, every
+    /// source started once.
+    fn checked(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::parse(text, path)?;
+        env::check(&config, text, path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        // Start every source once (checks its query or templates, reads its CSV): a source
+        // that cannot start is an error at its line, not at the first call.
+        for (i, source) in config.sources.iter().enumerate() {
+            if let Err(message) = source.get_ref().adapter.build(dir) {
+                return Err(ConfigError::Invalid {
+                    file: path.into(),
+                    line: line_of(text, source.span().start),
+                    key: format!("sources[{i}] ({})", source.get_ref().settings.name),
+                    message: message.to_string(),
+                });
             }
         }
         Ok(config)

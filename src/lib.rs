@@ -28,6 +28,8 @@ pub mod telephony;
 pub mod web;
 
 // Assembly and operation.
+/// `check-config --connect`: every external peer a config names, reached once.
+pub mod check;
 /// The TOML file IT writes: loading, validation with file:line:key errors, assembly.
 pub mod config;
 /// Start-up and shutdown of every component.

@@ -31,6 +31,11 @@ enum Command {
         /// `$RUNTIME_DIRECTORY/screenpop.pid` under systemd, else none.
         #[arg(long)]
         pid_file: Option<PathBuf>,
+        /// Override one setting, e.g. `--set http.listen=127.0.0.1:9090` or
+        /// `--set 'sip.udp=["0.0.0.0:5070"]'` (a TOML value; a bare word is a string; array
+        /// elements by index: `sources.0.timeout=\"2s\"`). Repeatable; kept on reload.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<screenpop::config::Override>,
     },
     /// Re-read the running daemon's config without dropping agents or calls: validates the
     /// file first (errors name file, line and key), then signals the daemon (SIGHUP).
@@ -43,10 +48,21 @@ enum Command {
         #[arg(long)]
         pid_file: Option<PathBuf>,
     },
-    /// Validate a configuration file; errors name the file, line and key.
+    /// Validate a configuration file; errors name the file, line and key (exit 2). With
+    /// --connect, also reach every database, source, PBX and NATS server it names (exit 1 if
+    /// one fails).
     CheckConfig {
         /// The TOML configuration.
         file: PathBuf,
+        /// The same overrides as `run --set KEY=VALUE`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<screenpop::config::Override>,
+        /// Reach every external peer, concurrently, and print one line per peer.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: how long each peer may take.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, requires = "connect")]
+        timeout: Duration,
     },
     /// Run the whole daemon on bundled demo data: no database, no config file.
     Demo {
@@ -182,16 +198,17 @@ fn main() -> ExitCode {
     };
     let log_filter = logging(log_format);
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("{error}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig {
+            file,
+            set,
+            connect,
+            timeout,
+        } => check_config(
+            &file,
+            screenpop::config::Overrides::new(set),
+            connect,
+            timeout,
+        ),
         Command::Migrate { database_url } => runtime(async move {
             let mut client = screenpop::db::connect(&database_url).await?;
             let applied = screenpop::db::migrate(&mut client).await?;
@@ -323,8 +340,14 @@ fn main() -> ExitCode {
         Command::Run {
             config: path,
             pid_file,
+            set,
         } => runtime(async move {
-            let config = Config::load(&path)?;
+            let overrides = screenpop::config::Overrides::new(set);
+            let config = Config::load_with(&path, &overrides)?;
+            if !overrides.is_empty() {
+                // Keys only: a value may be a secret.
+                tracing::info!(keys = %overrides.keys().join(", "), "Settings overridden on the command line (kept on reload).");
+            }
             if let Some(level) = &config.log.level
                 && std::env::var_os("SCREENPOP_LOG").is_none()
             {
@@ -398,6 +421,49 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+    }
+}
+
+/// `screenpop check-config`: exit 2 when the file (with its overrides) is invalid; with
+/// `connect`, one line per external peer and exit 1 when one fails.
+fn check_config(
+    file: &std::path::Path,
+    overrides: screenpop::config::Overrides,
+    connect: bool,
+    timeout: Duration,
+) -> ExitCode {
+    let config = match Config::load_with(file, &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: OK", file.display());
+    if !connect {
+        return ExitCode::SUCCESS;
+    }
+    let verdicts = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(screenpop::check::connect(&config, timeout)),
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if verdicts.is_empty() {
+        println!("no external peers to reach");
+    }
+    let width = verdicts.iter().map(|v| v.what.len()).max().unwrap_or(0);
+    for v in &verdicts {
+        println!("{}", v.line(width));
+    }
+    if verdicts.iter().all(screenpop::check::Verdict::ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

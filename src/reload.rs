@@ -10,7 +10,8 @@
 //! fails to load or to build (file:line:key, an unset `*_env` variable, a source that cannot
 //! start, a dialog address that cannot be bound) is refused whole and the running one keeps serving. What
 //! cannot change without a restart (listener addresses, the database, push limits…) is named
-//! in the log as "restart needed" and otherwise ignored. Counted in
+//! in the log as "restart needed" and otherwise ignored. The command line's `--set` overrides
+//! are applied again to the file re-read. Counted in
 //! `screenpop_config_reloads_total{result}` (`ok`, `refused`).
 
 use std::collections::HashMap;
@@ -203,7 +204,15 @@ impl Reloader {
     }
 
     async fn apply(&self, path: &std::path::Path, report: &mut Report) -> Result<(), ReloadError> {
-        let config = Config::load(path)?;
+        // The command line's `--set` overrides hold for the daemon's life: applied again.
+        let overrides = self
+            .config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.overrides.clone())
+            .unwrap_or_default();
+        let config = Config::load_with(path, &overrides)?;
         // What changed, against the config in force.
         let (changed, restart) = {
             let old = self.config.lock().unwrap_or_else(|p| p.into_inner());

@@ -391,7 +391,7 @@ async fn connect(
     status: Arc<Status>,
     hello: Arc<Notify>,
 ) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
+    let options = async_nats::ConnectOptions::new()
         .name(format!("screenpop {}", config.node))
         .no_echo()
         .retry_on_initial_connect()
@@ -423,6 +423,18 @@ async fn connect(
                 }
             }
         });
+    let (options, urls) = secured(config, options).await?;
+    options
+        .connect(urls)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))
+}
+
+/// The configured credentials and TLS on `options`, and the seed URLs.
+async fn secured(
+    config: &ClusterConfig,
+    mut options: async_nats::ConnectOptions,
+) -> anyhow::Result<(async_nats::ConnectOptions, Vec<async_nats::ServerAddr>)> {
     if let Some(token) = &config.token {
         options = options.token(token.expose().to_owned());
     }
@@ -441,10 +453,32 @@ async fn connect(
         .map(|u| u.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("cluster nats: {e}"))?;
-    options
+    Ok((options, urls))
+}
+
+/// Checks that NATS can be reached with the configured credentials and TLS and that JetStream
+/// is on (`check-config --connect`): connect once (no retries), ask for the JetStream account
+/// info, close. What it found, in a few words. The caller bounds it in time; the token must be
+/// resolved.
+pub async fn probe(config: &ClusterConfig) -> anyhow::Result<String> {
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("screenpop {} check-config", config.node))
+        .connection_timeout(Duration::from_secs(2));
+    let (options, urls) = secured(config, options).await?;
+    let client = options
         .connect(urls)
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))
+        .map_err(|e| anyhow::anyhow!("connecting to NATS: {e}"))?;
+    let server = client.server_info();
+    let account = async_nats::jetstream::new(client.clone())
+        .query_account()
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream not available: {e}"))?;
+    let _ = client.drain().await;
+    Ok(format!(
+        "nats-server {} at {}, JetStream on ({} streams)",
+        server.version, server.host, account.streams
+    ))
 }
 
 fn now_us() -> u64 {

@@ -24,6 +24,27 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// Advisory lock key for migrations ("screenpop" in ASCII, truncated).
 const LOCK_KEY: i64 = 0x7363_7265_656e_706f;
 
+/// The highest migration applied; `None` when the schema was never migrated (no
+/// `screenpop_migrations` table).
+pub async fn applied(client: &tokio_postgres::Client) -> Result<Option<i32>, DbError> {
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('screenpop_migrations') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(DbError::query("looking for screenpop_migrations"))?
+        .get::<_, bool>(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT max(version) FROM screenpop_migrations", &[])
+        .await
+        .map_err(DbError::query("reading screenpop_migrations"))?;
+    Ok(Some(row.get::<_, Option<i32>>(0).unwrap_or(0)))
+}
+
 /// Applies the pending migrations; returns the versions applied now.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, DbError> {
     client

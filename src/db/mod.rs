@@ -6,7 +6,7 @@
 pub(crate) mod listen;
 pub mod migrate;
 
-pub use migrate::{MIGRATIONS, migrate};
+pub use migrate::{MIGRATIONS, applied, migrate};
 
 /// Why the database could not be used; the database (or its URL) is at fault.
 #[derive(Debug, thiserror::Error)]

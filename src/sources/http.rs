@@ -185,6 +185,30 @@ fn json_escape(value: &str) -> String {
 }
 
 impl Source for Http {
+    async fn probe(&self) -> Option<Result<String, SourceError>> {
+        // The URL's origin: the template's path needs a customer, any HTTP answer will do.
+        let origin = reqwest::Url::parse(&self.url.replace(['{', '}'], ""))
+            .map(|u| u.origin().ascii_serialization())
+            .map_err(|e| SourceError::Refused(format!("url: {e}")));
+        let result = async {
+            let origin = origin?;
+            let response = self.client.get(&origin).send().await.map_err(|e| {
+                SourceError::Unreachable(if e.is_connect() {
+                    format!("connection to {origin} failed")
+                } else if e.is_timeout() {
+                    format!("{origin} did not answer in time")
+                } else {
+                    format!("request to {origin} failed")
+                })
+            })?;
+            Ok(format!(
+                "{origin} answered HTTP {}",
+                response.status().as_u16()
+            ))
+        };
+        Some(result.await)
+    }
+
     async fn fetch(&self, who: &Who) -> Result<Section, SourceError> {
         let url = expand(&self.url, who, url_escape)?;
         let request = match self.method {

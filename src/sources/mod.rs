@@ -94,7 +94,17 @@ pub trait Source: Send + Sync + 'static {
     fn warm(&self) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Reaches the system once, for `check-config --connect` (a trivial query, a request to
+    /// the server), and says what answered; `None` for a source with no peer (a file). No
+    /// timeout here: the caller applies it.
+    fn probe(&self) -> impl Future<Output = Option<Result<String, SourceError>>> + Send {
+        async { None }
+    }
 }
+
+/// A boxed probe ([`Source::probe`]), for sources held behind `dyn`.
+pub type Probe<'a> = Pin<Box<dyn Future<Output = Option<Result<String, SourceError>>> + Send + 'a>>;
 
 /// A boxed fetch, for sources held behind `dyn`.
 pub type Fetch<'a> = Pin<Box<dyn Future<Output = Result<Section, SourceError>> + Send + 'a>>;
@@ -107,6 +117,9 @@ pub trait DynSource: Send + Sync + 'static {
 
     /// [`Source::warm`], boxed.
     fn warm_boxed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// [`Source::probe`], boxed.
+    fn probe_boxed(&self) -> Probe<'_>;
 }
 
 impl<S: Source> DynSource for S {
@@ -116,6 +129,10 @@ impl<S: Source> DynSource for S {
 
     fn warm_boxed(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.warm())
+    }
+
+    fn probe_boxed(&self) -> Probe<'_> {
+        Box::pin(self.probe())
     }
 }
 

@@ -110,6 +110,22 @@ impl Source for Postgres {
         }
     }
 
+    async fn probe(&self) -> Option<Result<String, SourceError>> {
+        let result = async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| SourceError::Unreachable(pool_error(&e)))?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| SourceError::Refused(db_error(&e)))?;
+            Ok("connected, SELECT 1 answered".to_owned())
+        };
+        Some(result.await)
+    }
+
     async fn fetch(&self, who: &Who) -> Result<Section, SourceError> {
         let values: Vec<Option<&str>> = self.params.iter().map(|p| who.field(p)).collect();
         let client = self

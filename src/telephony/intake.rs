@@ -81,6 +81,9 @@ pub trait Section: Client {
     /// Reads its secret from the environment (`*_env`) and makes relative files relative to
     /// `base` (the config file's folder).
     fn resolve(&mut self, base: &Path) -> anyhow::Result<()>;
+    /// The environment variable its secret is read from, with the key that names it
+    /// (`("secret_env", "SCREENPOP_AMI_SECRET")`): what `Config::load` checks is set.
+    fn secret_env(&self) -> Option<(&'static str, &str)>;
     /// One line for the start-up banner (`AMI  pbx1 → 10.0.0.5:5038`).
     fn describe(&self) -> String;
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod ami;
 pub mod binary;
 pub mod certs;
 pub mod nats;

@@ -213,6 +213,9 @@ pub enum AmiError {
     /// Missed keepalive: a half-open connection or a stuck PBX.
     #[error("no response to Ping within {0:?}")]
     PingTimeout(Duration),
+    /// The operator's config: the TLS settings cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Runs one PBX's client until `cancel`: connects, and reconnects with backoff.
@@ -355,6 +358,105 @@ async fn fill<R: AsyncRead + Unpin>(r: &mut R, framer: &mut Framer) -> Result<()
     }
 }
 
+/// The banner, then `Login` with the configured credentials, within [`LOGIN_TIMEOUT`]; the
+/// banner on success. Events that arrive before the login's response are left in `framer`.
+async fn login<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    rd: &mut R,
+    wr: &mut W,
+    framer: &mut Framer,
+    config: &AmiConfig,
+) -> Result<String, AmiError> {
+    let login_deadline = Instant::now() + LOGIN_TIMEOUT;
+    // Banner: one line, not a message.
+    let banner = loop {
+        if let Some(line) = framer.line() {
+            break line;
+        }
+        tokio::time::timeout_at(login_deadline, fill(rd, framer))
+            .await
+            .map_err(|_| AmiError::Timeout("waiting for the banner"))??;
+    };
+    if !banner.starts_with("Asterisk Call Manager") {
+        let shown: String = banner.chars().take(60).collect();
+        return Err(AmiError::Banner(shown));
+    }
+    tracing::debug!(%banner, "AMI banner.");
+
+    let secret = config.secret.as_ref().map(Secret::expose).unwrap_or("");
+    send(
+        wr,
+        &[
+            ("Action", "Login"),
+            ("ActionID", "screenpop-login"),
+            ("Username", &config.username),
+            ("Secret", secret),
+            ("Events", &config.events),
+        ],
+    )
+    .await?;
+    loop {
+        let item = loop {
+            if let Some(item) = framer.next_item() {
+                break item;
+            }
+            tokio::time::timeout_at(login_deadline, fill(rd, framer))
+                .await
+                .map_err(|_| AmiError::Timeout("waiting for the login response"))??;
+        };
+        let Item::Message(msg) = item else {
+            cti::count_garbage(INPUT);
+            continue;
+        };
+        if msg.get("ActionID") != Some("screenpop-login") || msg.response().is_none() {
+            continue; // events before the login response are not ours yet
+        }
+        if msg
+            .response()
+            .is_some_and(|r| r.eq_ignore_ascii_case("Success"))
+        {
+            return Ok(banner);
+        }
+        let why = msg.get("Message").unwrap_or("no reason given");
+        return Err(AmiError::Login(why.chars().take(120).collect()));
+    }
+}
+
+/// Checks that the PBX can be reached and takes the credentials (`check-config --connect`):
+/// connect (TLS when configured), banner, `Login`, `Logoff`; the banner. The caller bounds it
+/// in time; the secret must be resolved.
+pub async fn probe(config: &AmiConfig) -> Result<String, AmiError> {
+    async fn on<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: S,
+        config: &AmiConfig,
+    ) -> Result<String, AmiError> {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut framer = Framer::new();
+        let banner = login(&mut rd, &mut wr, &mut framer, config).await?;
+        send(
+            &mut wr,
+            &[("Action", "Logoff"), ("ActionID", "screenpop-logoff")],
+        )
+        .await?;
+        Ok(banner)
+    }
+    let tls = config.tls_connector().map_err(AmiError::Tls)?;
+    let stream = cti::connect(
+        &config.address,
+        config.connect_timeout,
+        AmiError::Timeout("connecting"),
+    )
+    .await?;
+    match tls {
+        None => on(stream, config).await,
+        Some((connector, name)) => {
+            let stream = tokio::time::timeout(config.connect_timeout, connector.connect(name, stream))
+                .await
+                .map_err(|_| AmiError::Timeout("in the TLS handshake"))??;
+            on(stream, config).await
+        }
+    }
+}
+
 impl Session<'_> {
     /// One connection: `Ok` only when cancelled.
     async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
@@ -364,70 +466,9 @@ impl Session<'_> {
     ) -> Result<(), AmiError> {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut framer = Framer::new();
-        let login_deadline = Instant::now() + LOGIN_TIMEOUT;
-
-        // Banner: one line, not a message.
-        let banner = loop {
-            if let Some(line) = framer.line() {
-                break line;
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                read = tokio::time::timeout_at(login_deadline, fill(&mut rd, &mut framer)) => {
-                    read.map_err(|_| AmiError::Timeout("waiting for the banner"))??;
-                }
-            }
-        };
-        if !banner.starts_with("Asterisk Call Manager") {
-            let shown: String = banner.chars().take(60).collect();
-            return Err(AmiError::Banner(shown));
-        }
-        tracing::debug!(%banner, "AMI banner.");
-
-        let secret = self
-            .config
-            .secret
-            .as_ref()
-            .map(Secret::expose)
-            .unwrap_or("");
-        send(
-            &mut wr,
-            &[
-                ("Action", "Login"),
-                ("ActionID", "screenpop-login"),
-                ("Username", &self.config.username),
-                ("Secret", secret),
-                ("Events", &self.config.events),
-            ],
-        )
-        .await?;
-        loop {
-            let item = loop {
-                if let Some(item) = framer.next_item() {
-                    break item;
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    read = tokio::time::timeout_at(login_deadline, fill(&mut rd, &mut framer)) => {
-                        read.map_err(|_| AmiError::Timeout("waiting for the login response"))??;
-                    }
-                }
-            };
-            let Item::Message(msg) = item else {
-                cti::count_garbage(INPUT);
-                continue;
-            };
-            if msg.get("ActionID") != Some("screenpop-login") || msg.response().is_none() {
-                continue; // events before the login response are not ours yet
-            }
-            if msg
-                .response()
-                .is_some_and(|r| r.eq_ignore_ascii_case("Success"))
-            {
-                break;
-            }
-            let why = msg.get("Message").unwrap_or("no reason given");
-            return Err(AmiError::Login(why.chars().take(120).collect()));
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            done = login(&mut rd, &mut wr, &mut framer, self.config) => { done?; }
         }
         cti::set_connected(INPUT, &self.config.name, true);
         self.backoff.reset();
@@ -593,6 +634,10 @@ impl crate::telephony::intake::Section for AmiConfig {
             ("originate_channel", &self.originate_channel),
             ("originate_context", &self.originate_context),
         )
+    }
+
+    fn secret_env(&self) -> Option<(&'static str, &str)> {
+        self.secret_env.as_deref().map(|var| ("secret_env", var))
     }
 
     fn resolve(&mut self, base: &std::path::Path) -> anyhow::Result<()> {

@@ -12,5 +12,5 @@ pub mod frame;
 pub mod map;
 pub mod setup;
 
-pub use client::{AmiConfig, AmiError, run};
+pub use client::{AmiConfig, AmiError, probe, run};
 pub use map::Mapper;

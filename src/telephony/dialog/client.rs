@@ -187,6 +187,67 @@ async fn resolve(pbx: &str, v6: bool) -> Result<SocketAddr, DialogError> {
         .ok_or_else(|| DialogError::Resolve(pbx.to_owned()))
 }
 
+/// Checks that the PBX answers SIP (`check-config --connect`): one `OPTIONS` over UDP from an
+/// ephemeral socket, resent every 500 ms (RFC 3261 §17.1.2's T1); any response to it counts,
+/// `401` and `404` included. Its status line. The caller bounds it in time.
+pub async fn probe(config: &DialogConfig) -> Result<String, DialogError> {
+    let pbx = resolve(&config.pbx, false).await?;
+    let unspecified = if pbx.is_ipv6() {
+        IpAddr::from([0u16; 8])
+    } else {
+        IpAddr::from([0u8; 4])
+    };
+    let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).await?;
+    socket.connect(pbx).await?;
+    let local = contact(
+        &DialogConfig {
+            advertise: None,
+            ..config.clone()
+        },
+        socket.local_addr()?,
+        pbx,
+    );
+    let token = || format!("{:016x}", rand::random::<u64>());
+    let call_id = format!("{}@screenpop", token());
+    let domain = config
+        .domain
+        .clone()
+        .unwrap_or_else(|| config.pbx_host().to_owned());
+    let local = super::subscriber::host_port(local);
+    let request = format!(
+        "OPTIONS sip:{domain} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@{domain}>;tag={tag}\r\n\
+         To: <sip:{domain}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Contact: <sip:{user}@{local}>\r\n\
+         Accept: application/sdp\r\n\
+         User-Agent: {agent}\r\n\
+         Content-Length: 0\r\n\r\n",
+        branch = token(),
+        user = config.username,
+        tag = token(),
+        agent = crate::telephony::sip::reply::SERVER,
+    );
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        socket.send(request.as_bytes()).await?;
+        let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        let answer = &buf[..read?];
+        let text = String::from_utf8_lossy(answer);
+        if text.starts_with("SIP/2.0 ") && text.contains(&call_id) {
+            let status = text.lines().next().unwrap_or_default();
+            return Ok(status.trim_start_matches("SIP/2.0 ").chars().take(80).collect());
+        }
+    }
+}
+
 /// The address the PBX should use for us: `advertise`, else the bound address, else (bound to
 /// the unspecified address) the local address of the route to the PBX.
 fn contact(config: &DialogConfig, bound: SocketAddr, pbx: SocketAddr) -> SocketAddr {
@@ -322,6 +383,10 @@ impl crate::telephony::intake::Section for DialogConfig {
             self.password_env.is_some(),
         )?;
         self.check_uris()
+    }
+
+    fn secret_env(&self) -> Option<(&'static str, &str)> {
+        self.password_env.as_deref().map(|var| ("password_env", var))
     }
 
     fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {

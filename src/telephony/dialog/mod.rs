@@ -16,7 +16,7 @@ pub mod info;
 mod map;
 pub mod subscriber;
 
-pub use client::{DialogConfig, DialogError, run};
+pub use client::{DialogConfig, DialogError, probe, run};
 pub use map::Mapper;
 pub use subscriber::Subscriber;
 

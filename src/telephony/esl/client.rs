@@ -286,6 +286,43 @@ fn reply(frame: &Frame) -> Result<(), String> {
     }
 }
 
+/// `auth/request`, then `auth` with the configured password, and its reply, by `deadline`.
+async fn auth<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    rd: &mut R,
+    wr: &mut W,
+    framer: &mut Framer,
+    config: &EslConfig,
+    deadline: Instant,
+) -> Result<(), EslError> {
+    let hello = next_frame(rd, framer, deadline, "waiting for auth/request").await?;
+    if hello.content_type() != "auth/request" {
+        return Err(EslError::Handshake(
+            hello.content_type().chars().take(60).collect(),
+        ));
+    }
+    let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
+    send(wr, &format!("auth {password}")).await?;
+    let answer = next_reply(rd, framer, deadline, "waiting for the auth reply").await?;
+    reply(&answer).map_err(EslError::Auth)
+}
+
+/// Checks that the switch can be reached and takes the password (`check-config --connect`):
+/// connect, `auth`, its reply, `exit`. The caller bounds it in time; the password must be
+/// resolved.
+pub async fn probe(config: &EslConfig) -> Result<(), EslError> {
+    let stream = cti::connect(
+        &config.address,
+        config.connect_timeout,
+        EslError::Timeout("connecting"),
+    )
+    .await?;
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let mut framer = Framer::new();
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    auth(&mut rd, &mut wr, &mut framer, config, deadline).await?;
+    send(&mut wr, "exit").await
+}
+
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     config: &EslConfig,
@@ -298,17 +335,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut framer = Framer::new();
     let deadline = Instant::now() + LOGIN_TIMEOUT;
     let handshake = async {
-        let hello = next_frame(&mut rd, &mut framer, deadline, "waiting for auth/request").await?;
-        if hello.content_type() != "auth/request" {
-            return Err(EslError::Handshake(
-                hello.content_type().chars().take(60).collect(),
-            ));
-        }
-        let password = config.password.as_ref().map(Secret::expose).unwrap_or("");
-        send(&mut wr, &format!("auth {password}")).await?;
-        let answer =
-            next_reply(&mut rd, &mut framer, deadline, "waiting for the auth reply").await?;
-        reply(&answer).map_err(EslError::Auth)?;
+        auth(&mut rd, &mut wr, &mut framer, config, deadline).await?;
         send(&mut wr, &format!("event json {}", EVENTS.join(" "))).await?;
         let answer = next_reply(
             &mut rd,
@@ -318,7 +345,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await?;
         reply(&answer).map_err(EslError::Subscribe)?;
-        Ok(())
+        Ok::<(), EslError>(())
     };
     tokio::select! {
         () = cancel.cancelled() => return Ok(()),
@@ -448,6 +475,10 @@ impl crate::telephony::intake::Section for EslConfig {
             ("originate_endpoint", &self.originate_endpoint),
             ("originate_context", &self.originate_context),
         )
+    }
+
+    fn secret_env(&self) -> Option<(&'static str, &str)> {
+        self.password_env.as_deref().map(|var| ("password_env", var))
     }
 
     fn resolve(&mut self, _base: &std::path::Path) -> anyhow::Result<()> {

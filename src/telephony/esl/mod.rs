@@ -9,5 +9,5 @@ mod client;
 pub mod frame;
 pub mod map;
 
-pub use client::{EslConfig, EslError, run};
+pub use client::{EslConfig, EslError, probe, run};
 pub use map::Mapper;
