@@ -497,7 +497,11 @@ fn logging(format: LogFormat) -> screenpop::reload::LogFilter {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SCREENPOP_LOG")
         .unwrap_or_else(|_| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: not in the journal or a log file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let lines = match format {
         LogFormat::Text => lines.boxed(),
         LogFormat::Json => lines
@@ -674,7 +678,14 @@ async fn serve(
             list(&b.sip_tls)
         );
     }
-    println!("  HEP  udp {}  tcp {}", list(&b.hep_udp), list(&b.hep_tcp));
+    let hep: Vec<String> = [("udp", &b.hep_udp), ("tcp", &b.hep_tcp)]
+        .into_iter()
+        .filter(|(_, bound)| !bound.is_empty())
+        .map(|(transport, bound)| format!("{transport} {}", list(bound)))
+        .collect();
+    if !hep.is_empty() {
+        println!("  HEP  {}", hep.join("  "));
+    }
     println!("  HTTP {http}  (health: /healthz, metrics: /metrics)");
     for line in &cti {
         println!("{line}");

@@ -96,7 +96,8 @@ mod tests {
     #[test]
     fn dependency_debug_lines_only_with_pii_logging() {
         use tracing::Level;
-        static CALLSITE: tracing::callsite::DefaultCallsite = tracing::callsite::DefaultCallsite::new(&META);
+        static CALLSITE: tracing::callsite::DefaultCallsite =
+            tracing::callsite::DefaultCallsite::new(&META);
         static META: tracing::Metadata<'static> = tracing::Metadata::new(
             "event",
             "tokio_postgres::query",

@@ -173,22 +173,28 @@ async fn run(pii: bool, format: &str) -> String {
 async fn no_caller_digits_or_customer_names_in_any_log_line_without_pii() {
     let log = run(false, "json").await;
     let lines: Vec<&str> = log.lines().collect();
-    // The test sees what it should: trace lines of screenpop's own, and other crates' info.
-    assert!(lines.len() > 50, "{log}");
+    // The test sees what it should: debug lines of screenpop's own (other crates' are held back).
+    assert!(lines.len() > 5, "{log}");
     let mut levels = std::collections::BTreeSet::new();
     for line in &lines {
-        let value: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(
             value["timestamp"].is_string() && value["target"].is_string(),
             "{line}"
         );
         levels.insert(value["level"].as_str().expect("level").to_owned());
         for secret in SECRETS {
-            assert!(!line.contains(secret), "`{secret}` logged with pii = false: {line}");
+            assert!(
+                !line.contains(secret),
+                "`{secret}` logged with pii = false: {line}"
+            );
         }
     }
-    assert!(levels.contains("TRACE") || levels.contains("DEBUG"), "{levels:?}");
+    assert!(
+        levels.contains("TRACE") || levels.contains("DEBUG"),
+        "{levels:?}"
+    );
     // The masked form is what the daemon writes instead.
     assert!(log.contains("+14*******00"), "{log}");
 }
