@@ -182,6 +182,10 @@ enum Command {
         /// Customers (the 1,202 bundled ones, plus generated ones beyond).
         #[arg(long, default_value_t = 1202)]
         customers: usize,
+        /// Write the config that runs on these databases here (default: `PREFIX.toml` in the
+        /// current directory; replaced if it exists).
+        #[arg(long)]
+        write_config: Option<PathBuf>,
     },
     /// Print the SHA-256 of an agent token, for `token_sha256` in the config.
     HashToken {
@@ -320,6 +324,7 @@ fn main() -> ExitCode {
             server,
             prefix,
             customers,
+            write_config,
         } => runtime(async move {
             let dbs = demo::db::create(&server, &prefix, customers).await?;
             println!(
@@ -330,7 +335,16 @@ fn main() -> ExitCode {
             println!("  accounting      {}", dbs.accounting);
             println!("  sales           {}", dbs.sales);
             println!("  credit          {}", dbs.credit);
-            println!("Run it with: screenpop run --config config/screenpop.example.toml");
+            let path = write_config.unwrap_or_else(|| PathBuf::from(format!("{prefix}.toml")));
+            let text = demo::db::config_toml(&dbs);
+            Config::parse(&text, &path)?;
+            std::fs::write(&path, text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            println!(
+                "wrote {}: customers and sources on these databases",
+                path.display()
+            );
+            println!("Run it with: screenpop run --config {}", path.display());
             Ok(())
         }),
         Command::HashToken { token } => {

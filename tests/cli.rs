@@ -524,3 +524,87 @@ fn lookup_profile_shows_every_section_with_its_timing_and_why_one_failed() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn demo_db_writes_the_config_that_runs_on_what_it_made() {
+    let prefix = format!("screenpop_cli_{:08x}", rand::random::<u32>());
+    let dir = std::env::temp_dir().join(format!("screenpop-demodb-{prefix}"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("demo.toml");
+    let out = Command::new(BIN)
+        .args(["demo-db", "--prefix", &prefix, "--write-config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("screenpop run --config {}", config.display())),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&config).expect("written");
+    // Customers from the index database it filled, the sources on its three databases.
+    assert!(
+        text.contains(&format!(
+            "database_url = \"postgres://postgres@127.0.0.1:5432/{prefix}\""
+        )),
+        "{text}"
+    );
+    for role in ["accounting", "sales", "credit"] {
+        assert!(
+            text.contains(&format!("/{prefix}_{role}\"")),
+            "{role}: {text}"
+        );
+    }
+    assert!(
+        !text.contains("screenpop_demo_") && !text.contains("\ncsv ="),
+        "{text}"
+    );
+    let lookup = || {
+        Command::new(BIN)
+            .args(["lookup", "(415) 555-0100", "--profile", "--config"])
+            .arg(&config)
+            .output()
+            .expect("runs")
+    };
+    let out = lookup();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("match   Acme Corporation"), "{text}");
+    for section in ["balance", "purchases", "credit"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(section) && l.contains("ok")),
+            "{section}: {text}"
+        );
+    }
+    // A source database that does not exist says what to run.
+    let drop = |name: &str| {
+        let ok = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .status()
+            .expect("psql")
+            .success();
+        assert!(ok, "drop {name}");
+    };
+    drop(&format!("{prefix}_credit"));
+    let out = lookup();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("does not exist") && text.contains("screenpop demo-db"),
+        "{text}"
+    );
+    for role in ["", "_accounting", "_sales"] {
+        drop(&format!("{prefix}{role}"));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

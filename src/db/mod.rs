@@ -12,7 +12,7 @@ pub use migrate::{MIGRATIONS, applied, migrate};
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// Connecting failed.
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("cannot connect to PostgreSQL: {0}{hint}", hint = missing_database_hint(.0))]
     Connect(#[source] tokio_postgres::Error),
     /// A worker for the database could not be started (out of threads or memory).
     #[error("cannot start a database worker: {0}")]
@@ -29,6 +29,17 @@ pub enum DbError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// What to do about a database that does not exist (SQLSTATE 3D000), as a sentence to append
+/// to the error; empty for any other error.
+pub fn missing_database_hint(e: &tokio_postgres::Error) -> &'static str {
+    if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) {
+        " (for the demo's databases run `screenpop demo-db`; otherwise create the database, \
+         and for the customer index run `screenpop migrate` on it)"
+    } else {
+        ""
+    }
 }
 
 impl DbError {

@@ -289,6 +289,43 @@ pub async fn create(server: &str, prefix: &str, customers: usize) -> anyhow::Res
     })
 }
 
+/// The annotated example config (`config/screenpop.example.toml`) turned to the databases
+/// `create` made: customers from the index database instead of the bundled CSV, the three
+/// sources on these accounting, sales and credit databases. What `screenpop demo-db` writes.
+pub fn config_toml(dbs: &DemoDatabases) -> String {
+    const EXAMPLE: &str = include_str!("../../config/screenpop.example.toml");
+    const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/screenpop_demo";
+    let mut text = String::with_capacity(EXAMPLE.len() + 256);
+    for line in EXAMPLE.lines() {
+        if line.starts_with("csv = \"../examples/data/customers.csv\"") {
+            let _ = writeln!(
+                text,
+                "# Written by `screenpop demo-db`: the customer index it filled.\ndatabase_url = \"{}\"",
+                dbs.index
+            );
+        } else if let Some(rest) = line
+            .strip_prefix("database_url = \"")
+            .and_then(|r| r.strip_prefix(DEFAULT_SERVER))
+        {
+            let url = match rest {
+                "_accounting\"" => &dbs.accounting,
+                "_sales\"" => &dbs.sales,
+                "_credit\"" => &dbs.credit,
+                _ => {
+                    text.push_str(line);
+                    text.push('\n');
+                    continue;
+                }
+            };
+            let _ = writeln!(text, "database_url = \"{url}\"");
+        } else {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
 /// The three sources over the demo databases (what `config/screenpop.example.toml` says).
 pub fn sources(dbs: &DemoDatabases) -> Vec<crate::compose::SourceConfig> {
     #[derive(serde::Deserialize)]

@@ -165,7 +165,12 @@ impl Source for Postgres {
 /// parameters PostgreSQL names types, not values.
 fn db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        Some(db) => format!(
+            "{} (SQLSTATE {}){}",
+            db.message(),
+            db.code().code(),
+            crate::db::missing_database_hint(e)
+        ),
         None if e.is_closed() => "connection closed".into(),
         None => "connection failed".into(),
     }
