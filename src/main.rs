@@ -197,7 +197,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_format = match &cli.command {
-        Command::Run { config, .. } => LogFormat::of_file(config),
+        // `--set log.format=…` wins over the file, as every override does.
+        Command::Run { config, set, .. } => set
+            .iter()
+            .rev()
+            .find(|o| o.key() == "log.format")
+            .and_then(|o| o.value().clone().try_into::<LogFormat>().ok())
+            .unwrap_or_else(|| LogFormat::of_file(config)),
         _ => LogFormat::Text,
     };
     let log_filter = logging(log_format);

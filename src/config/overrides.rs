@@ -37,6 +37,11 @@ impl Override {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// The value (may be a secret: never to log).
+    pub fn value(&self) -> &toml::Value {
+        &self.value
+    }
 }
 
 impl FromStr for Override {
