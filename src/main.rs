@@ -169,6 +169,9 @@ enum Command {
         /// The secret (default: 48 random hex digits).
         #[arg(long)]
         secret: Option<String>,
+        /// Also allow `Originate`, for agents' call-backs through this PBX (`[callbacks]`).
+        #[arg(long)]
+        originate: bool,
     },
     /// Create the demo on PostgreSQL: the customer index and the accounting, sales and credit
     /// databases the example config's sources read (replacing any of the same names).
@@ -314,6 +317,7 @@ fn main() -> ExitCode {
             username,
             permit,
             secret,
+            originate,
         } => {
             use screenpop::telephony::ami::setup;
             print!(
@@ -322,6 +326,7 @@ fn main() -> ExitCode {
                     username,
                     secret: secret.unwrap_or_else(setup::random_secret),
                     permit,
+                    originate,
                 })
             );
             ExitCode::SUCCESS

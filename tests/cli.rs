@@ -457,6 +457,17 @@ fn ami_setup_prints_a_least_privilege_stanza_with_a_fresh_secret() {
     };
     assert_eq!(secret(&one).map(|s| s.len()), Some(48));
     assert_ne!(secret(&one), secret(&two), "a fresh secret each time");
+    // Call-backs through the PBX need `originate`, and only when asked for.
+    let out = Command::new(BIN)
+        .args(["ami-setup", "--permit", "10.0.0.9", "--originate"])
+        .output()
+        .expect("runs");
+    let dialling = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dialling.contains("\nwrite = reporting,originate\n"),
+        "{dialling}"
+    );
+    assert!(!one.contains("originate"), "{one}");
 }
 
 #[test]

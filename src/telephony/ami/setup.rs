@@ -24,6 +24,9 @@ pub struct Stanza {
     pub secret: String,
     /// The address screenpop connects from (`permit`).
     pub permit: String,
+    /// Also grant `originate`, for agents' call-backs through this PBX (`[callbacks]`,
+    /// `POST /api/callbacks/{id}/dial`): placing calls only, never `system`.
+    pub originate: bool,
 }
 
 /// A random secret: 24 bytes as 48 hex digits.
@@ -55,8 +58,8 @@ pub fn render(stanza: &Stanza) -> String {
          ; call: channels, bridges, Dial*; agent: queue Agent*; system: FullyBooted, Shutdown\n\
          read = system,call,agent\n\
          ; CoreShowChannels (the resync after each reconnect) needs system OR reporting;\n\
-         ; reporting only reads state. Ping needs no privilege. Nothing else is granted.\n\
-         write = reporting\n\
+         ; reporting only reads state. Ping needs no privilege.{originate_note}\n\
+         write = reporting{originate}\n\
          ; a busy PBX can burst: give a reader 1 s before Asterisk drops it (default 100 ms)\n\
          writetimeout = 1000\n\
          ; only the events screenpop uses (an unanchored regex over the event text)\n\
@@ -65,6 +68,14 @@ pub fn render(stanza: &Stanza) -> String {
         secret = stanza.secret,
         permit = stanza.permit,
         events = events.join("|"),
+        originate = if stanza.originate { ",originate" } else { "" },
+        originate_note = if stanza.originate {
+            "\n; originate: agents' call-backs (Originate of the agent's own extension, then the\n\
+             ; number in the configured context); not system, which would allow System().\n\
+             ; Nothing else is granted."
+        } else {
+            " Nothing else is granted."
+        },
     );
     out.push_str(
         "\n; then: asterisk -rx 'manager reload' and check with: asterisk -rx 'manager show user ",
@@ -84,6 +95,7 @@ mod tests {
             username: "screenpop".into(),
             secret: "s3cret".into(),
             permit: "10.0.0.5".into(),
+            originate: false,
         });
         assert!(text.contains("[screenpop]\nsecret = s3cret\n"));
         assert!(text.contains("\nread = system,call,agent\n"));
@@ -92,5 +104,13 @@ mod tests {
         assert!(text.contains("eventfilter = Event: (Newchannel|Newstate|"));
         assert!(!text.contains("CoreShowChannel|"));
         assert_eq!(random_secret().len(), 48);
+        let dialling = render(&Stanza {
+            username: "screenpop".into(),
+            secret: "s3cret".into(),
+            permit: "10.0.0.5".into(),
+            originate: true,
+        });
+        assert!(dialling.contains("\nwrite = reporting,originate\n"), "{dialling}");
+        assert!(!dialling.contains("system,originate") && !dialling.contains("write = system"));
     }
 }
