@@ -52,6 +52,17 @@ async fn screenpop(args: Vec<String>) -> Output {
     .expect("joined")
 }
 
+/// `screenpop check-config FILE --connect` with `extra` arguments.
+async fn check_connect(file: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "check-config".into(),
+        file.display().to_string(),
+        "--connect".into(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    screenpop(args).await
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -141,12 +152,7 @@ async fn connect_tells_reachable_peers_from_missing_databases_closed_ports_and_w
         ami = ami.addr,
     );
     let file = write(&dir, &good);
-    let out = screenpop(vec![
-        "check-config".into(),
-        file.display().to_string(),
-        "--connect".into(),
-    ])
-    .await;
+    let out = check_connect(&file, &[]).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     let l = line(&stdout, "directory database");
@@ -167,14 +173,7 @@ async fn connect_tells_reachable_peers_from_missing_databases_closed_ports_and_w
         port = closed_port(),
     );
     let file = write(&dir, &bad);
-    let out = screenpop(vec![
-        "check-config".into(),
-        file.display().to_string(),
-        "--connect".into(),
-        "--timeout".into(),
-        "3s".into(),
-    ])
-    .await;
+    let out = check_connect(&file, &["--timeout", "3s"]).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(line(&stdout, "directory database").starts_with("ok "));
@@ -201,14 +200,7 @@ async fn connect_reaches_nats_with_jetstream_and_fails_a_closed_port() {
             nats.url(0)
         ),
     );
-    let out = screenpop(vec![
-        "check-config".into(),
-        file.display().to_string(),
-        "--connect".into(),
-        "--timeout".into(),
-        "3s".into(),
-    ])
-    .await;
+    let out = check_connect(&file, &["--timeout", "3s"]).await;
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     let l = line(&stdout, &format!("nats {}", nats.url(0)));

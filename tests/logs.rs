@@ -56,18 +56,17 @@ fn config(dir: &Path, db: &TestDb, pii: bool, format: &str) -> PathBuf {
     path
 }
 
-fn sip(method: &str, call: &str, number: &str, local: SocketAddr) -> String {
-    format!(
-        "{method} sip:1001@screenpop.test SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK-{call}\r\n\
-         Max-Forwards: 70\r\n\
-         From: \"Acme Front Desk\" <sip:{number}@pbx.test>;tag=t-{call}\r\n\
-         To: <sip:1001@pbx.test>\r\n\
-         Call-ID: {call}\r\n\
-         CSeq: 1 {method}\r\n\
-         Contact: <sip:{number}@{local}>\r\n\
-         P-Asserted-Identity: <tel:{number}>\r\n\
-         Content-Length: 0\r\n\r\n"
+/// A SIP request from Acme (the shared builder's caller) for alice's extension.
+fn sip(method: &str, call: &str, local: SocketAddr) -> Vec<u8> {
+    support::request(
+        method,
+        "1001",
+        local,
+        "UDP",
+        call,
+        &format!("z9hG4bK-{call}"),
+        1,
+        &format!("P-Asserted-Identity: <tel:{ACME}>\r\n"),
     )
 }
 
@@ -101,7 +100,7 @@ async fn traffic(p: &Process, tag: &str) {
     let line = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let local = line.local_addr().expect("local");
     let call = format!("logs-{tag}-1");
-    line.send_to(sip("INVITE", &call, ACME, local).as_bytes(), p.sip)
+    line.send_to(&sip("INVITE", &call, local), p.sip)
         .await
         .expect("send");
     let pop = ws::expect(&mut alice, "ringing").await;
@@ -117,7 +116,7 @@ async fn traffic(p: &Process, tag: &str) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    line.send_to(sip("CANCEL", &call, ACME, local).as_bytes(), p.sip)
+    line.send_to(&sip("CANCEL", &call, local), p.sip)
         .await
         .expect("send");
     ws::expect(&mut alice, "ended").await;
