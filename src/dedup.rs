@@ -36,6 +36,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> Dedup<K> {
         Dedup {
             seen: Cache::builder()
                 .max_capacity(u64::try_from(capacity.max(1)).unwrap_or(u64::MAX))
+                .initial_capacity(capacity.max(1))
                 .time_to_live(ttl.min(MAX_TTL))
                 .eviction_policy(EvictionPolicy::lru())
                 .build(),

@@ -545,3 +545,73 @@ async fn a_merged_request_gets_482_but_a_fork_to_another_extension_rings() {
     assert_eq!(second.call.legs.len(), 2);
     assert!(daemon.stop().await);
 }
+
+/// A PBX that sends faster than it reads its answers (here: 3,000 INVITEs at once on a
+/// connection with a 4 KiB receive window, read only a second later) gets every 100 Trying:
+/// the daemon stops reading while its write queue is full instead of dropping answers.
+#[tokio::test]
+async fn tcp_a_peer_that_reads_slowly_loses_no_100_trying() {
+    use bytes::BytesMut;
+    use screenpop::telephony::sip::scan::{Frame, frame};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const CALLS: usize = 3_000;
+    let daemon = start().await;
+    let http = daemon.bound.http.expect("http");
+    let target = daemon.bound.sip_tcp[0];
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let stream = socket.connect(target).await.expect("connect");
+    let local = stream.local_addr().expect("local");
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for i in 0..CALLS {
+            all.extend(request(
+                "INVITE",
+                "1002",
+                local,
+                "TCP",
+                &format!("slow-reader-{i}"),
+                &format!("z9hG4bKslow{i}"),
+                1,
+                "",
+            ));
+        }
+        writer.write_all(&all).await.expect("write");
+        writer
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut buf = BytesMut::new();
+    let mut trying = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while trying < CALLS {
+        match frame(&buf) {
+            Ok(Frame::Message(n)) => {
+                let response = parse_response(&buf.split_to(n)).expect("a response");
+                assert_eq!(
+                    (response.code, response.cseq_method.as_str()),
+                    (100, "INVITE")
+                );
+                trying += 1;
+            }
+            Ok(Frame::Skip { len, .. }) => {
+                let _ = buf.split_to(len);
+            }
+            Ok(Frame::Incomplete) => {
+                let n = tokio::time::timeout_at(deadline, reader.read_buf(&mut buf))
+                    .await
+                    .unwrap_or_else(|_| panic!("only {trying} of {CALLS} 100 Trying in 30 s"))
+                    .expect("read");
+                assert_ne!(n, 0, "closed after {trying} of {CALLS} 100 Trying");
+            }
+            Err(error) => panic!("unframable answer: {error}"),
+        }
+    }
+    let _writer = sending.await.expect("sender");
+    assert_eq!(
+        metric(http, "screenpop_drops_total", "reply_not_sent").await,
+        0.0
+    );
+    assert!(daemon.stop().await);
+}

@@ -139,10 +139,16 @@ impl std::fmt::Debug for Journal {
 impl Journal {
     /// An empty journal of at most `capacity` calls; `agents` names who answered.
     pub fn new(capacity: usize, agents: Arc<Agents>) -> Arc<Journal> {
+        let capacity = capacity.max(1);
         Arc::new(Journal {
-            capacity: capacity.max(1),
+            capacity,
             agents,
-            inner: Mutex::default(),
+            // Sized from the start, like the call table: no rehash stalls while calls ramp up.
+            inner: Mutex::new(Inner {
+                entries: HashMap::with_capacity(capacity),
+                order: VecDeque::with_capacity(capacity),
+                by_customer: HashMap::with_capacity(capacity),
+            }),
         })
     }
 

@@ -182,7 +182,6 @@ struct Entry {
 }
 
 /// The calls, with their insertion order so that eviction of the oldest is O(log n).
-#[derive(Default)]
 struct Table {
     /// Boxed: a growing table moves pointers, not calls.
     calls: HashMap<(Intake, String), Box<Entry>>,
@@ -202,6 +201,21 @@ struct Table {
 const MAX_GENERATIONS: usize = 65_536;
 
 impl Table {
+    /// A table sized for `max_calls` from the start: a hash table that doubles while calls
+    /// ring rehashes into fresh memory, and first touches of fresh pages stall the call path
+    /// for milliseconds at a morning's ramp (docs/performance.md). Only the control bytes are
+    /// written now; the slots' pages are touched as calls arrive.
+    fn with_capacity(max_calls: usize) -> Table {
+        Table {
+            calls: HashMap::with_capacity(max_calls),
+            order: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            next_seq: 0,
+            answered: 0,
+            generations: HashMap::with_capacity(MAX_GENERATIONS),
+        }
+    }
+
     fn remove(&mut self, key: &(Intake, String)) -> Option<Box<Entry>> {
         let entry = self.calls.remove(key)?;
         if self.generations.len() >= MAX_GENERATIONS {
@@ -271,8 +285,8 @@ impl Calls {
     pub fn new(config: TrackerConfig, resolver: Arc<dyn Resolver>) -> Arc<Self> {
         let (updates, _) = broadcast::channel(UPDATE_CAPACITY);
         Arc::new(Calls {
+            table: Mutex::new(Table::with_capacity(config.max_calls)),
             config,
-            table: Mutex::default(),
             updates,
             observers: RwLock::default(),
             resolver,

@@ -5,237 +5,364 @@
 //! them; each connection's writer adds its own `seq`. Every server message has `type`, `seq`,
 //! `call_id` (null when not about a call) and `at` (RFC 3339).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 
 use crate::calls::{Call, CallState, EndReason, LegState};
 use crate::compose::{Part, Summary};
 use crate::resolve::Resolution;
 
-/// A server message without its `seq`: `{"type":KIND,"seq":N,` + `rest`.
+/// A server message without its `seq`: `{"type":KIND,"seq":N,` + the rest of `text`.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     /// The message type.
     pub kind: &'static str,
-    /// The remaining JSON members after `seq`, closing brace included.
-    pub rest: Arc<str>,
+    /// The message's other members as one JSON object, `call_id` and `at` last; its opening
+    /// brace is replaced by the `type` and `seq` members when rendered.
+    text: Arc<str>,
     /// When the call event behind it was taken by the hub (for the fan-out latency metric).
     pub created: tokio::time::Instant,
 }
 
+/// A message on the wire: the body's members, then `call_id` and `at`. Serialised straight to
+/// bytes: no `serde_json::Value` tree is built for the frames a call sends.
+#[derive(Serialize)]
+struct Wire<'a, T: Serialize> {
+    #[serde(flatten)]
+    body: &'a T,
+    call_id: Option<&'a str>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    at: SystemTime,
+}
+
+/// A time as RFC 3339 with milliseconds, written without an intermediate `String`.
+fn rfc3339_millis<S: serde::Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+/// Room for a typical frame (a `ringing` with one customer is ~500 bytes), so that encoding
+/// one seldom reallocates.
+const FRAME_CAPACITY: usize = 768;
+
 impl Outbound {
-    /// Builds a message from a JSON object; `kind` becomes `type`.
-    pub fn new(kind: &'static str, call_id: Option<&str>, body: Value) -> Outbound {
-        let mut object = match body {
-            Value::Object(map) => map,
-            _ => serde_json::Map::new(),
+    /// Builds a message from any value that serialises as a JSON object (its members become
+    /// the message's); `kind` becomes `type`.
+    pub fn encode<T: Serialize>(kind: &'static str, call_id: Option<&str>, body: &T) -> Outbound {
+        let wire = Wire {
+            body,
+            call_id,
+            at: SystemTime::now(),
         };
-        object.insert(
-            "call_id".into(),
-            call_id.map_or(Value::Null, |c| Value::String(c.into())),
-        );
-        object.insert("at".into(), Value::String(now()));
-        let text = Value::Object(object).to_string();
-        // `{...}` → `...}`: the members go after `"seq":N,`.
-        let rest: Arc<str> = Arc::from(text.strip_prefix('{').unwrap_or(&text));
+        let mut bytes = Vec::with_capacity(FRAME_CAPACITY);
+        let text = match serde_json::to_writer(&mut bytes, &wire)
+            .map_err(|e| e.to_string())
+            .and_then(|()| String::from_utf8(bytes).map_err(|e| e.to_string()))
+        {
+            Ok(text) if text.starts_with('{') => text,
+            // Our bodies are structs and maps: unreachable but for a bug, which must not take
+            // a frame's writer down with it.
+            Ok(_) | Err(_) => {
+                tracing::error!(kind, "A server message did not serialise as an object.");
+                String::from("{}")
+            }
+        };
         Outbound {
             kind,
-            rest,
+            text: Arc::from(text),
             created: tokio::time::Instant::now(),
         }
     }
 
-    /// The frame text for sequence number `seq`.
+    /// Builds a message from a JSON object; `kind` becomes `type`.
+    pub fn new(kind: &'static str, call_id: Option<&str>, body: Value) -> Outbound {
+        match body {
+            Value::Object(map) => Outbound::encode(kind, call_id, &map),
+            _ => Outbound::encode(kind, call_id, &serde_json::Map::new()),
+        }
+    }
+
+    /// The frame text for sequence number `seq`: the only allocation a connection makes per
+    /// message.
     pub fn render(&self, seq: u64) -> String {
-        let mut out = String::with_capacity(self.rest.len() + 40);
+        // `{...}` → `...}`: the members go after `"seq":N,`.
+        let rest = self.text.get(1..).unwrap_or("}");
+        let mut out = String::with_capacity(rest.len() + self.kind.len() + 32);
         out.push_str("{\"type\":\"");
         out.push_str(self.kind);
         out.push_str("\",\"seq\":");
-        out.push_str(&seq.to_string());
-        if self.rest.as_ref() != "}" {
+        let _ = write!(out, "{seq}");
+        if rest != "}" {
             out.push(',');
         }
-        out.push_str(&self.rest);
+        out.push_str(rest);
         out
     }
 }
 
-fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
 /// The caller as the pop shows it: `e164` beside the number as presented, when it is a valid
 /// number.
-pub fn caller_json(call: &Call) -> Value {
-    let mut caller = json!({
-        "number": call.caller_number,
-        "display": call.caller_display,
-        "withheld": call.withheld,
-    });
-    if let Some(e164) = &call.caller_e164 {
-        caller["e164"] = Value::String(e164.clone());
+#[derive(Serialize)]
+struct CallerMembers<'a> {
+    number: &'a Option<String>,
+    display: &'a Option<String>,
+    withheld: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e164: &'a Option<String>,
+}
+
+impl<'a> CallerMembers<'a> {
+    fn of(call: &'a Call) -> Self {
+        CallerMembers {
+            number: &call.caller_number,
+            display: &call.caller_display,
+            withheld: call.withheld,
+            e164: &call.caller_e164,
+        }
     }
-    caller
+}
+
+/// The caller as the pop shows it, as a JSON value.
+pub fn caller_json(call: &Call) -> Value {
+    serde_json::to_value(CallerMembers::of(call)).unwrap_or(Value::Null)
+}
+
+/// `customer` (with `approximate` and `reason` for a switchboard match), `candidates` or
+/// `unknown: true`: the members a pop object gets from its resolution.
+struct IdentityMembers<'a>(&'a Resolution);
+
+/// One of several candidates: the customer's members and why it is offered.
+#[derive(Serialize)]
+struct CandidateMembers<'a> {
+    #[serde(flatten)]
+    customer: &'a crate::customer::Customer,
+    reason: &'a str,
+}
+
+impl Serialize for IdentityMembers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        match self.0 {
+            Resolution::Customer { customer } => map.serialize_entry("customer", customer)?,
+            Resolution::Approximate { customer, reason } => {
+                map.serialize_entry("customer", customer)?;
+                map.serialize_entry("approximate", &true)?;
+                map.serialize_entry("reason", reason)?;
+            }
+            Resolution::Candidates { candidates } => {
+                map.serialize_key("candidates")?;
+                map.serialize_value(&Candidates(candidates))?;
+            }
+            Resolution::Withheld | Resolution::Unknown => {
+                map.serialize_entry("unknown", &true)?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct Candidates<'a>(&'a [crate::resolve::Candidate]);
+
+impl Serialize for Candidates<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| CandidateMembers {
+            customer: &c.customer,
+            reason: &c.reason,
+        }))
+    }
 }
 
 /// `customer` (with `approximate` and `reason` for a switchboard match), `candidates` or
 /// `unknown: true`, merged into a pop object.
 pub fn identity_members(resolution: &Resolution, into: &mut serde_json::Map<String, Value>) {
-    match resolution {
-        Resolution::Customer { customer } => {
-            into.insert(
-                "customer".into(),
-                serde_json::to_value(customer).unwrap_or(Value::Null),
-            );
-        }
-        Resolution::Approximate { customer, reason } => {
-            into.insert(
-                "customer".into(),
-                serde_json::to_value(customer).unwrap_or(Value::Null),
-            );
-            into.insert("approximate".into(), Value::Bool(true));
-            into.insert("reason".into(), Value::String(reason.clone()));
-        }
-        Resolution::Candidates { candidates } => {
-            let list: Vec<Value> = candidates
-                .iter()
-                .map(|c| {
-                    let mut v = serde_json::to_value(&c.customer).unwrap_or(Value::Null);
-                    if let Value::Object(m) = &mut v {
-                        m.insert("reason".into(), Value::String(c.reason.clone()));
-                    }
-                    v
-                })
-                .collect();
-            into.insert("candidates".into(), Value::Array(list));
-        }
-        Resolution::Withheld | Resolution::Unknown => {
-            into.insert("unknown".into(), Value::Bool(true));
+    if let Ok(Value::Object(members)) = serde_json::to_value(IdentityMembers(resolution)) {
+        into.extend(members);
+    }
+}
+
+/// When the call was answered and whether its hang-up will be seen (a SIP fork target's is
+/// not: the page stops the card's timer at the answer).
+#[derive(Serialize)]
+struct AnsweredMembers {
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_millis_opt"
+    )]
+    answered_at: Option<SystemTime>,
+    hangup_seen: bool,
+}
+
+fn rfc3339_millis_opt<S: serde::Serializer>(
+    at: &Option<SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339_millis(at, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl AnsweredMembers {
+    fn of(call: &Call) -> Self {
+        AnsweredMembers {
+            answered_at: call.answered_at,
+            hangup_seen: call.hangup_seen,
         }
     }
 }
 
-/// The state of one call as one extension sees it, for `ringing` and `snapshot` entries.
-/// `resolution` is the call's, possibly re-ranked for the agent who gets it.
+/// The state of one call as one extension sees it: a `ringing` message's body and a
+/// `snapshot` entry's members.
+#[derive(Serialize)]
+struct Pop<'a> {
+    extension: &'a str,
+    caller: CallerMembers<'a>,
+    dialled: &'a Option<String>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    started: SystemTime,
+    #[serde(flatten)]
+    identity: IdentityMembers<'a>,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by: Option<&'a str>,
+    /// Flattened: `None` adds no member.
+    #[serde(flatten)]
+    answered: Option<AnsweredMembers>,
+}
+
+impl<'a> Pop<'a> {
+    /// `resolution` is the call's, possibly re-ranked for the agent who gets it.
+    fn of(call: &'a Call, resolution: &'a Resolution, extension: &'a str) -> Self {
+        let (state, by) = match (
+            &call.state,
+            call.legs
+                .iter()
+                .find(|l| l.extension == extension)
+                .map(|l| l.state),
+        ) {
+            (_, Some(LegState::Ended(_))) => ("ended", None),
+            (CallState::Answered { by }, _) => ("answered", by.as_deref()),
+            (CallState::Ended { .. }, _) => ("ended", None),
+            (CallState::Ringing, _) => ("ringing", None),
+        };
+        Pop {
+            extension,
+            caller: CallerMembers::of(call),
+            dialled: &call.dialled,
+            started: call.started,
+            identity: IdentityMembers(resolution),
+            state,
+            by,
+            answered: (state == "answered").then(|| AnsweredMembers::of(call)),
+        }
+    }
+}
+
+/// The state of one call as one extension sees it, for `snapshot` entries (the same members
+/// as `ringing`). `resolution` is the call's, possibly re-ranked for the agent who gets it.
 pub fn pop_json(
     call: &Call,
     resolution: &Resolution,
     extension: &str,
 ) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("extension".into(), Value::String(extension.into()));
-    m.insert("caller".into(), caller_json(call));
-    m.insert(
-        "dialled".into(),
-        call.dialled.clone().map_or(Value::Null, Value::String),
-    );
-    m.insert(
-        "started".into(),
-        Value::String(humantime::format_rfc3339_millis(call.started).to_string()),
-    );
-    identity_members(resolution, &mut m);
-    let (state, by) = match (
-        &call.state,
-        call.legs
-            .iter()
-            .find(|l| l.extension == extension)
-            .map(|l| l.state),
-    ) {
-        (_, Some(LegState::Ended(_))) => ("ended", None),
-        (CallState::Answered { by }, _) => ("answered", by.clone()),
-        (CallState::Ended { .. }, _) => ("ended", None),
-        (CallState::Ringing, _) => ("ringing", None),
-    };
-    m.insert("state".into(), Value::String(state.into()));
-    if let Some(by) = by {
-        m.insert("by".into(), Value::String(by));
+    match serde_json::to_value(Pop::of(call, resolution, extension)) {
+        Ok(Value::Object(members)) => members,
+        _ => serde_json::Map::new(),
     }
-    if state == "answered" {
-        answered_members(call, &mut m);
-    }
-    m
-}
-
-/// When the call was answered and whether its hang-up will be seen (a SIP fork target's is
-/// not: the page stops the card's timer at the answer).
-fn answered_members(call: &Call, m: &mut serde_json::Map<String, Value>) {
-    if let Some(at) = call.answered_at {
-        m.insert(
-            "answered_at".into(),
-            Value::String(humantime::format_rfc3339_millis(at).to_string()),
-        );
-    }
-    m.insert("hangup_seen".into(), Value::Bool(call.hangup_seen));
 }
 
 /// `ringing` for one extension, with the call's resolution as ranked for its agent.
 pub fn ringing(call: &Call, resolution: &Resolution, extension: &str) -> Outbound {
-    Outbound::new(
+    Outbound::encode(
         "ringing",
         Some(&call.id),
-        Value::Object(pop_json(call, resolution, extension)),
+        &Pop::of(call, resolution, extension),
     )
 }
 
 /// `answered`, by an extension if known.
 pub fn answered(call: &Call, by: Option<&str>) -> Outbound {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "by".into(),
-        by.map_or(Value::Null, |b| Value::String(b.into())),
-    );
-    answered_members(call, &mut m);
-    Outbound::new("answered", Some(&call.id), Value::Object(m))
+    #[derive(Serialize)]
+    struct Answered<'a> {
+        by: Option<&'a str>,
+        #[serde(flatten)]
+        answered: AnsweredMembers,
+    }
+    Outbound::encode(
+        "answered",
+        Some(&call.id),
+        &Answered {
+            by,
+            answered: AnsweredMembers::of(call),
+        },
+    )
 }
 
 /// `ended` with its reason.
 pub fn ended(call: &Call, reason: EndReason) -> Outbound {
-    Outbound::new("ended", Some(&call.id), json!({ "reason": reason }))
+    #[derive(Serialize)]
+    struct Ended {
+        reason: EndReason,
+    }
+    Outbound::encode("ended", Some(&call.id), &Ended { reason })
 }
 
 /// `callback`: an entry opened, rang again, claimed, released or closed (its `state` says).
 pub fn callback(cb: &crate::callbacks::Callback) -> Outbound {
-    Outbound::new(
-        "callback",
-        None,
-        json!({ "callback": serde_json::to_value(cb).unwrap_or(Value::Null) }),
-    )
+    #[derive(Serialize)]
+    struct CallbackMessage<'a> {
+        callback: &'a crate::callbacks::Callback,
+    }
+    Outbound::encode("callback", None, &CallbackMessage { callback: cb })
+}
+
+/// One source's answer for a customer: a `section` message's body and a snapshot entry's
+/// `sections` item.
+#[derive(Serialize)]
+struct SectionMembers<'a> {
+    customer_id: &'a str,
+    name: &'a str,
+    title: &'a str,
+    status: crate::compose::Status,
+    data: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age: Option<f64>,
+    /// The source's display hints (labels, column order, formats, view), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a crate::compose::display::DisplayHints>,
+    elapsed_ms: f64,
+}
+
+impl<'a> SectionMembers<'a> {
+    fn of(customer_id: &'a str, part: &'a Part) -> Self {
+        SectionMembers {
+            customer_id,
+            name: &part.name,
+            title: &part.title,
+            status: part.status,
+            data: part.data.as_deref(),
+            error: part.error.as_deref(),
+            age: part.age.map(|age| round3(age.as_secs_f64())),
+            display: part.display.as_deref(),
+            elapsed_ms: round3(part.elapsed.as_secs_f64() * 1000.0),
+        }
+    }
 }
 
 /// The body of a `section` message (also a snapshot entry's `sections` item).
 pub fn section_body(customer_id: &str, part: &Part) -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("customer_id".into(), Value::String(customer_id.into()));
-    m.insert("name".into(), Value::String(part.name.to_string()));
-    m.insert("title".into(), Value::String(part.title.to_string()));
-    m.insert(
-        "status".into(),
-        serde_json::to_value(part.status).unwrap_or(Value::Null),
-    );
-    m.insert(
-        "data".into(),
-        part.data.as_deref().cloned().unwrap_or(Value::Null),
-    );
-    if let Some(error) = &part.error {
-        m.insert("error".into(), Value::String(error.clone()));
+    match serde_json::to_value(SectionMembers::of(customer_id, part)) {
+        Ok(Value::Object(members)) => members,
+        _ => serde_json::Map::new(),
     }
-    if let Some(age) = part.age {
-        m.insert("age".into(), json!(round3(age.as_secs_f64())));
-    }
-    // The source's display hints (labels, column order, formats, view), when it has any.
-    if let Some(display) = &part.display
-        && let Ok(hints) = serde_json::to_value(&**display)
-    {
-        m.insert("display".into(), hints);
-    }
-    m.insert(
-        "elapsed_ms".into(),
-        json!(round3(part.elapsed.as_secs_f64() * 1000.0)),
-    );
-    m
 }
 
 fn round3(v: f64) -> f64 {
@@ -244,10 +371,10 @@ fn round3(v: f64) -> f64 {
 
 /// `section`: one source's answer for the call's customer.
 pub fn section(call_id: &str, customer_id: &str, part: &Part) -> Outbound {
-    Outbound::new(
+    Outbound::encode(
         "section",
         Some(call_id),
-        Value::Object(section_body(customer_id, part)),
+        &SectionMembers::of(customer_id, part),
     )
 }
 
@@ -259,15 +386,22 @@ pub fn complete(
     summary: &Summary,
     missing: &[std::sync::Arc<str>],
 ) -> Outbound {
-    Outbound::new(
+    #[derive(Serialize)]
+    struct Complete<'a> {
+        customer_id: &'a str,
+        sections: &'a [Arc<str>],
+        missing: &'a [Arc<str>],
+        elapsed_ms: f64,
+    }
+    Outbound::encode(
         "complete",
         Some(call_id),
-        json!({
-            "customer_id": customer_id,
-            "sections": summary.sources.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "missing": missing.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-            "elapsed_ms": round3(summary.elapsed.as_secs_f64() * 1000.0),
-        }),
+        &Complete {
+            customer_id,
+            sections: &summary.sources,
+            missing,
+            elapsed_ms: round3(summary.elapsed.as_secs_f64() * 1000.0),
+        },
     )
 }
 

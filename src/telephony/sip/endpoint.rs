@@ -129,7 +129,6 @@ struct Txn {
 /// Pending timers: (due, generation, transaction key); stale generations are skipped.
 type TimerHeap = BinaryHeap<Reverse<(Instant, u64, Box<[u8]>)>>;
 
-#[derive(Default)]
 struct Table {
     txns: HashMap<Box<[u8]>, Txn>,
     by_call: HashMap<Box<str>, Vec<Box<[u8]>>>,
@@ -138,6 +137,19 @@ struct Table {
 }
 
 impl Table {
+    /// A table sized for `max_transactions` from the start, so that no rehash into fresh
+    /// memory stalls the call path while calls ramp up (see `calls::tracker`'s table).
+    fn with_capacity(max_transactions: usize) -> Table {
+        Table {
+            txns: HashMap::with_capacity(max_transactions),
+            by_call: HashMap::with_capacity(max_transactions),
+            // Each transaction has one live timer; a rescheduled one leaves its stale entry
+            // behind until it is due.
+            timers: BinaryHeap::with_capacity(max_transactions.saturating_mul(2)),
+            next_generation: 0,
+        }
+    }
+
     fn schedule(&mut self, key: &[u8], at: Instant, timer: Timer) -> bool {
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -192,8 +204,8 @@ impl Endpoint {
     /// Creates an endpoint reporting call events to `events`.
     pub fn new(config: EndpointConfig, events: mpsc::Sender<CallEvent>) -> Arc<Self> {
         Arc::new(Endpoint {
+            table: Mutex::new(Table::with_capacity(config.max_transactions)),
             config,
-            table: Mutex::default(),
             timers_changed: Notify::new(),
             events,
         })

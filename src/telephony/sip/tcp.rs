@@ -11,7 +11,11 @@
 //! reaches the next connection.
 //!
 //! Each connection is a reader and a writer; when one ends, the other is cancelled. The writer's
-//! queue is bounded; the reader's buffer is capped at one maximum-size message. A framing error
+//! queue is bounded, and the reader takes the next message only when the queue has room for
+//! its replies: a peer that sends faster than its answers can be written (or than it reads
+//! them) is slowed down by TCP's own flow control, and no 100 Trying or final response is
+//! dropped for a full queue. The writer sends every reply already queued in one write. The
+//! reader's buffer is capped at one maximum-size message. A framing error
 //! (no Content-Length, oversized message) gets a 400 when one can be built, then the connection
 //! is closed: a byte stream cannot be re-synchronised.
 //!
@@ -44,8 +48,15 @@ pub const TCP_LISTENER: &str = "sip";
 /// The TLS listeners' name in metrics and logs (`listener` label).
 pub const TLS_LISTENER: &str = "sip_tls";
 
-/// Replies queued per connection before further replies are dropped (and counted).
+/// Replies queued per connection. The reader waits for room rather than letting a reply be
+/// dropped; only replies sent from elsewhere (a timer's 480, a retransmission) can find it full,
+/// and are then dropped and counted.
 pub const WRITE_QUEUE: usize = 256;
+/// Room the reader keeps in the write queue before it handles a message: the most replies one
+/// request causes (a CANCEL: its 200 and the INVITE's 487), with a margin for timers' replies.
+const REPLY_ROOM: usize = 4;
+/// Most queued replies written at once.
+const WRITE_BATCH: usize = 64;
 /// A server transaction outlives its ring timeout by at most 64·T1 = 32 s [RFC 3261 §17.2.1,
 /// Timer H]: the connection it came on must stay open that long.
 pub const TRANSACTION_SLACK: Duration = Duration::from_secs(32);
@@ -144,12 +155,28 @@ async fn connection<S>(
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer_cancel = cancel.clone();
     let write_task = tokio::spawn(async move {
+        let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+        let mut joined = BytesMut::new();
         loop {
-            let bytes = tokio::select! {
+            batch.clear();
+            let taken = tokio::select! {
                 () = writer_cancel.cancelled() => break,
-                next = rx.recv() => match next { Some(b) => b, None => break },
+                n = rx.recv_many(&mut batch, WRITE_BATCH) => n,
             };
-            if writer.write_all(&bytes).await.is_err() {
+            if taken == 0 {
+                break;
+            }
+            // Everything already queued goes out in one write (one TLS record, one syscall).
+            let written = if let [one] = batch.as_slice() {
+                writer.write_all(one).await
+            } else {
+                joined.clear();
+                for bytes in &batch {
+                    joined.extend_from_slice(bytes);
+                }
+                writer.write_all(&joined).await
+            };
+            if written.is_err() {
                 break;
             }
         }
@@ -170,6 +197,17 @@ async fn connection<S>(
                     }
                 }
                 Ok(Frame::Message(len)) => {
+                    // Backpressure: handle the message only when its replies fit in the queue.
+                    if tx.capacity() < REPLY_ROOM {
+                        let room = tokio::select! {
+                            () = cancel.cancelled() => break 'conn,
+                            room = tx.reserve_many(REPLY_ROOM) => room,
+                        };
+                        // The writer is gone: so is the connection.
+                        if room.is_err() {
+                            break 'conn;
+                        }
+                    }
                     let message = buf.split_to(len);
                     if endpoint.handle(&message, transport, peer, &path) {
                         conn.prove();
