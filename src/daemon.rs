@@ -206,14 +206,16 @@ impl Daemon {
                 max_transactions: settings.max_transactions,
                 known_extension: known.clone(),
             },
-            events_tx.clone(),
+            // The SIP and HEP listeners apply their events on their own threads: no hand-over
+            // to another task between the packet and the pop.
+            calls.clone(),
         );
         let observer = Arc::new(HepObserver::new(
             hep::observe::ObserverConfig {
                 password: settings.hep_password.clone(),
                 known_extension: known.clone(),
             },
-            events_tx.clone(),
+            calls.clone(),
         ));
         let mut bound = Bound::default();
 

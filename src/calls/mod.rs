@@ -21,7 +21,7 @@ mod tracker;
 pub use event::{CallEvent, Caller, EndReason, IdentitySource, Intake};
 pub use section::{CallLogConfig, CallsConfig};
 pub use tracker::{
-    Call, CallState, CallUpdate, Calls, Change, Leg, LegState, Observer, TrackerConfig,
+    Call, CallState, CallUpdate, Calls, Change, EventSink, Leg, LegState, Observer, TrackerConfig,
 };
 
 /// Metric `screenpop_call_log_pending`.

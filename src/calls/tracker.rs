@@ -254,12 +254,61 @@ impl Table {
 pub struct Calls {
     config: TrackerConfig,
     table: Mutex<Table>,
+    /// Taken before the table's lock is released and held while the updates are published:
+    /// updates reach observers in the order they were applied, whichever threads applied
+    /// them (a SIP listener, the timer task, another node's events).
+    publishing: Mutex<()>,
     updates: broadcast::Sender<CallUpdate>,
     observers: RwLock<Vec<Arc<dyn Observer>>>,
     resolver: Arc<dyn Resolver>,
     /// Where this node's own events are copied for the other nodes (a cluster's bounded
     /// publish queue); never waited on.
     replica: std::sync::OnceLock<mpsc::Sender<(CallEvent, u32)>>,
+}
+
+/// Where an intake hands its call events: straight to the call table, applied on the intake's
+/// own thread ([`Calls::submit`]: no hand-over to another task between a SIP packet and its
+/// pop), or a bounded queue that [`Calls::run`] applies from.
+#[derive(Clone)]
+pub enum EventSink {
+    /// Applied in line.
+    Table(Arc<Calls>),
+    /// Queued; a full queue drops the event.
+    Queue(mpsc::Sender<CallEvent>),
+}
+
+impl EventSink {
+    /// Hands one event over; `false` if a full queue dropped it.
+    pub fn submit(&self, event: CallEvent) -> bool {
+        match self {
+            EventSink::Table(calls) => {
+                calls.submit(event);
+                true
+            }
+            EventSink::Queue(tx) => tx.try_send(event).is_ok(),
+        }
+    }
+}
+
+impl From<mpsc::Sender<CallEvent>> for EventSink {
+    fn from(tx: mpsc::Sender<CallEvent>) -> Self {
+        EventSink::Queue(tx)
+    }
+}
+
+impl From<Arc<Calls>> for EventSink {
+    fn from(calls: Arc<Calls>) -> Self {
+        EventSink::Table(calls)
+    }
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventSink::Table(_) => "EventSink::Table",
+            EventSink::Queue(_) => "EventSink::Queue",
+        })
+    }
 }
 
 /// A consumer of every call update, called in line, in order, on the thread that applied the
@@ -286,6 +335,7 @@ impl Calls {
         let (updates, _) = broadcast::channel(UPDATE_CAPACITY);
         Arc::new(Calls {
             table: Mutex::new(Table::with_capacity(config.max_calls)),
+            publishing: Mutex::new(()),
             config,
             updates,
             observers: RwLock::default(),
@@ -316,10 +366,17 @@ impl Calls {
             .push(observer);
     }
 
-    fn publish(&self, out: Vec<CallUpdate>) {
+    /// The right to publish next; take it while holding the table's lock.
+    fn turn(&self) -> MutexGuard<'_, ()> {
+        self.publishing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes updates in the turn taken when they were applied.
+    fn publish(&self, out: Vec<CallUpdate>, turn: MutexGuard<'_, ()>) {
         if out.is_empty() {
             return;
         }
+        let _turn = turn;
         let observers = self.observers.read().unwrap_or_else(|p| p.into_inner());
         for update in out {
             for o in observers.iter() {
@@ -418,20 +475,25 @@ impl Calls {
                 () = cancel.cancelled() => return,
                 _ = sweep.tick() => self.expire(Instant::now()),
                 event = events.recv() => match event {
-                    Some(event) => {
-                        let replica = self.replica.get();
-                        let copy = replica.map(|_| event.clone());
-                        let generation = self.apply_at(event, None);
-                        if let (Some(replica), Some(copy)) = (replica, copy)
-                            && replica.try_send((copy, generation)).is_err()
-                        {
-                            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_queue_full")
-                                .increment(1);
-                        }
-                    }
+                    Some(event) => self.submit(event),
                     None => return,
                 },
             }
+        }
+    }
+
+    /// Applies one event of this node's own intakes, on the caller's thread, and copies it to
+    /// the cluster's publish queue when there is one (a full queue drops the copy and counts
+    /// it; the call goes on here).
+    pub fn submit(&self, event: CallEvent) {
+        let replica = self.replica.get();
+        let copy = replica.map(|_| event.clone());
+        let generation = self.apply_at(event, None);
+        if let (Some(replica), Some(copy)) = (replica, copy)
+            && replica.try_send((copy, generation)).is_err()
+        {
+            metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "cluster_publish_queue_full")
+                .increment(1);
         }
     }
 
@@ -454,6 +516,7 @@ impl Calls {
         let now = Instant::now();
         let mut out = Vec::new();
         let generation;
+        let turn;
         {
             let mut guard = self.lock();
             let table = &mut *guard;
@@ -654,8 +717,9 @@ impl Calls {
                 }
             }
             table.gauges();
+            turn = self.turn();
         }
-        self.publish(out);
+        self.publish(out, turn);
         generation
     }
 
@@ -716,7 +780,7 @@ impl Calls {
     /// Ends every live call with `reason` (the daemon stopping).
     pub fn end_all(&self, reason: EndReason) {
         let mut out = Vec::new();
-        {
+        let turn = {
             let mut table = self.lock();
             let keys: Vec<(Intake, String)> = table.calls.keys().cloned().collect();
             for key in keys {
@@ -725,13 +789,14 @@ impl Calls {
                 }
             }
             table.gauges();
-        }
-        self.publish(out);
+            self.turn()
+        };
+        self.publish(out, turn);
     }
 
     fn expire(&self, now: Instant) {
         let mut out = Vec::new();
-        {
+        let turn = {
             let mut table = self.lock();
             while let Some(&(deadline, seq)) = table.deadlines.first()
                 && deadline <= now
@@ -745,8 +810,9 @@ impl Calls {
                 }
             }
             table.gauges();
-        }
-        self.publish(out);
+            self.turn()
+        };
+        self.publish(out, turn);
     }
 }
 

@@ -28,10 +28,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use super::decode::decode;
-use crate::calls::{CallEvent, EndReason, Intake};
+use crate::calls::{CallEvent, EndReason, EventSink, Intake};
 use crate::dedup::Dedup;
 use crate::telephony::sip::check;
 use crate::telephony::sip::grammar::{NameAddr, Uri, Via, parse_cseq, split_list};
@@ -112,7 +110,7 @@ pub struct HepObserver {
     /// Message fingerprints seen within [`DEDUP_WINDOW`].
     seen: Dedup<u64>,
     state: Mutex<State>,
-    events: mpsc::Sender<CallEvent>,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for HepObserver {
@@ -122,8 +120,9 @@ impl std::fmt::Debug for HepObserver {
 }
 
 impl HepObserver {
-    /// Creates an observer reporting to `events`.
-    pub fn new(config: ObserverConfig, events: mpsc::Sender<CallEvent>) -> Self {
+    /// Creates an observer reporting to `events` (the call table itself, or a queue).
+    pub fn new(config: ObserverConfig, events: impl Into<EventSink>) -> Self {
+        let events = events.into();
         HepObserver {
             config,
             seen: Dedup::new(DEDUP_CAPACITY, DEDUP_WINDOW),
@@ -201,7 +200,7 @@ impl HepObserver {
             self.observe(&msg, &mut state, &mut events);
         }
         for event in events {
-            if self.events.try_send(event).is_err() {
+            if !self.events.submit(event) {
                 metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
                     .increment(1);
             }

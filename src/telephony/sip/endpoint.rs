@@ -31,7 +31,7 @@ use super::check::{self, ACCEPT, ALLOW, Checked, Method};
 use super::identity::{self, Target};
 use super::reply::{self, Reply};
 use super::scan::{Message, Name, StartLine, Transport, scan};
-use crate::calls::{CallEvent, EndReason, Intake};
+use crate::calls::{CallEvent, EndReason, EventSink, Intake};
 
 /// Timer T1, the RTT estimate [RFC 3261 §17.1.1.1].
 const T1: Duration = Duration::from_millis(500);
@@ -189,7 +189,7 @@ pub struct Endpoint {
     config: EndpointConfig,
     table: Mutex<Table>,
     timers_changed: Notify,
-    events: mpsc::Sender<CallEvent>,
+    events: EventSink,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -201,8 +201,10 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// Creates an endpoint reporting call events to `events`.
-    pub fn new(config: EndpointConfig, events: mpsc::Sender<CallEvent>) -> Arc<Self> {
+    /// Creates an endpoint reporting call events to `events` (the call table itself, or a
+    /// queue).
+    pub fn new(config: EndpointConfig, events: impl Into<EventSink>) -> Arc<Self> {
+        let events = events.into();
         Arc::new(Endpoint {
             table: Mutex::new(Table::with_capacity(config.max_transactions)),
             config,
@@ -574,7 +576,7 @@ impl Endpoint {
             path.send(bytes);
         }
         for event in fx.events {
-            if self.events.try_send(event).is_err() {
+            if !self.events.submit(event) {
                 metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
                     .increment(1);
             }
