@@ -424,7 +424,17 @@ impl Source for History {
         ];
         let journal = self.store.journal.get().map(Arc::as_ref);
         let local = journal
-            .map(|j| j.for_customer(customer_id, who.call_id.as_deref(), self.limit, windows))
+            .map(|j| {
+                // The ids only exclude the call log's copies of these calls.
+                let ids = self.store.database.is_some();
+                j.for_customer(
+                    customer_id,
+                    who.call_id.as_deref(),
+                    self.limit,
+                    windows,
+                    ids,
+                )
+            })
             .unwrap_or_default();
         let mut items: Vec<Item> = local.newest.into_iter().map(Item::from_entry).collect();
         let mut counts = local.counts;

@@ -75,7 +75,7 @@ pub struct Entry {
 pub struct CustomerCalls {
     /// The newest, newest first.
     pub newest: Vec<Entry>,
-    /// Every one's id (so that the call log's copies are not counted twice).
+    /// Every one's id (so that the call log's copies are not counted twice), when asked for.
     pub ids: Vec<String>,
     /// How many started at or after each of the windows' starts.
     pub counts: [usize; 2],
@@ -320,14 +320,15 @@ impl Journal {
     }
 
     /// The journal's part of a customer's history: the calls attributed to `customer_id`
-    /// (matched or picked) other than `except`, newest first; `calls::history` merges the
-    /// call log's.
+    /// (matched or picked) other than `except`, newest first, and `with_ids` every one's id;
+    /// `calls::history` merges the call log's.
     pub fn for_customer(
         &self,
         customer_id: &str,
         except: Option<&str>,
         limit: usize,
         windows: [SystemTime; 2],
+        with_ids: bool,
     ) -> CustomerCalls {
         let inner = self.lock();
         let mut found = CustomerCalls::default();
@@ -344,7 +345,9 @@ impl Journal {
             if found.newest.len() < limit {
                 found.newest.push(entry.clone());
             }
-            found.ids.push(entry.call_id.clone());
+            if with_ids {
+                found.ids.push(entry.call_id.clone());
+            }
         }
         found
     }
@@ -578,16 +581,16 @@ mod tests {
         journal.pick(&ids[2], acme.clone());
         journal.pick(&ids[0], acme.clone());
         let windows = [SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH];
-        let found = journal.for_customer("acme", None, 10, windows);
+        let found = journal.for_customer("acme", None, 10, windows, true);
         let listed: Vec<&str> = found.newest.iter().map(|e| e.call_id.as_str()).collect();
         assert_eq!(listed, [ids[0].as_str(), ids[2].as_str()], "newest first");
         assert_eq!(found.counts, [2, 2]);
-        let except = journal.for_customer("acme", Some(&ids[0]), 10, windows);
+        let except = journal.for_customer("acme", Some(&ids[0]), 10, windows, true);
         assert_eq!(except.ids, [ids[2].clone()]);
         // The oldest call is evicted by a new one: the customer's list forgets it.
         calls.apply(ring("d", "1001"));
         drain(&journal, &mut rx);
-        let found = journal.for_customer("acme", None, 10, windows);
+        let found = journal.for_customer("acme", None, 10, windows, true);
         assert_eq!(found.ids, [ids[0].clone()]);
     }
 }

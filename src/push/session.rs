@@ -167,6 +167,32 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// The authenticated part of a session.
+/// Most queued messages written to a connection in one go.
+const WRITE_BATCH: usize = 32;
+
+/// Sends `first` and whatever else is already queued for the connection (up to
+/// [`WRITE_BATCH`]), then flushes: one write to the socket for a call's `ringing`, `section`s and
+/// `complete` when they are queued together. Counts `seq` for each message sent.
+async fn send_batch(
+    sink: &mut Sink,
+    first: Message,
+    rx: &mut mpsc::Receiver<Outbound>,
+    seq: &mut u64,
+) -> Result<(), axum::Error> {
+    sink.feed(first).await?;
+    *seq += 1;
+    for _ in 1..WRITE_BATCH {
+        let Ok(msg) = rx.try_recv() else {
+            break;
+        };
+        metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS)
+            .record(msg.created.elapsed().as_secs_f64());
+        sink.feed(Message::Text(msg.render(*seq).into())).await?;
+        *seq += 1;
+    }
+    sink.flush().await
+}
+
 async fn live(
     (mut sink, mut stream): (Sink, Stream),
     (mut agent, mut hash): (Arc<Agent>, TokenHash),
@@ -413,14 +439,13 @@ async fn live(
             }
         };
         let sent = tokio::select! {
-            r = sink.send(frame) => r.is_ok(),
+            r = send_batch(&mut sink, frame, &mut rx, &mut seq) => r.is_ok(),
             () = done.cancelled() => false,
             () = slow.cancelled() => false,
         };
         if !sent {
             break;
         }
-        seq += 1;
     }
     done.cancel();
     // The loop can end on the slow signal in either select; decide the reason here, once.

@@ -239,10 +239,12 @@ async fn websocket(
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     // tungstenite's default 128 KiB read buffer costs ~136 KiB per idle connection; 4 KiB
-    // buffers bring it to ~8 KiB [PROTOCOLS.md §6].
+    // buffers bring it to ~8 KiB [PROTOCOLS.md §6]. Frames are buffered up to 16 KiB until the
+    // session's writer flushes: the messages queued for a connection go out in one write (the
+    // buffer holds what one batch needs; an idle connection's is empty).
     upgrade
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(state.push.max_message_bytes)
         .max_frame_size(state.push.max_message_bytes)
