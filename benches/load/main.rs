@@ -125,8 +125,12 @@ enum Cmd {
     FloorRelay,
 }
 
+/// The daemon under test: `SCREENPOP_BIN` when set (to compare two builds with the same
+/// generator, e.g. the commit before a change), else the release build of this checkout.
 fn daemon_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_screenpop"))
+    std::env::var_os("SCREENPOP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_screenpop")))
 }
 
 fn main() -> anyhow::Result<()> {
