@@ -30,6 +30,7 @@ async fn the_load_generator_runs_every_transport_and_the_floor_and_draws_its_plo
             agents: 8,
             extra: String::new(),
             dir: dir.clone(),
+            set: Vec::new(),
         },
     )
     .expect("daemon");

@@ -190,6 +190,7 @@ fn node(
                 "screenpop-cluster-bench-{}-{name}",
                 std::process::id()
             )),
+            set: Vec::new(),
         },
     )
 }

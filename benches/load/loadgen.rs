@@ -237,6 +237,9 @@ pub struct DaemonOptions {
     pub extra: String,
     /// Directory for the generated config.
     pub dir: PathBuf,
+    /// `KEY=VALUE` settings passed as `run --set`, over the generated file's (which cannot
+    /// name a section twice): e.g. `sip.ring_timeout=15m`.
+    pub set: Vec<String>,
 }
 
 /// Writes a config for `opts` and starts `exe run --config …` as a child process; returns the
@@ -272,6 +275,7 @@ pub fn spawn_daemon(exe: &Path, opts: &DaemonOptions) -> anyhow::Result<(Target,
     let mut child = Command::new(exe)
         .args(["run", "--config"])
         .arg(&path)
+        .args(opts.set.iter().flat_map(|kv| ["--set", kv.as_str()]))
         .env("SCREENPOP_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -559,6 +563,63 @@ impl Wire {
     }
 }
 
+/// Every run's Call-IDs, branches and tags are its own: the run's number is in each.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// Rings agents: one INVITE over UDP to each agent in `to` (the call's number is the agent's
+/// index, so its `From` display name is `lgcall <agent>`), at most `rate` a second, and no
+/// CANCEL: each call rings until the daemon's `[sip] ring_timeout`. Returns how many 100 Trying
+/// came back, waiting at most `wait` after the last INVITE.
+pub async fn ring(
+    target: &Target,
+    n_agents: usize,
+    to: &[usize],
+    rate: u64,
+    callers: &[String],
+    wait: Duration,
+) -> anyhow::Result<usize> {
+    ensure!(
+        target.udp.ip().is_loopback() && !target.floor,
+        "the daemon on loopback only"
+    );
+    ensure!(!callers.is_empty(), "no callers");
+    ensure!(to.iter().all(|&a| a < n_agents), "no such agent");
+    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+    set_buffers(&socket);
+    let wire = Arc::new(Wire::Udp(socket.clone(), target.udp));
+    let plan = Arc::new(Plan {
+        run: RUNS.fetch_add(1, Ordering::Relaxed),
+        via: "UDP",
+        local: socket.local_addr()?,
+        n_agents,
+        callers: callers.into(),
+        offset: 0,
+    });
+    let trying = Arc::new(AtomicUsize::new(0));
+    let answers = tokio::spawn(
+        Answers {
+            plan: plan.clone(),
+            wire: wire.clone(),
+            trying: trying.clone(),
+            trying_at: Arc::new((0..n_agents).map(|_| AtomicU64::new(0)).collect()),
+            epoch: Instant::now(),
+        }
+        .udp(socket),
+    );
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let started = tokio::time::Instant::now();
+    for (k, &agent) in to.iter().enumerate() {
+        tokio::time::sleep_until(started + interval.mul_f64(k as f64)).await;
+        wire.send(&plan.call(agent).invite(), agent).await?;
+    }
+    let until = tokio::time::Instant::now() + wait;
+    while trying.load(Ordering::Relaxed) < to.len() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    answers.abort();
+    Ok(trying.load(Ordering::Relaxed))
+}
+
 /// Runs one scenario against `target` with the agents connected; the agents are kept for the
 /// next scenario.
 pub async fn run(
@@ -575,8 +636,6 @@ pub async fn run(
     ensure!(!callers.is_empty(), "no callers");
     let n_agents = agents.conns.len();
     let calls = scenario.calls;
-    // Every run's Call-IDs, branches and tags are its own.
-    static RUNS: AtomicU64 = AtomicU64::new(0);
     let run = RUNS.fetch_add(1, Ordering::Relaxed);
     let cpu_before = target.pid.and_then(cpu_secs);
     let epoch = Instant::now();

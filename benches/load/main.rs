@@ -6,6 +6,7 @@
 //! cargo bench --bench load -- run --target floor --rate 200 --calls 4000       # the floor
 //! cargo bench --bench load -- run --sources postgres --calls 1000 --passes 2   # cold, then warm
 //! cargo bench --bench load -- suite --out docs/performance                    # every figure, plots
+//! cargo bench --bench load -- storm --agents 19000 --calls-ringing 1000       # reconnect storm
 //! ```
 //!
 //! The daemon (`target/release/screenpop`, built by `cargo bench`) and the floor relay run as child
@@ -19,6 +20,7 @@ mod cluster;
 mod floor;
 mod loadgen;
 mod plot;
+mod storm;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -119,6 +121,23 @@ enum Cmd {
         /// Also the composition figures with the PostgreSQL sources.
         #[arg(long)]
         postgres: bool,
+    },
+    /// Idle agents at scale and a reconnect storm (issue 19): N agents signed in (the daemon's
+    /// RSS per idle agent), K calls ringing, every connection reset at once, all N back within
+    /// `--window-s`, each with its snapshot. Raises RLIMIT_NOFILE first, or caps N to fit.
+    Storm {
+        /// Agents (capped to what the open-files limit allows; it says so).
+        #[arg(long, default_value_t = 50_000)]
+        agents: usize,
+        /// Calls ringing at agents' extensions through the storm (INVITEs, no CANCEL).
+        #[arg(long, default_value_t = 1000)]
+        calls_ringing: usize,
+        /// Seconds within which every agent reconnects (spread uniformly).
+        #[arg(long, default_value_t = 10)]
+        window_s: u64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// (internal) Serve the floor relay; prints `FLOOR <udp> <ws>`.
     #[command(hide = true)]
@@ -251,6 +270,26 @@ fn main() -> anyhow::Result<()> {
                 quick,
                 postgres,
             } => suite(&out, quick, postgres).await,
+            Cmd::Storm {
+                agents,
+                calls_ringing,
+                window_s,
+                out,
+            } => {
+                let figures = storm::run(
+                    daemon_exe(),
+                    storm::Options {
+                        agents,
+                        ringing: calls_ringing,
+                        window: Duration::from_secs(window_s),
+                    },
+                )
+                .await?;
+                if let Some(out) = out {
+                    std::fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
+                }
+                Ok(())
+            }
             Cmd::FloorRelay => unreachable!(),
         }
     })
@@ -290,6 +329,7 @@ fn start(
             agents,
             extra,
             dir: std::env::temp_dir().join(format!("screenpop-load-{}", std::process::id())),
+            set: Vec::new(),
         },
     )
 }
