@@ -289,8 +289,7 @@ impl Daemon {
                 cancel.child_token(),
             ));
         }
-        let http = TcpListener::bind(settings.http)
-            .await
+        let http = crate::listener::bind_tcp(settings.http)
             .with_context(|| format!("binding HTTP {}", settings.http))?;
         bound.http = Some(http.local_addr()?);
         let call_log = match settings.call_log.clone() {

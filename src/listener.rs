@@ -190,6 +190,23 @@ pub async fn serve<A, F, Fut>(
     tracker.wait().await;
 }
 
+/// Pending connections a TCP listener may queue before the kernel drops SYNs (capped by
+/// `net.core.somaxconn`). tokio's default of 1,024 overflowed when 19,500 agents reconnected at
+/// once (benches/load `storm`): their sign-ins waited a second for SYN retransmits.
+pub const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds a TCP listener (SO_REUSEADDR, as `TcpListener::bind`) with [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft open-files limit to the hard limit; returns the limit now in force, or
 /// `None` where there is no such limit (or it cannot be read).
 pub fn raise_open_files_limit() -> Option<u64> {

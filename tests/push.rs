@@ -159,6 +159,25 @@ async fn wrong_missing_and_late_tokens_are_closed_with_4401() {
     assert!(daemon.stop().await);
 }
 
+/// Clients that stay silent until the auth timeout (a slow network, a daemon busy with a
+/// reconnect storm) are closed, but are not failed sign-ins: more of them than the throttle's
+/// 30 failures do not lock their address out.
+#[tokio::test]
+async fn silence_before_auth_is_not_a_failed_sign_in() {
+    let daemon = start_with(|s| s.push.session.auth_timeout = Duration::from_millis(300)).await;
+    let http = daemon.bound.http.expect("http");
+    let mut silent = Vec::new();
+    for _ in 0..31 {
+        silent.push(connect(http).await);
+    }
+    for mut ws in silent {
+        assert_eq!(closed_with(&mut ws).await, Some(4401), "auth timeout");
+    }
+    let (_ws, ready, _snapshot) = sign_in(http, "alice-demo-token").await;
+    assert_eq!(ready["agent"], "alice");
+    assert!(daemon.stop().await);
+}
+
 #[tokio::test]
 async fn ready_snapshot_ping_and_token_replaced_in_session() {
     let daemon = start().await;

@@ -120,6 +120,10 @@ pub async fn run(
     }
     let first = tokio::time::timeout(config.auth_timeout, stream.next()).await;
     let timed_out = first.is_err();
+    // Only a frame that is not a valid sign-in is a guess. Silence is not: a slow network or
+    // a daemon busy with a reconnect storm must not lock an office's address out (the
+    // connection caps bound what silent clients can hold).
+    let guessed = matches!(first, Ok(Some(Ok(_))));
     if let Ok(Some(Err(error))) = first {
         if too_big(&error) {
             metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "too_big").increment(1);
@@ -140,7 +144,9 @@ pub async fn run(
     let Some((agent, hash)) = agent else {
         metrics::counter!(crate::push::PUSH_DROPS_TOTAL, "reason" => "unauthenticated")
             .increment(1);
-        throttle.failed(peer.0, CHANNEL);
+        if guessed {
+            throttle.failed(peer.0, CHANNEL);
+        }
         let why = if timed_out {
             "auth timeout"
         } else {
