@@ -5,6 +5,9 @@
 //! (`docs/architecture.md` has the picture and where each kind of change goes). Modules are
 //! private unless the binary, the tests or an adapter outside the crate need them.
 
+// Cargo.toml only denies unsafe code (one bench needs a global allocator); the library forbids it.
+#![forbid(unsafe_code)]
+
 // The stages, in the order a call flows.
 /// Who may see which extensions and which restricted sections.
 pub mod agents;

@@ -1,5 +1,7 @@
 //! The `screenpop` command: parse the CLI, load the config, set up logging, run.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

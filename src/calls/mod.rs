@@ -12,7 +12,9 @@
 pub mod dial;
 mod event;
 pub mod history;
-pub(crate) mod journal;
+// Public for embedding and for benches/alloc.rs, which wires the call path as the daemon does
+// (`Daemon::journal` already hands it out).
+pub mod journal;
 pub mod log;
 mod section;
 mod spool;

@@ -20,7 +20,9 @@ mod section;
 pub(crate) mod tcp;
 pub(crate) mod udp;
 
-pub use endpoint::{Endpoint, EndpointConfig};
+// `ReplyPath` is what `Endpoint::handle` answers on; public so that a program embedding the
+// endpoint (benches/alloc.rs) can call it.
+pub use endpoint::{Endpoint, EndpointConfig, ReplyPath};
 pub use scan::{Message, StartLine, Transport, scan};
 pub use section::SipConfig;
 
