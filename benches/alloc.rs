@@ -481,16 +481,16 @@ impl CallPath {
         let (msg, taken) = window.measure(|| {
             let msg = queue.try_recv().ok()?;
             metrics::histogram!(screenpop::push::PUSH_FANOUT_SECONDS)
-                .record(msg.created.elapsed().as_secs_f64());
+                .record(msg.created().elapsed().as_secs_f64());
             Some(msg)
         });
         let Some(msg) = msg else {
             bail!("no {kind} frame for the agent");
         };
         ensure!(
-            msg.kind == kind,
+            msg.kind() == kind,
             "expected a {kind} frame, got {}",
-            msg.kind
+            msg.kind()
         );
         window.stage = stage + 1;
         let seq = self.seq;

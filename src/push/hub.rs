@@ -746,7 +746,7 @@ fn caller_key(call: &Call) -> Option<String> {
 }
 
 fn offer(sub: &Subscriber, msg: Outbound) {
-    let kind = msg.kind;
+    let kind = msg.kind();
     match sub.tx.try_send(msg) {
         Ok(()) => metrics::counter!(crate::push::PUSH_MESSAGES_TOTAL, "type" => kind).increment(1),
         Err(mpsc::error::TrySendError::Full(_)) => {

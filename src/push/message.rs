@@ -18,16 +18,21 @@ use crate::calls::{Call, CallState, EndReason, LegState};
 use crate::compose::{Part, Summary};
 use crate::resolve::Resolution;
 
-/// A server message without its `seq`: `{"type":KIND,"seq":N,` + the rest of `text`.
+/// A server message without its `seq`: `{"type":KIND,"seq":N,` + the rest of its text.
+///
+/// One pointer: a connection's queue holds messages by the hundred (tokio allocates a queue's
+/// slots 32 at a time, eagerly), and a message goes to every connection it concerns by a
+/// reference count.
 #[derive(Debug, Clone)]
-pub struct Outbound {
-    /// The message type.
-    pub kind: &'static str,
+pub struct Outbound(Arc<Frame>);
+
+#[derive(Debug)]
+struct Frame {
+    kind: &'static str,
     /// The message's other members as one JSON object, `call_id` and `at` last; its opening
     /// brace is replaced by the `type` and `seq` members when rendered.
-    text: Arc<str>,
-    /// When the call event behind it was taken by the hub (for the fan-out latency metric).
-    pub created: tokio::time::Instant,
+    text: String,
+    created: tokio::time::Instant,
 }
 
 /// A message on the wire: the body's members, then `call_id` and `at`. Serialised straight to
@@ -72,11 +77,21 @@ impl Outbound {
                 String::from("{}")
             }
         };
-        Outbound {
+        Outbound(Arc::new(Frame {
             kind,
-            text: Arc::from(text),
+            text,
             created: tokio::time::Instant::now(),
-        }
+        }))
+    }
+
+    /// The message type.
+    pub fn kind(&self) -> &'static str {
+        self.0.kind
+    }
+
+    /// When the call event behind it was taken by the hub (for the fan-out latency metric).
+    pub fn created(&self) -> tokio::time::Instant {
+        self.0.created
     }
 
     /// Builds a message from a JSON object; `kind` becomes `type`.
@@ -91,10 +106,10 @@ impl Outbound {
     /// message.
     pub fn render(&self, seq: u64) -> String {
         // `{...}` → `...}`: the members go after `"seq":N,`.
-        let rest = self.text.get(1..).unwrap_or("}");
-        let mut out = String::with_capacity(rest.len() + self.kind.len() + 32);
+        let rest = self.0.text.get(1..).unwrap_or("}");
+        let mut out = String::with_capacity(rest.len() + self.0.kind.len() + 32);
         out.push_str("{\"type\":\"");
-        out.push_str(self.kind);
+        out.push_str(self.0.kind);
         out.push_str("\",\"seq\":");
         let _ = write!(out, "{seq}");
         if rest != "}" {

@@ -173,6 +173,26 @@ type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// The authenticated part of a session.
+/// The reader's last accepted token replacement, for the writer.
+#[derive(Default)]
+struct Reauth {
+    next: std::sync::Mutex<Option<(Arc<Agent>, TokenHash)>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Reauth {
+    fn offer(&self, agent: Arc<Agent>, hash: TokenHash) {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) = Some((agent, hash));
+        self.ready.notify_one();
+    }
+
+    /// Waits for a replacement (none lost: `notify_one` keeps a permit while nobody waits).
+    async fn take(&self) -> Option<(Arc<Agent>, TokenHash)> {
+        self.ready.notified().await;
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// Most queued messages written to a connection in one go.
 const WRITE_BATCH: usize = 32;
 
@@ -192,7 +212,7 @@ async fn send_batch(
             break;
         };
         metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS)
-            .record(msg.created.elapsed().as_secs_f64());
+            .record(msg.created().elapsed().as_secs_f64());
         sink.feed(Message::Text(msg.render(*seq).into())).await?;
         *seq += 1;
     }
@@ -258,19 +278,22 @@ async fn live(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let close_with: Arc<OnceLock<(u16, &'static str)>> = Arc::default();
-    let (reauth_tx, mut reauth_rx) = mpsc::channel::<(Arc<Agent>, TokenHash)>(1);
+    // A replaced token, from the reader to the writer: the newest wins (a slot and a wake-up,
+    // not a channel: tokio allocates a channel's 32 slots per connection up front).
+    let reauth: Arc<Reauth> = Arc::default();
     // The agent as the reader acts for it: its extensions decide which calls it may pick or
     // dismiss. Replaced by a fresh token for the same agent (reader) and by a change of the
     // agent's extensions on a reload (writer).
     let acting = Arc::new(std::sync::RwLock::new(agent.clone()));
     let reader = tokio::spawn({
-        let (done, last_seen, close_with, agents, tx, acting) = (
+        let (done, last_seen, close_with, agents, tx, acting, reauth) = (
             done.clone(),
             last_seen.clone(),
             close_with.clone(),
             agents.clone(),
             tx.clone(),
             acting.clone(),
+            reauth.clone(),
         );
         let acting = move || acting.read().unwrap_or_else(|p| p.into_inner()).clone();
         async move {
@@ -354,7 +377,7 @@ async fn live(
                         }
                         Ok(ClientMessage::Auth { token }) => match agents.authenticate(&token) {
                             Some(new) if new.id == acting().id => {
-                                let _ = reauth_tx.try_send((new, TokenHash::of(&token)));
+                                reauth.offer(new, TokenHash::of(&token));
                                 continue;
                             }
                             _ => {
@@ -395,7 +418,7 @@ async fn live(
         let frame = tokio::select! {
             () = done.cancelled() => break,
             () = slow.cancelled() => break,
-            Some((new, new_hash)) = reauth_rx.recv() => {
+            Some((new, new_hash)) = reauth.take() => {
                 // The same agent with a fresh token: same extensions, same routes.
                 agent = new;
                 hash = new_hash;
@@ -427,7 +450,7 @@ async fn live(
             }
             msg = rx.recv() => match msg {
                 Some(msg) => {
-                    metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS).record(msg.created.elapsed().as_secs_f64());
+                    metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS).record(msg.created().elapsed().as_secs_f64());
                     Message::Text(msg.render(seq).into())
                 }
                 None => break,
