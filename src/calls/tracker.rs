@@ -278,14 +278,22 @@ pub enum EventSink {
 }
 
 impl EventSink {
-    /// Hands one event over; `false` if a full queue dropped it.
+    /// Hands one event over without waiting; `false` if a full queue dropped it (counted in
+    /// `screenpop_drops_total{reason="call_event_queue_full"}`).
     pub fn submit(&self, event: CallEvent) -> bool {
         match self {
             EventSink::Table(calls) => {
                 calls.submit(event);
                 true
             }
-            EventSink::Queue(tx) => tx.try_send(event).is_ok(),
+            EventSink::Queue(tx) => {
+                let queued = tx.try_send(event).is_ok();
+                if !queued {
+                    metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
+                        .increment(1);
+                }
+                queued
+            }
         }
     }
 }

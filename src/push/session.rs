@@ -193,6 +193,13 @@ impl Reauth {
     }
 }
 
+/// A message taken from the connection's queue, as its frame; records the fan-out latency.
+fn queued_frame(msg: &Outbound, seq: u64) -> Message {
+    metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS)
+        .record(msg.created().elapsed().as_secs_f64());
+    Message::Text(msg.render(seq).into())
+}
+
 /// Most queued messages written to a connection in one go.
 const WRITE_BATCH: usize = 32;
 
@@ -211,9 +218,7 @@ async fn send_batch(
         let Ok(msg) = rx.try_recv() else {
             break;
         };
-        metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS)
-            .record(msg.created().elapsed().as_secs_f64());
-        sink.feed(Message::Text(msg.render(*seq).into())).await?;
+        sink.feed(queued_frame(&msg, *seq)).await?;
         *seq += 1;
     }
     sink.flush().await
@@ -449,10 +454,7 @@ async fn live(
                 Message::Text(ready(&agent, &page.borrow_and_update()).render(seq).into())
             }
             msg = rx.recv() => match msg {
-                Some(msg) => {
-                    metrics::histogram!(crate::push::PUSH_FANOUT_SECONDS).record(msg.created().elapsed().as_secs_f64());
-                    Message::Text(msg.render(seq).into())
-                }
+                Some(msg) => queued_frame(&msg, seq),
                 None => break,
             },
             _ = heartbeat.tick() => {

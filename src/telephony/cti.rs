@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 pub use crate::secret::{Secret, secret_from_env};
 
-use crate::calls::{CallEvent, EndReason, Intake};
+use crate::calls::{CallEvent, EndReason, EventSink, Intake};
 use crate::calls::{Caller, IdentitySource as Source};
 
 /// Most calls a book holds for one PBX; beyond it new calls are dropped and counted (a resync
@@ -280,13 +280,13 @@ impl Book {
 /// Hands call events to the tracker and keeps the per-input counters.
 #[derive(Debug, Clone)]
 pub struct Emitter {
-    tx: mpsc::Sender<CallEvent>,
+    tx: EventSink,
 }
 
 impl Emitter {
     /// Sends into the daemon's bounded event queue.
     pub fn new(tx: mpsc::Sender<CallEvent>) -> Self {
-        Emitter { tx }
+        Emitter { tx: tx.into() }
     }
 
     /// Queues events without waiting; a full queue drops and counts them (the tracker is the
@@ -294,11 +294,7 @@ impl Emitter {
     pub fn emit(&self, events: impl IntoIterator<Item = CallEvent>) -> bool {
         let mut all = true;
         for event in events {
-            if self.tx.try_send(event).is_err() {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
-                    .increment(1);
-                all = false;
-            }
+            all &= self.tx.submit(event);
         }
         all
     }

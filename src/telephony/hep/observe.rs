@@ -200,10 +200,7 @@ impl HepObserver {
             self.observe(&msg, &mut state, &mut events);
         }
         for event in events {
-            if !self.events.submit(event) {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
-                    .increment(1);
-            }
+            self.events.submit(event);
         }
         true
     }

@@ -576,10 +576,7 @@ impl Endpoint {
             path.send(bytes);
         }
         for event in fx.events {
-            if !self.events.submit(event) {
-                metrics::counter!(crate::metric::DROPS_TOTAL, "reason" => "call_event_queue_full")
-                    .increment(1);
-            }
+            self.events.submit(event);
         }
         if fx.wake_timers {
             self.timers_changed.notify_one();
