@@ -77,6 +77,8 @@ pub struct Settings {
     pub composer: Option<Arc<crate::compose::Composer>>,
     /// Where the `history` section reads from, when it is on; the daemon attaches its journal.
     pub history: Option<Arc<crate::calls::history::Store>>,
+    /// The candidates' last contacts, from the same store, when the history is on.
+    pub glance: Option<crate::calls::history::Glance>,
     /// The callbacks (missed calls), kept in the call log's database when there is one.
     pub callbacks: Arc<crate::callbacks::Callbacks>,
     /// The call log in PostgreSQL, if any.
@@ -368,6 +370,7 @@ impl Daemon {
             cancel.child_token(),
         );
         hub.load_picks(std::mem::take(&mut settings.picks));
+        hub.set_glance(settings.glance.take());
         hub.set_callbacks(callbacks.clone());
         calls.observe(hub.observer());
         if let Some(node) = &cluster {
@@ -686,6 +689,7 @@ pub fn settings_base(config: &crate::config::Config) -> anyhow::Result<Settings>
     Ok(Settings {
         intakes,
         composer,
+        glance: crate::calls::history::Glance::new(history.clone(), &config.history),
         history: Some(history),
         callbacks,
         call_log,

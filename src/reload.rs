@@ -294,6 +294,9 @@ impl Reloader {
                 });
             }
             self.hub.set_composer(composer);
+            self.hub.set_glance(self.history.as_ref().and_then(|store| {
+                crate::calls::history::Glance::new(store.clone(), &config.history)
+            }));
             report.applied.push("sources".into());
         }
         // Always: a secret from the environment may have changed with the config unchanged.

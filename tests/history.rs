@@ -403,3 +403,195 @@ async fn a_customer_found_for_an_unknown_caller_gets_its_sections_and_history() 
     );
     daemon.shutdown();
 }
+
+const SHARED: &str = "+13125550142";
+
+/// The next `last_contacts` on `ws` for `call_id`, as customer id → (last contact, outcome).
+async fn last_contacts(
+    ws: &mut Ws,
+    call_id: &str,
+) -> std::collections::BTreeMap<String, (Option<String>, Option<String>)> {
+    loop {
+        let msg = ws::expect(ws, "last_contacts").await;
+        if msg["call_id"] == call_id {
+            return contacts_of(&msg);
+        }
+    }
+}
+
+fn contacts_of(v: &Value) -> std::collections::BTreeMap<String, (Option<String>, Option<String>)> {
+    v["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().map(str::to_owned);
+            (
+                s("customer_id").expect("customer_id"),
+                (s("last_contact"), s("outcome")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn candidates_say_when_each_last_called_from_the_journal() {
+    let daemon = support::start().await;
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _) = ws::sign_in(http, "alice-demo-token").await;
+
+    // The shared number's first call: neither candidate ever called.
+    daemon.calls.apply(ringing("s1", "1001", SHARED));
+    let pop = ws::expect(&mut alice, "ringing").await;
+    assert_eq!(pop["candidates"].as_array().map(Vec::len), Some(2), "{pop}");
+    let first = pop["call_id"].as_str().expect("id").to_owned();
+    let seen = last_contacts(&mut alice, &first).await;
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            ("c-1201".to_owned(), (None, None)),
+            ("c-1202".to_owned(), (None, None))
+        ]
+    );
+    // Alice says it is Sam; the caller hangs up before anyone answers.
+    ws::send(
+        &mut alice,
+        json!({"type": "pick", "call_id": first, "customer_id": "c-1202"}),
+    )
+    .await;
+    ws::expect(&mut alice, "picked").await;
+    daemon.calls.apply(ended("s1", EndReason::Cancelled));
+    ws::expect(&mut alice, "ended").await;
+
+    // The next call from that number: Sam called (missed), Pat never did.
+    daemon.calls.apply(ringing("s2", "1001", SHARED));
+    let pop = ws::expect(&mut alice, "ringing").await;
+    let second = pop["call_id"].as_str().expect("id").to_owned();
+    let seen = last_contacts(&mut alice, &second).await;
+    assert_eq!(seen["c-1201"], (None, None), "{seen:?}");
+    let (at, outcome) = &seen["c-1202"];
+    assert_eq!(outcome.as_deref(), Some("missed"), "{seen:?}");
+    let at = humantime::parse_rfc3339(at.as_deref().expect("last contact")).expect("time");
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .expect("in the past");
+    assert!(
+        age < Duration::from_secs(60),
+        "the first call's start: {age:?}"
+    );
+
+    // A leg rung later gets it right after its `ringing`; a snapshot carries it.
+    let (mut bob, _) = ws::sign_in(http, "bob-demo-token").await;
+    daemon.calls.apply(ringing("s2", "1002", SHARED));
+    let pop = ws::expect(&mut bob, "ringing").await;
+    assert_eq!(pop["call_id"], second.as_str());
+    assert_eq!(
+        last_contacts(&mut bob, &second).await["c-1202"]
+            .1
+            .as_deref(),
+        Some("missed")
+    );
+    let (_, snapshot) = ws::sign_in(http, "alice-demo-token").await;
+    let entry = &snapshot["calls"][0];
+    assert_eq!(entry["call_id"], second.as_str(), "{snapshot}");
+    assert_eq!(
+        contacts_of(&entry["last_contacts"])["c-1202"].1.as_deref(),
+        Some("missed"),
+        "{snapshot}"
+    );
+    // A known customer's pop has none.
+    daemon.calls.apply(ringing("k", "1001", ACME));
+    let (known, _) = history(&mut alice).await;
+    daemon.calls.apply(ended("k", EndReason::Cancelled));
+    let trail = ws::until(&mut alice, "ended").await;
+    assert!(
+        !trail
+            .iter()
+            .any(|(v, _)| v["type"] == "last_contacts" && v["call_id"] == known.as_str()),
+        "{trail:?}"
+    );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn candidates_last_contacts_come_from_the_call_log_and_follow_the_history_roles() {
+    let db = TestDb::new().await;
+    db.seed_acme_and_shared().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO call_log (call_id, caller_number, customer_id, started_at, answered_at,
+                 answered_extension, outcome)
+             VALUES ('pat-old', '+13125550142', 'pat', now() - interval '3 days',
+                     now() - interval '3 days', '1001', 'completed'),
+                    ('pat-older', '+13125550142', 'pat', now() - interval '9 days', NULL, NULL,
+                     'cancelled'),
+                    ('sam-old', '+13125550142', 'sam', now() - interval '20 days', NULL, NULL,
+                     'rejected')",
+        )
+        .await
+        .expect("insert");
+    let toml = format!(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\nallow = [\"127.0.0.0/8\"]\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [directory]\ndatabase_url = \"{url}\"\n[call_log]\nflush_interval = \"50ms\"\n{spool}\
+         [history]\nroles = [\"supervisor\"]\n\
+         [[agents]]\nid = \"alice\"\nname = \"Alice\"\nextensions = [\"1001\"]\nroles = [\"supervisor\"]\ntoken_sha256 = \"{}\"\n\
+         [[agents]]\nid = \"bob\"\nname = \"Bob\"\nextensions = [\"1002\"]\ntoken_sha256 = \"{}\"\n",
+        TokenHash::of("alice-t").hex(),
+        TokenHash::of("bob-t").hex(),
+        url = db.url,
+        spool = db.spool_line(),
+    );
+    let config = screenpop::config::Config::parse(&toml, std::path::Path::new("history.toml"))
+        .expect("config");
+    let settings = screenpop::daemon::settings_from(&config)
+        .await
+        .expect("settings");
+    let daemon = Daemon::start(settings).await.expect("start");
+    let http = daemon.bound.http.expect("http");
+    let (mut alice, _) = ws::sign_in(http, "alice-t").await;
+    let (mut bob, _) = ws::sign_in(http, "bob-t").await;
+
+    daemon.calls.apply(ringing("now", "1001", SHARED));
+    daemon.calls.apply(ringing("now", "1002", SHARED));
+    let pop = ws::expect(&mut alice, "ringing").await;
+    let call_id = pop["call_id"].as_str().expect("id").to_owned();
+    let seen = last_contacts(&mut alice, &call_id).await;
+    assert_eq!(seen["pat"].1.as_deref(), Some("answered"), "{seen:?}");
+    assert_eq!(seen["sam"].1.as_deref(), Some("rejected"), "{seen:?}");
+    let pat = humantime::parse_rfc3339(seen["pat"].0.as_deref().unwrap()).expect("time");
+    let days = std::time::SystemTime::now()
+        .duration_since(pat)
+        .expect("past")
+        .as_secs_f64()
+        / 86_400.0;
+    assert!(
+        (2.9..3.1).contains(&days),
+        "the newest of pat's calls: {days} days"
+    );
+
+    // Bob may not see the history: no last contacts, on the wire or in his snapshot.
+    ws::expect(&mut bob, "ringing").await;
+    let (_, snapshot) = ws::sign_in(http, "bob-t").await;
+    assert_eq!(
+        snapshot["calls"][0]["call_id"],
+        call_id.as_str(),
+        "{snapshot}"
+    );
+    assert!(
+        snapshot["calls"][0].get("last_contacts").is_none(),
+        "{snapshot}"
+    );
+    let (_, snapshot) = ws::sign_in(http, "alice-t").await;
+    assert!(
+        snapshot["calls"][0].get("last_contacts").is_some(),
+        "{snapshot}"
+    );
+    daemon.calls.apply(ended("now", EndReason::Cancelled));
+    let trail = ws::until(&mut bob, "ended").await;
+    assert!(
+        !trail.iter().any(|(v, _)| v["type"] == "last_contacts"),
+        "{trail:?}"
+    );
+    daemon.shutdown();
+}

@@ -1415,6 +1415,27 @@ async fn profile_sections_render_as_the_protocol_specifies() {
             .js(&format!("return [...{b}.querySelectorAll('.candidates .reason')].map((r) => r.textContent)"))
             .await;
         assert_eq!(reasons, json!(["this is the customer's main number", "you picked this customer last time"]));
+        // Then when each last called: filled in place, the buttons stay the same elements.
+        alice
+            .js(&format!("{b}.querySelector('button.candidate').dataset.mark = 'kept'; return null"))
+            .await;
+        let three_days_ago = humantime::format_rfc3339_millis(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400 + 600),
+        )
+        .to_string();
+        server
+            .send(json!({"type": "last_contacts", "call_id": "call-b", "contacts": [
+                {"customer_id": "c-1201", "last_contact": three_days_ago, "outcome": "missed"},
+                {"customer_id": "c-1202"}]}))
+            .await;
+        alice
+            .until(SHORT, "last contacts", &format!("{b}.querySelector('[data-role=last-contact]').textContent !== ''"))
+            .await;
+        let lasts = alice
+            .js(&format!("return {{ lines: [...{b}.querySelectorAll('[data-role=last-contact]')].map((r) => r.textContent),
+                                    kept: {b}.querySelector('button.candidate').dataset.mark || null }}"))
+            .await;
+        assert_eq!(lasts, json!({"lines": ["Last call 3 days ago · missed", "No earlier calls"], "kept": "kept"}));
         alice
             .client
             .find(fantoccini::Locator::Css("[data-call-id=\"call-b\"] button.candidate[data-customer-id=\"c-1202\"]"))

@@ -493,6 +493,173 @@ impl Source for History {
     }
 }
 
+/// When a customer was last in contact: their newest call before the one ringing now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastContact {
+    /// When that call started (RFC 3339, milliseconds).
+    pub at: String,
+    /// `answered`, `missed`, `rejected` or `live`.
+    pub outcome: &'static str,
+}
+
+/// What the history says of each candidate of a call: when each was last in contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LastContacts {
+    /// Per candidate, in the order asked: its id and last contact, if it ever had one.
+    pub contacts: Vec<(String, Option<LastContact>)>,
+    /// The call log could not be read in time: only this node's journal was asked.
+    pub partial: bool,
+}
+
+/// The history seen from a ringing call with several candidates: one glance per candidate,
+/// so that the agent can tell them apart by when each last called. Follows `[history]`: off
+/// when it is off, shown only to the roles that may see the section.
+#[derive(Debug, Clone)]
+pub struct Glance {
+    store: Arc<Store>,
+    roles: Vec<String>,
+    database_timeout: Duration,
+}
+
+/// Most candidates a glance asks about (a number shared by more customers than this is a
+/// switchboard, and the page lists only so many).
+pub const MAX_GLANCE: usize = 20;
+
+const LAST_LOGGED: &str =
+    "SELECT c.id, l.started_at, l.answered_extension, l.answered_at, l.outcome
+     FROM unnest($1::text[]) AS c(id)
+     CROSS JOIN LATERAL (
+         SELECT started_at, answered_extension, answered_at, outcome
+         FROM call_log
+         WHERE customer_id = c.id AND call_id <> ALL($2)
+         ORDER BY started_at DESC
+         LIMIT 1) AS l";
+
+impl Glance {
+    /// The glance `config` asks for over `store`; `None` when the history is off.
+    pub fn new(store: Arc<Store>, config: &HistoryConfig) -> Option<Glance> {
+        config.enabled.then(|| Glance {
+            store,
+            roles: config.roles.clone(),
+            database_timeout: config.database_timeout,
+        })
+    }
+
+    /// Whether an agent with `roles` may see it (the `history` section's own rule).
+    pub fn allowed(&self, roles: &[String]) -> bool {
+        self.roles.is_empty() || self.roles.iter().any(|r| roles.contains(r))
+    }
+
+    /// The last contact of each of `customers` (at most [`MAX_GLANCE`]) other than the call
+    /// `except`: the journal's newest call, or the call log's when that is newer. A slow or
+    /// dead call log gives the journal's alone, `partial`.
+    pub async fn last_contacts(&self, customers: &[&str], except: &str) -> LastContacts {
+        let customers = &customers[..customers.len().min(MAX_GLANCE)];
+        let journal = self.store.journal.get();
+        let mut newest: Vec<Option<Item>> = customers
+            .iter()
+            .map(|id| {
+                let calls =
+                    journal?.for_customer(id, Some(except), 1, [SystemTime::now(); 2], false);
+                calls.newest.into_iter().next().map(Item::from_entry)
+            })
+            .collect();
+        let mut partial = false;
+        if let Some(db) = &self.store.database {
+            if db.paused() {
+                partial = true;
+            } else {
+                let asked =
+                    tokio::time::timeout(self.database_timeout, last_logged(db, customers, except))
+                        .await;
+                match asked {
+                    Ok(Ok(logged)) => {
+                        for (customer, item) in logged {
+                            let Some(at) = customers.iter().position(|c| **c == customer) else {
+                                continue;
+                            };
+                            let slot = &mut newest[at];
+                            if slot.as_ref().is_none_or(|i| i.started < item.started) {
+                                *slot = Some(item);
+                            }
+                        }
+                    }
+                    failed => {
+                        let why = match failed {
+                            Ok(Err(e)) => e,
+                            _ => "timed out".to_owned(),
+                        };
+                        tracing::warn!(
+                            error = %why,
+                            pause = ?DATABASE_PAUSE,
+                            "History: the call log is unavailable; candidates' last contacts from this node's calls only."
+                        );
+                        db.pause();
+                        partial = true;
+                    }
+                }
+            }
+        }
+        let contacts = customers
+            .iter()
+            .zip(newest)
+            .map(|(id, item)| {
+                let contact = item.map(|i| LastContact {
+                    at: rfc3339(i.started),
+                    outcome: i.outcome(),
+                });
+                ((*id).to_owned(), contact)
+            })
+            .collect();
+        LastContacts { contacts, partial }
+    }
+}
+
+/// The call log's newest call of each customer that has one, other than `except`, with the
+/// customer's id (all a glance needs of a call is when it started and how it ended).
+async fn last_logged(
+    db: &Database,
+    customers: &[&str],
+    except: &str,
+) -> Result<Vec<(String, Item)>, String> {
+    let client = db.pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Timeout(_) => "no connection in time".to_owned(),
+        other => other.to_string(),
+    })?;
+    let st = client
+        .prepare_cached(LAST_LOGGED)
+        .await
+        .map_err(|e| e.to_string())?;
+    let except = [except];
+    let rows = client
+        .query(&st, &[&customers, &&except[..]])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let item = Item {
+                call_id: String::new(),
+                started: r.get(1),
+                extensions: Vec::new(),
+                answered_extension: r.get(2),
+                answered_by: None,
+                answered_at: r.get(3),
+                ended_at: None,
+                reason: Some(
+                    r.get::<_, Option<String>>(4)
+                        .unwrap_or_else(|| EndReason::Expired.label().to_owned()),
+                ),
+                disposition: None,
+                note: None,
+                noted_by: None,
+                number: None,
+            };
+            (r.get(0), item)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::message::{self, Outbound};
 use super::profiles::{Audience, Profiles};
 use crate::agents::Agent;
+use crate::calls::history::Glance;
 use crate::calls::journal::Journal;
 use crate::calls::log::CallLog;
 use crate::calls::{Call, CallUpdate, Calls, Change};
@@ -88,6 +89,8 @@ pub struct Hub {
     journal: Option<Arc<Journal>>,
     /// Profile composition, when sources are configured.
     composer: RwLock<Option<Arc<Composer>>>,
+    /// The candidates' last contacts, when the history is on.
+    glance: RwLock<Option<Arc<Glance>>>,
     /// The sections composed per live call.
     profiles: Profiles,
     /// Ends running compositions at shutdown.
@@ -166,6 +169,7 @@ impl Hub {
             log,
             journal,
             composer: RwLock::new(composer.filter(|c| !c.is_empty())),
+            glance: RwLock::new(None),
             profiles: Profiles::default(),
             cancel,
             calls,
@@ -336,6 +340,8 @@ impl Hub {
         let extensions = &agent.extensions;
         let calls = self.calls.live(Some(extensions));
         let dismissed = self.dismissed.lock().unwrap_or_else(|p| p.into_inner());
+        let glance = self.glance();
+        let sees_contacts = glance.is_some_and(|g| g.allowed(&agent.roles));
         let entries: Vec<serde_json::Value> = calls
             .iter()
             .filter(|call| {
@@ -365,6 +371,13 @@ impl Hub {
                             })
                             .collect();
                         pop.insert("sections".into(), serde_json::Value::Array(sections));
+                        if let Some(contacts) = self.profiles.contacts(&call.id)
+                            && sees_contacts
+                            && let Ok(members) =
+                                serde_json::to_value(message::LastContactsMembers::of(&contacts))
+                        {
+                            pop.insert("last_contacts".into(), members);
+                        }
                         pop.insert(
                             "complete".into(),
                             serde_json::Value::Bool(
@@ -413,13 +426,20 @@ impl Hub {
                 self.deliver_ringing(call, extension);
                 match self.profiles.shared(&call.id) {
                     Some(profile) => self.replay(&call.id, extension, &profile),
-                    None => {
-                        if let Resolution::Customer { customer }
-                        | Resolution::Approximate { customer, .. } = &call.resolution
-                        {
+                    None => match &call.resolution {
+                        Resolution::Customer { customer }
+                        | Resolution::Approximate { customer, .. } => {
                             self.start_profile(&call.id, Audience::All, customer);
                         }
-                    }
+                        Resolution::Candidates { candidates } => {
+                            if self.profiles.begin_contacts(&call.id) {
+                                self.start_contacts(&call.id, candidates);
+                            } else if let Some(contacts) = self.profiles.contacts(&call.id) {
+                                self.deliver_contacts(&call.id, &contacts, [extension.as_str()]);
+                            }
+                        }
+                        Resolution::Withheld | Resolution::Unknown => {}
+                    },
                 }
                 drop(open);
             }
@@ -623,6 +643,79 @@ impl Hub {
                 hub.deliver_complete(&call_id, &audience, &customer_id, &summary);
             }
         });
+    }
+
+    /// Uses `glance` for the candidates' last contacts from now on (none: the history is off).
+    pub fn set_glance(&self, glance: Option<Glance>) {
+        *self.glance.write().unwrap_or_else(|p| p.into_inner()) = glance.map(Arc::new);
+    }
+
+    fn glance(&self) -> Option<Arc<Glance>> {
+        self.glance
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks the history when each candidate of a call was last in contact, then sends it as
+    /// `last_contacts` to the call's open pops (and keeps it for snapshots and later legs).
+    /// Never waits: the pop is already on its way.
+    fn start_contacts(self: &Arc<Self>, call_id: &str, candidates: &[crate::resolve::Candidate]) {
+        let Some(glance) = self.glance() else {
+            return;
+        };
+        let ids: Vec<String> = candidates
+            .iter()
+            .map(|c| c.customer.id().to_owned())
+            .collect();
+        let hub = self.clone();
+        let call_id = call_id.to_owned();
+        let cancel = self.cancel.clone();
+        tokio::spawn(async move {
+            // As for a profile: let the socket writers send the pop first.
+            tokio::task::yield_now().await;
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let contacts = tokio::select! {
+                () = cancel.cancelled() => return,
+                contacts = glance.last_contacts(&ids, &call_id) => Arc::new(contacts),
+            };
+            // Under the `open` lock, as a leg's `ringing` is: each open pop gets it once,
+            // either here or right after its own `ringing`.
+            let open = hub.open.lock().unwrap_or_else(|p| p.into_inner());
+            if !hub.profiles.set_contacts(&call_id, contacts.clone()) {
+                return;
+            }
+            let exts: Vec<String> = open
+                .get(&call_id)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            drop(open);
+            hub.deliver_contacts(&call_id, &contacts, exts.iter().map(String::as_str));
+        });
+    }
+
+    /// `last_contacts` to the connections at `extensions` whose agents may see the history.
+    fn deliver_contacts<'a>(
+        &self,
+        call_id: &str,
+        contacts: &crate::calls::history::LastContacts,
+        extensions: impl IntoIterator<Item = &'a str>,
+    ) {
+        let Some(glance) = self.glance() else {
+            return;
+        };
+        let msg = message::last_contacts(call_id, contacts);
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut seen = HashSet::new();
+        for sub in extensions
+            .into_iter()
+            .filter_map(|ext| routes.get(ext))
+            .flatten()
+        {
+            if glance.allowed(&sub.agent.roles) && seen.insert(sub.id) {
+                offer(sub, msg.clone());
+            }
+        }
     }
 
     /// The connections a profile message goes to: the call's open pops, in the audience, each

@@ -328,6 +328,51 @@ pub fn ended(call: &Call, reason: EndReason) -> Outbound {
     Outbound::encode("ended", Some(&call.id), &Ended { reason })
 }
 
+/// The candidates' last contacts as `last_contacts` and snapshot entries carry them: one item
+/// per candidate, with `last_contact` and `outcome` when it was ever in contact.
+#[derive(Serialize)]
+pub struct LastContactsMembers<'a> {
+    contacts: Vec<LastContactItem<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    partial: bool,
+}
+
+#[derive(Serialize)]
+struct LastContactItem<'a> {
+    customer_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_contact: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+}
+
+impl<'a> LastContactsMembers<'a> {
+    /// The members for `contacts`.
+    pub fn of(contacts: &'a crate::calls::history::LastContacts) -> Self {
+        LastContactsMembers {
+            contacts: contacts
+                .contacts
+                .iter()
+                .map(|(customer_id, c)| LastContactItem {
+                    customer_id,
+                    last_contact: c.as_ref().map(|c| c.at.as_str()),
+                    outcome: c.as_ref().map(|c| c.outcome),
+                })
+                .collect(),
+            partial: contacts.partial,
+        }
+    }
+}
+
+/// `last_contacts`: when each candidate of a call was last in contact (from the history).
+pub fn last_contacts(call_id: &str, contacts: &crate::calls::history::LastContacts) -> Outbound {
+    Outbound::encode(
+        "last_contacts",
+        Some(call_id),
+        &LastContactsMembers::of(contacts),
+    )
+}
+
 /// `callback`: an entry opened, rang again, claimed, released or closed (its `state` says).
 pub fn callback(cb: &crate::callbacks::Callback) -> Outbound {
     #[derive(Serialize)]

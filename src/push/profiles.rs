@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::calls::history::LastContacts;
 use crate::compose::{Part, Summary};
 
 /// Who a profile is for.
@@ -45,6 +46,8 @@ pub struct Profile {
 struct CallProfiles {
     shared: Option<Profile>,
     picked: HashMap<String, Profile>,
+    /// The candidates' last contacts: `Some(None)` while they are asked for.
+    contacts: Option<Option<Arc<LastContacts>>>,
 }
 
 /// Profiles of live calls.
@@ -155,6 +158,32 @@ impl Profiles {
     /// Everyone's profile of a call.
     pub fn shared(&self, call_id: &str) -> Option<Profile> {
         self.lock().get(call_id).and_then(|c| c.shared.clone())
+    }
+
+    /// Marks a call's candidates' last contacts as asked for; false when they already are (a
+    /// second leg of the same call).
+    pub fn begin_contacts(&self, call_id: &str) -> bool {
+        let mut calls = self.lock();
+        let call = calls.entry(call_id.to_owned()).or_default();
+        call.contacts.is_none() && {
+            call.contacts = Some(None);
+            true
+        }
+    }
+
+    /// Keeps a call's candidates' last contacts; false when the call is gone.
+    pub fn set_contacts(&self, call_id: &str, contacts: Arc<LastContacts>) -> bool {
+        let mut calls = self.lock();
+        let Some(call) = calls.get_mut(call_id) else {
+            return false;
+        };
+        call.contacts = Some(Some(contacts));
+        true
+    }
+
+    /// A call's candidates' last contacts, once known.
+    pub fn contacts(&self, call_id: &str) -> Option<Arc<LastContacts>> {
+        self.lock().get(call_id)?.contacts.clone().flatten()
     }
 
     /// Forgets a call.

@@ -242,6 +242,7 @@
         render(c);
       });
       case "picked": return withCard(msg.call_id, (c) => { choose(c, msg.customer_id); render(c); });
+      case "last_contacts": return withCard(msg.call_id, (c) => setContacts(c, msg));
       case "callback": return onCallback(msg.callback);
       case "error": return notify("The daemon said: " + (msg.message || "error"));
       default: return undefined; // pong, dismissed, and types a newer daemon may add
@@ -312,6 +313,7 @@
     card.approximate = !!pop.approximate;
     card.matchReason = pop.reason || null;
     card.candidates = pop.candidates || null;
+    if (pop.last_contacts) card.lastContacts = contactsMap(pop.last_contacts);
     card.unknown = !!pop.unknown;
     if (pop.state && card.state !== "ended") card.state = pop.state;
     if (pop.state === "ended") card.state = "ended";
@@ -331,6 +333,42 @@
       announce(card);
       if (fresh || document.hidden) alertInBackground(card);
     }
+  }
+
+  // When each candidate was last in contact (`last_contacts`): customer id → item.
+  function contactsMap(msg) {
+    return new Map((Array.isArray(msg.contacts) ? msg.contacts : []).map((c) => [c.customer_id, c]));
+  }
+
+  // Arrives after the pop: the candidates' lines are filled in place, so that a button the
+  // agent is about to press is not replaced under the pointer.
+  function setContacts(card, msg) {
+    card.lastContacts = contactsMap(msg);
+    if (!card.dom) return;
+    for (const line of card.dom.root.querySelectorAll("[data-role=last-contact]")) {
+      line.textContent = lastContactText(card, line.dataset.customerId) || "";
+    }
+  }
+
+  // "Last call 3 days ago · missed"; "No earlier calls"; null while not known.
+  function lastContactText(card, customerId) {
+    if (!card.lastContacts) return null;
+    const c = card.lastContacts.get(customerId);
+    if (!c || !c.last_contact) return "No earlier calls";
+    const outcome = OUTCOMES[c.outcome];
+    return "Last call " + agoText(c.last_contact) + (outcome ? " · " + outcome[0] : "");
+  }
+
+  // An agent's sense of "when": "just now", "12 min ago", "5 h ago", "3 days ago".
+  function agoText(iso) {
+    const t = Date.parse(iso);
+    if (isNaN(t)) return "at an unknown time";
+    const s = Math.max(0, (Date.now() - t) / 1000);
+    if (s < 60) return "just now";
+    if (s < 90 * 60) return Math.round(s / 60) + " min ago";
+    if (s < 36 * 3600) return Math.round(s / 3600) + " h ago";
+    const days = Math.round(s / 86400);
+    return days + (days === 1 ? " day ago" : " days ago");
   }
 
   function addSection(card, section) {
@@ -471,7 +509,9 @@
             onclick: () => pick(card, cand) },
           el("span", { class: "cand-name", text: cand.name }),
           cand.company && cand.company !== cand.name ? el("span", { class: "cand-company", text: cand.company }) : null),
-          el("span", { class: "reason", text: cand.reason || "" }))))));
+          el("span", { class: "reason", text: cand.reason || "" }),
+          el("span", { class: "cand-last", "data-role": "last-contact", "data-customer-id": cand.id,
+            text: lastContactText(card, cand.id) || "" }))))));
     }
     const link = crmLink(c);
     if (link) {
