@@ -474,3 +474,85 @@ async fn an_agents_note_and_disposition_land_on_the_call_log_row() {
     daemon.stop().await;
     db.drop_now().await;
 }
+
+/// One call's row: (extensions, outcome, answered by, started, ended).
+async fn row(
+    db: &TestDb,
+    call_id: &str,
+) -> Option<(
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    std::time::SystemTime,
+    Option<std::time::SystemTime>,
+)> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT ringing_extensions, outcome, answered_by, started_at, ended_at
+             FROM call_log WHERE call_id = $1",
+            &[&call_id],
+        )
+        .await
+        .expect("select")
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+}
+
+#[tokio::test]
+async fn nodes_that_each_saw_part_of_a_call_write_one_row_that_says_all_of_it() {
+    // Two daemons on one call log, as two nodes of a cluster that each hold the call: the
+    // first saw it ring at 1001 and then stopped; the second saw both legs, the answer and the
+    // hang-up. Whatever order their writes land in, the row is the whole call.
+    let db = TestDb::new().await;
+    db.seed_acme_and_shared().await;
+    let a = daemon(&db.url, "").await;
+    let b = daemon(&db.url, "").await;
+    let mut a_updates = a.calls.subscribe();
+    a.calls.apply(ringing("fork", "1001", "+14155550100"));
+    let call_id = next_ringing(&mut a_updates).await.call.id.clone();
+    eventually(Duration::from_secs(10), "a's row", || async {
+        row(&db, &call_id).await.is_some()
+    })
+    .await;
+    let (_, _, _, started_by_a, _) = row(&db, &call_id).await.expect("row");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut b_updates = b.calls.subscribe();
+    b.calls.apply(ringing("fork", "1002", "+14155550100"));
+    b.calls.apply(ringing("fork", "1001", "+14155550100"));
+    assert_eq!(
+        next_ringing(&mut b_updates).await.call.id,
+        call_id,
+        "the same key names the same call on every node"
+    );
+    b.calls.apply(CallEvent::Answered {
+        key: "fork".into(),
+        intake: Intake::SIP,
+        by: Some("1002".into()),
+    });
+    b.calls.apply(ended("fork", EndReason::Completed));
+    eventually(Duration::from_secs(10), "b's end", || async {
+        row(&db, &call_id)
+            .await
+            .is_some_and(|r| r.1.as_deref() == Some("completed"))
+    })
+    .await;
+    let (_, _, _, _, ended_by_b) = row(&db, &call_id).await.expect("row");
+    // a stops later, with the call still live there: its last word is `shutdown`.
+    assert!(a.stop().await, "a stops cleanly");
+    let (extensions, outcome, answered_by, started, ended) = row(&db, &call_id).await.expect("row");
+    assert_eq!(
+        extensions,
+        ["1001", "1002"],
+        "every leg, in first-rung order"
+    );
+    assert_eq!(
+        outcome.as_deref(),
+        Some("completed"),
+        "a real end outranks a shutdown"
+    );
+    assert_eq!(answered_by.as_deref(), Some("bob"));
+    assert_eq!(started, started_by_a, "the earliest sighting");
+    assert_eq!(ended, ended_by_b, "the end b saw, not a's shutdown");
+    assert_eq!(rows(&db).await, 1);
+    b.stop().await;
+}

@@ -670,12 +670,23 @@ ON CONFLICT (call_id) DO UPDATE SET
     caller_number = EXCLUDED.caller_number,
     withheld = EXCLUDED.withheld,
     customer_id = COALESCE(EXCLUDED.customer_id, call_log.customer_id),
-    ringing_extensions = EXCLUDED.ringing_extensions,
+    ringing_extensions = ARRAY(
+        SELECT e FROM unnest(call_log.ringing_extensions || EXCLUDED.ringing_extensions)
+                      WITH ORDINALITY AS u(e, i)
+        GROUP BY e ORDER BY min(i)),
     answered_by = COALESCE(EXCLUDED.answered_by, call_log.answered_by),
     answered_extension = COALESCE(EXCLUDED.answered_extension, call_log.answered_extension),
-    answered_at = COALESCE(call_log.answered_at, EXCLUDED.answered_at),
-    ended_at = COALESCE(call_log.ended_at, EXCLUDED.ended_at),
-    outcome = COALESCE(EXCLUDED.outcome, call_log.outcome)";
+    started_at = LEAST(call_log.started_at, EXCLUDED.started_at),
+    answered_at = LEAST(call_log.answered_at, EXCLUDED.answered_at),
+    ended_at = CASE
+        WHEN call_log.outcome IN ('shutdown', 'expired')
+             AND EXCLUDED.outcome NOT IN ('shutdown', 'expired') THEN EXCLUDED.ended_at
+        ELSE LEAST(call_log.ended_at, EXCLUDED.ended_at) END,
+    outcome = CASE
+        WHEN EXCLUDED.outcome IS NULL THEN call_log.outcome
+        WHEN EXCLUDED.outcome IN ('shutdown', 'expired') AND call_log.outcome IS NOT NULL
+            THEN call_log.outcome
+        ELSE EXCLUDED.outcome END";
 
 const UPSERT_PICKS: &str = "
 INSERT INTO customer_picks (agent_id, caller_key, customer_id, picked_at)

@@ -10,7 +10,8 @@
 //! from the survivors) end it. Call ids are deterministic from the intake's key
 //! (`calls::tracker::call_id`), and the call table is idempotent per leg, so a call seen by
 //! several nodes (a fork to two nodes, HEP copies to both, an AMI connection from each) is
-//! one call with one pop per ringing leg, and one call-log row (written by call id).
+//! one call with one pop per ringing leg, and one call-log row (written by call id by every
+//! node that holds it; the upsert merges what each saw, in any order).
 //!
 //! **Liveness.** Each node heartbeats into the `<prefix>_nodes` key-value bucket, whose
 //! entries expire after three heartbeats: `/healthz` and `screenpop_cluster_nodes` show the

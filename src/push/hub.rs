@@ -586,7 +586,14 @@ impl Hub {
                 };
                 if !mine {
                     let deadline = tokio::time::Instant::now() + OWNER_GRACE;
-                    while tokio::time::Instant::now() < deadline {
+                    let Some(settled) = hub.profiles.settled(&call_id) else {
+                        return; // The call ended.
+                    };
+                    loop {
+                        // Registered before looking, so that a finish in between still wakes.
+                        let woken = settled.notified();
+                        tokio::pin!(woken);
+                        woken.as_mut().enable();
                         match hub.profiles.shared(&call_id) {
                             Some(p) if p.summary.is_some() => return,
                             None => return,
@@ -594,7 +601,8 @@ impl Hub {
                         }
                         tokio::select! {
                             () = cancel.cancelled() => return,
-                            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                            () = tokio::time::sleep_until(deadline) => break,
+                            () = &mut woken => {}
                         }
                     }
                     metrics::counter!(crate::push::OWNER_SILENT_TOTAL).increment(1);

@@ -48,6 +48,9 @@ struct CallProfiles {
     picked: HashMap<String, Profile>,
     /// The candidates' last contacts: `Some(None)` while they are asked for.
     contacts: Option<Option<Arc<LastContacts>>>,
+    /// Woken when everyone's profile is finished and when the call ends (for a node waiting
+    /// on the owner of the call in a cluster).
+    settled: Arc<tokio::sync::Notify>,
 }
 
 /// Profiles of live calls.
@@ -139,13 +142,30 @@ impl Profiles {
         generation: u64,
         summary: Summary,
     ) -> bool {
-        self.with(call_id, audience, generation, |p| {
-            p.summary.is_none() && {
+        let mut calls = self.lock();
+        let Some(call) = calls.get_mut(call_id) else {
+            return false;
+        };
+        let profile = match audience {
+            Audience::All => call.shared.as_mut(),
+            Audience::Agent(agent) => call.picked.get_mut(agent),
+        };
+        let finished = profile.is_some_and(|p| {
+            p.generation == generation && p.summary.is_none() && {
                 p.summary = Some(summary);
                 true
             }
-        })
-        .unwrap_or(false)
+        });
+        if finished && *audience == Audience::All {
+            call.settled.notify_waiters();
+        }
+        finished
+    }
+
+    /// What wakes a task waiting for everyone's profile of a call to be finished (or the call
+    /// to end); `None` when the call has no profile here.
+    pub fn settled(&self, call_id: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.lock().get(call_id).map(|c| c.settled.clone())
     }
 
     /// The profile `agent` sees for a call: its own pick's, else everyone's.
@@ -188,6 +208,8 @@ impl Profiles {
 
     /// Forgets a call.
     pub fn end(&self, call_id: &str) {
-        self.lock().remove(call_id);
+        if let Some(call) = self.lock().remove(call_id) {
+            call.settled.notify_waiters();
+        }
     }
 }
