@@ -344,3 +344,71 @@ pub async fn run(exe: PathBuf, agents: usize, rate: u64, calls: usize) -> anyhow
         "node_gone_after_kill_s": gone.as_secs_f64(),
     }))
 }
+
+/// With every NATS server down, a cluster node against a single node, interleaved: both
+/// started fresh, the cluster node connected to its NATS server and then cut off (every
+/// server SIGKILLed, `/healthz` degraded), then `pairs` times one scenario on each, in turn,
+/// so that both have seen as many calls and the machine's drift touches both alike. Prints
+/// each pair and the medians; returns them as JSON.
+pub async fn nats_down(
+    exe: PathBuf,
+    agents: usize,
+    rate: u64,
+    calls: usize,
+    pairs: usize,
+) -> anyhow::Result<Value> {
+    let dir =
+        std::env::temp_dir().join(format!("screenpop-nats-down-bench-{}", std::process::id()));
+    let mut nats = Nats::start(dir.join("nats")).await?;
+    let (single, _single) = node(&exe, "single", agents, None)?;
+    let (down, _down) = node(&exe, "down", agents, Some(nats.url(0)))?;
+    until(down.http, Duration::from_secs(20), |h| {
+        h["cluster"]["connected"] == true
+    })
+    .await?;
+    nats.kill_all();
+    until(down.http, Duration::from_secs(20), |h| {
+        h["status"] == "degraded"
+    })
+    .await?;
+    let mut rows = Vec::new();
+    let (mut single_p99, mut down_p99) = (Vec::new(), Vec::new());
+    for pair in 1..=pairs {
+        let mut pair_row = json!({"pair": pair});
+        for (label, target, p99s) in [
+            ("single node", &single, &mut single_p99),
+            ("NATS down", &down, &mut down_p99),
+        ] {
+            let o = scenario(target, target, agents, rate, calls).await?;
+            println!(
+                "pair {pair} {label:<12} sent {:>6}  popped {:>6}  lost {:>4}  ringing {}",
+                o.sent,
+                o.popped,
+                o.lost(),
+                loadgen::summary(&o.ringing)
+            );
+            let p99 = o.ringing.value_at_quantile(0.99);
+            p99s.push(p99);
+            pair_row[label] = json!({
+                "lost": o.lost(),
+                "p50_us": o.ringing.value_at_quantile(0.5),
+                "p99_us": p99,
+            });
+        }
+        rows.push(pair_row);
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (s, d) = (median(&mut single_p99), median(&mut down_p99));
+    println!(
+        "median p99 over {pairs} pairs: single node {s} µs, NATS down {d} µs ({:+.0} %)",
+        (d as f64 / s as f64 - 1.0) * 100.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "agents": agents, "rate": rate, "calls": calls, "pairs": rows,
+        "median_p99_us": {"single": s, "nats_down": d},
+    }))
+}

@@ -7,6 +7,7 @@
 //! cargo bench --bench load -- run --sources postgres --calls 1000 --passes 2   # cold, then warm
 //! cargo bench --bench load -- suite --out docs/performance                    # every figure, plots
 //! cargo bench --bench load -- storm --agents 19000 --calls-ringing 1000       # reconnect storm
+//! cargo bench --bench load -- nats-down --pairs 5                             # NATS down vs single
 //! ```
 //!
 //! The daemon (`target/release/screenpop`, built by `cargo bench`) and the floor relay run as child
@@ -73,6 +74,24 @@ enum Cmd {
         /// Calls per scenario.
         #[arg(long, default_value_t = 4000)]
         calls: usize,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A cluster node with every NATS server down against a single node, interleaved.
+    NatsDown {
+        /// Agents holding WebSockets.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Calls per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// Calls per scenario.
+        #[arg(long, default_value_t = 4000)]
+        calls: usize,
+        /// Scenario pairs (single node, then NATS down).
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
         /// Write the figures as JSON here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -197,6 +216,20 @@ fn main() -> anyhow::Result<()> {
                 out,
             } => {
                 let figures = cluster::run(daemon_exe(), agents, rate, calls).await?;
+                if let Some(out) = out {
+                    std::fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
+                }
+                Ok(())
+            }
+            Cmd::NatsDown {
+                agents,
+                rate,
+                calls,
+                pairs,
+                out,
+            } => {
+                anyhow::ensure!(pairs > 0, "--pairs must be at least 1");
+                let figures = cluster::nats_down(daemon_exe(), agents, rate, calls, pairs).await?;
                 if let Some(out) = out {
                     std::fs::write(&out, serde_json::to_string_pretty(&figures)?)?;
                 }
