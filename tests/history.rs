@@ -595,3 +595,66 @@ async fn candidates_last_contacts_come_from_the_call_log_and_follow_the_history_
     );
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_note_saved_at_another_node_is_in_the_history_here() {
+    // Two daemons on one call log, as two nodes that both held a call: alice notes it at a;
+    // the customer's next call, popped at b, shows that note although b's own journal has
+    // the call without it.
+    let db = TestDb::new().await;
+    db.seed_acme_and_shared().await;
+    let a = pg_daemon(&db.url).await;
+    let b = pg_daemon(&db.url).await;
+    let (mut alice_a, _) = ws::sign_in(a.bound.http.expect("http"), "alice-t").await;
+    let (mut alice_b, _) = ws::sign_in(b.bound.http.expect("http"), "alice-t").await;
+    for node in [&a, &b] {
+        node.calls.apply(ringing("both", "1001", ACME));
+    }
+    let (call_id, _) = history(&mut alice_a).await;
+    assert_eq!(history(&mut alice_b).await.0, call_id, "one call, one id");
+    for node in [&a, &b] {
+        node.calls.apply(answered("both", "1001"));
+        node.calls.apply(ended("both", EndReason::Completed));
+    }
+    let body =
+        json!({"note": "Promised a refund by Friday", "disposition": "Resolved"}).to_string();
+    let (status, _, _) = support::http_request(
+        a.bound.http.expect("http"),
+        "POST",
+        &format!("/api/calls/{call_id}/notes"),
+        Some("alice-t"),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let client = db.client().await;
+    let started = std::time::Instant::now();
+    loop {
+        let noted: Option<String> = client
+            .query_one("SELECT notes FROM call_log WHERE call_id = $1", &[&call_id])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(None);
+        if noted.is_some() {
+            break;
+        }
+        assert!(started.elapsed() < ws::WAIT, "a writes the note");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.calls.apply(ringing("again", "1001", ACME));
+    let (_, data) = history(&mut alice_b).await;
+    let first = &data["calls"][0];
+    assert_eq!(first["call_id"], call_id.as_str(), "{data}");
+    assert_eq!(first["note"], "Promised a refund by Friday", "{data}");
+    assert_eq!(first["disposition"], "Resolved");
+    assert_eq!(first["noted_by"], "alice");
+    assert_eq!(first["outcome"], "answered");
+    assert_eq!(
+        data["calls"].as_array().map(Vec::len),
+        Some(1),
+        "once: {data}"
+    );
+    assert_eq!(data["calls_24h"], 1, "counted once: {data}");
+    a.shutdown();
+    b.shutdown();
+}

@@ -238,6 +238,7 @@ struct Item {
     disposition: Option<String>,
     note: Option<String>,
     noted_by: Option<String>,
+    noted_at: Option<SystemTime>,
     /// The number the customer called from, unless withheld.
     number: Option<String>,
 }
@@ -257,6 +258,7 @@ impl Item {
             disposition: e.disposition,
             note: e.note,
             noted_by: e.noted_by,
+            noted_at: e.noted_at,
         }
     }
 
@@ -324,6 +326,30 @@ impl Item {
     }
 }
 
+/// The call log's calls into the journal's: a call in both keeps the journal's entry (this
+/// node's live view), with the call log's note when that is newer (written at another node,
+/// or before this node started); the others are added.
+fn merge(items: &mut Vec<Item>, logged: Vec<Item>) {
+    for row in logged {
+        match items.iter_mut().find(|i| i.call_id == row.call_id) {
+            Some(mine) => {
+                let newer = match (row.noted_at, mine.noted_at) {
+                    (Some(theirs), Some(ours)) => theirs > ours,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if newer {
+                    mine.note = row.note;
+                    mine.disposition = row.disposition;
+                    mine.noted_by = row.noted_by;
+                    mine.noted_at = row.noted_at;
+                }
+            }
+            None => items.push(row),
+        }
+    }
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -352,7 +378,7 @@ pub fn dialable(number: &str) -> Option<String> {
 
 const LOGGED: &str = "SELECT call_id, ringing_extensions, answered_extension, answered_by,
             started_at, answered_at, ended_at, outcome, disposition, notes, noted_by,
-            CASE WHEN withheld THEN NULL ELSE caller_number END
+            CASE WHEN withheld THEN NULL ELSE caller_number END, noted_at
      FROM call_log
      WHERE customer_id = $1 AND call_id <> ALL($2)
      ORDER BY started_at DESC
@@ -362,11 +388,14 @@ const COUNTED: &str = "SELECT count(*) FILTER (WHERE started_at >= $3), count(*)
      FROM call_log
      WHERE customer_id = $1 AND call_id <> ALL($2) AND started_at >= $4";
 
-/// What the call log adds: the newest calls and the counts, neither in the journal.
+/// What the call log says: its newest calls other than `except_listed` (the journal's copies
+/// are merged by the caller: a note saved at another node is only here), and the counts of
+/// calls other than `except_counted` (those the journal counted).
 async fn logged(
     db: &Database,
     customer_id: &str,
-    except: &[String],
+    except_listed: &[String],
+    except_counted: &[String],
     limit: usize,
     windows: [SystemTime; 2],
 ) -> Result<(Vec<Item>, [usize; 2]), String> {
@@ -378,12 +407,17 @@ async fn logged(
     let (list, counts) = tokio::join!(
         async {
             let st = client.prepare_cached(LOGGED).await?;
-            client.query(&st, &[&customer_id, &except, &limit]).await
+            client
+                .query(&st, &[&customer_id, &except_listed, &limit])
+                .await
         },
         async {
             let st = client.prepare_cached(COUNTED).await?;
             client
-                .query_one(&st, &[&customer_id, &except, &windows[0], &windows[1]])
+                .query_one(
+                    &st,
+                    &[&customer_id, &except_counted, &windows[0], &windows[1]],
+                )
                 .await
         },
     );
@@ -409,6 +443,7 @@ async fn logged(
             note: r.get(9),
             noted_by: r.get(10),
             number: r.get(11),
+            noted_at: r.get(12),
         })
         .collect();
     Ok((items, [count(0), count(1)]))
@@ -441,16 +476,17 @@ impl Source for History {
         let mut partial = false;
         if let Some(db) = &self.store.database {
             if !db.paused() {
-                let mut except = local.ids;
-                except.extend(who.call_id.clone());
+                let mut counted = local.ids;
+                counted.extend(who.call_id.clone());
+                let listed: Vec<String> = who.call_id.iter().cloned().collect();
                 let asked = tokio::time::timeout(
                     self.database_timeout,
-                    logged(db, customer_id, &except, self.limit, windows),
+                    logged(db, customer_id, &listed, &counted, self.limit, windows),
                 )
                 .await;
                 match asked {
-                    Ok(Ok((older, logged_counts))) => {
-                        items.extend(older);
+                    Ok(Ok((logged_items, logged_counts))) => {
+                        merge(&mut items, logged_items);
                         for (c, l) in counts.iter_mut().zip(logged_counts) {
                             *c += l;
                         }
@@ -653,6 +689,7 @@ async fn last_logged(
                 disposition: None,
                 note: None,
                 noted_by: None,
+                noted_at: None,
                 number: None,
             };
             (r.get(0), item)
@@ -694,6 +731,7 @@ mod tests {
             disposition: None,
             note: None,
             noted_by: None,
+            noted_at: None,
             number: None,
         }
     }
