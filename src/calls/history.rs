@@ -555,7 +555,12 @@ pub struct Glance {
     store: Arc<Store>,
     roles: Vec<String>,
     database_timeout: Duration,
+    /// Bounds the call-log queries in flight: past it, a glance is the journal's, `partial`.
+    asking: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most glances asking the call log at once.
+const MAX_GLANCES_ASKING: usize = 64;
 
 /// Most candidates a glance asks about (a number shared by more customers than this is a
 /// switchboard, and the page lists only so many).
@@ -578,6 +583,7 @@ impl Glance {
             store,
             roles: config.roles.clone(),
             database_timeout: config.database_timeout,
+            asking: Arc::new(tokio::sync::Semaphore::new(MAX_GLANCES_ASKING)),
         })
     }
 
@@ -588,7 +594,8 @@ impl Glance {
 
     /// The last contact of each of `customers` (at most [`MAX_GLANCE`]) other than the call
     /// `except`: the journal's newest call, or the call log's when that is newer. A slow or
-    /// dead call log gives the journal's alone, `partial`.
+    /// dead call log, or more than [`MAX_GLANCES_ASKING`] glances asking it at once, gives the
+    /// journal's alone, `partial`.
     pub async fn last_contacts(&self, customers: &[&str], except: &str) -> LastContacts {
         let customers = &customers[..customers.len().min(MAX_GLANCE)];
         let journal = self.store.journal.get();
@@ -602,7 +609,8 @@ impl Glance {
             .collect();
         let mut partial = false;
         if let Some(db) = &self.store.database {
-            if db.paused() {
+            let permit = self.asking.try_acquire();
+            if db.paused() || permit.is_err() {
                 partial = true;
             } else {
                 let asked =
