@@ -150,13 +150,14 @@ async fn a_pick_among_candidates_composes_the_picked_customer_for_that_agent() {
         .apply(ringing("shared", "1001", "+1 312 555 0142"));
     let pop = expect(&mut alice, "ringing").await;
     assert!(pop["candidates"].is_array());
-    // No customer yet: nothing is fetched.
-    assert!(
-        ws::next_raw(&mut alice, Duration::from_millis(300))
-            .await
-            .is_none(),
-        "no sections before a pick"
-    );
+    // No customer yet: nothing is fetched (only when each candidate last called, from the
+    // history).
+    while let Some((msg, _)) = ws::next_raw(&mut alice, Duration::from_millis(300)).await {
+        assert_eq!(
+            msg["type"], "last_contacts",
+            "no sections before a pick: {msg}"
+        );
+    }
     ws::send(
         &mut alice,
         json!({"type": "pick", "call_id": pop["call_id"], "customer_id": "c-1202"}),
