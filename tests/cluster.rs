@@ -536,3 +536,65 @@ async fn killing_the_nats_server_that_leads_the_claims_or_stopping_one_server_lo
     a.shutdown();
     b.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_saved_at_one_node_is_in_recent_calls_and_history_at_the_other() {
+    let nats = NatsCluster::start(3).await;
+    let prefix = prefix("note");
+    let (a, b) = pair(&nats, &prefix).await;
+    let (a_http, b_http) = (a.bound.http.expect("http"), b.bound.http.expect("http"));
+    let (mut at_a, _) = ws::sign_in(a_http, ALICE).await;
+    let to_a = UdpPeer::new(a.bound.sip_udp[0]).await;
+    invite(&to_a, "1001", "note-1@pbx", "z9hG4bKn1").await;
+    let pop = ws::expect(&mut at_a, "ringing").await;
+    let call_id = pop["call_id"].as_str().expect("id").to_owned();
+    cancel(&to_a, "1001", "note-1@pbx", "z9hG4bKn1").await;
+    ws::expect(&mut at_a, "ended").await;
+    let body =
+        serde_json::json!({"note": "Wants a call back on Monday", "disposition": "Callback"})
+            .to_string();
+    let (status, _, _) = support::http_request(
+        a_http,
+        "POST",
+        &format!("/api/calls/{call_id}/notes"),
+        Some(ALICE),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // alice's page moves to node b: her recent calls there carry the note.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = support::http_get(b_http, "/api/calls?mine=1", Some(ALICE)).await;
+        let recent: Value = serde_json::from_str(&body).unwrap_or_default();
+        let noted = recent["calls"]
+            .as_array()
+            .and_then(|calls| calls.iter().find(|c| c["call_id"] == call_id.as_str()))
+            .is_some_and(|c| c["note"] == "Wants a call back on Monday");
+        if noted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's recent calls lack the note: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And Acme's next call, popped at b, has it in its history.
+    let (mut at_b, _) = ws::sign_in(b_http, ALICE).await;
+    let to_b = UdpPeer::new(b.bound.sip_udp[0]).await;
+    invite(&to_b, "1001", "note-2@pbx", "z9hG4bKn2").await;
+    let history = loop {
+        let section = ws::expect(&mut at_b, "section").await;
+        if section["name"] == "history" {
+            break section;
+        }
+    };
+    let first = &history["data"]["calls"][0];
+    assert_eq!(first["call_id"], call_id.as_str(), "{history}");
+    assert_eq!(first["note"], "Wants a call back on Monday", "{history}");
+    assert_eq!(first["disposition"], "Callback");
+    a.shutdown();
+    b.shutdown();
+}

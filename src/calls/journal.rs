@@ -381,6 +381,31 @@ impl Journal {
         Some(entry.clone())
     }
 
+    /// Sets a note another node saved on a call (shared by the cluster), unless this journal
+    /// does not know the call or already has a note as new; false then.
+    pub fn note_from_peer(
+        &self,
+        call_id: &str,
+        note: Option<String>,
+        disposition: Option<String>,
+        noted_by: String,
+        noted_at: SystemTime,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner
+            .entries
+            .get_mut(call_id)
+            .filter(|e| e.noted_at.is_none_or(|ours| ours < noted_at))
+        else {
+            return false;
+        };
+        entry.note = note;
+        entry.disposition = disposition;
+        entry.noted_by = Some(noted_by);
+        entry.noted_at = Some(noted_at);
+        true
+    }
+
     /// The calls that rang at `agent`'s extensions, newest first, at most `limit`.
     pub fn recent(&self, agent: &Agent, limit: usize) -> Vec<Entry> {
         let inner = self.lock();

@@ -223,6 +223,15 @@ enum Shared {
         missing: Vec<String>,
         elapsed_us: u64,
     },
+    /// An agent's note on a call, saved at the sending node.
+    Note {
+        call_id: String,
+        note: Option<String>,
+        disposition: Option<String>,
+        noted_by: String,
+        /// When it was saved, microseconds since the Unix epoch (the newest note wins).
+        noted_at_us: u64,
+    },
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -325,6 +334,21 @@ impl crate::push::Share for Node {
         self.status.page_urls()
     }
 
+    fn note(&self, entry: &crate::calls::journal::Entry) {
+        let (Some(noted_by), Some(noted_at)) = (&entry.noted_by, entry.noted_at) else {
+            return;
+        };
+        self.offer(Shared::Note {
+            call_id: entry.call_id.clone(),
+            note: entry.note.clone(),
+            disposition: entry.disposition.clone(),
+            noted_by: noted_by.clone(),
+            noted_at_us: noted_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        });
+    }
+
     fn complete(&self, call_id: &str, customer_id: &str, summary: &crate::compose::Summary) {
         self.offer(Shared::Complete {
             call_id: call_id.to_owned(),
@@ -381,6 +405,19 @@ fn apply_shared(hub: &crate::push::Hub, item: Shared) {
                 missing: missing.into_iter().map(Arc::from).collect(),
                 elapsed: Duration::from_micros(elapsed_us),
             },
+        ),
+        Shared::Note {
+            call_id,
+            note,
+            disposition,
+            noted_by,
+            noted_at_us,
+        } => hub.remote_note(
+            &call_id,
+            note,
+            disposition,
+            noted_by,
+            UNIX_EPOCH + Duration::from_micros(noted_at_us),
         ),
     }
 }

@@ -62,6 +62,8 @@ pub trait Share: Send + Sync + std::fmt::Debug {
     fn complete(&self, call_id: &str, customer_id: &str, summary: &Summary);
     /// The live nodes' page addresses, this node's first (for `ready`).
     fn page_urls(&self) -> Vec<String>;
+    /// Hands a note an agent saved here to the other nodes' journals (never waits).
+    fn note(&self, entry: &crate::calls::journal::Entry);
 }
 
 /// One registered connection.
@@ -528,6 +530,29 @@ impl Hub {
             .finish(call_id, &Audience::All, generation, summary.clone())
         {
             self.deliver_complete(call_id, &Audience::All, customer_id, &summary);
+        }
+    }
+
+    /// A note an agent saved here (the journal has it): in a cluster, to the other nodes too,
+    /// so that an agent's recent calls and the customer's history show it wherever they are
+    /// asked.
+    pub fn noted(&self, entry: &crate::calls::journal::Entry) {
+        if let Some(share) = self.share.get() {
+            share.note(entry);
+        }
+    }
+
+    /// A note saved at another node, into this node's journal.
+    pub fn remote_note(
+        &self,
+        call_id: &str,
+        note: Option<String>,
+        disposition: Option<String>,
+        noted_by: String,
+        noted_at: std::time::SystemTime,
+    ) {
+        if let Some(journal) = &self.journal {
+            journal.note_from_peer(call_id, note, disposition, noted_by, noted_at);
         }
     }
 

@@ -145,9 +145,13 @@ pub async fn act(
                     &ActError::Unavailable.to_string(),
                 );
             }
-            state
-                .journal
-                .note(&agent, call_id, note.clone(), disposition.clone());
+            if let Some(entry) =
+                state
+                    .journal
+                    .note(&agent, call_id, note.clone(), disposition.clone())
+            {
+                state.hub.noted(&entry);
+            }
         }
     }
     match state.callbacks.act(&agent, &id, action).await {

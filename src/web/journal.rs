@@ -94,6 +94,7 @@ pub async fn note(
     else {
         return error(StatusCode::NOT_FOUND, crate::push::hub::NOT_YOURS);
     };
+    state.hub.noted(&entry);
     metrics::counter!(crate::web::NOTES_TOTAL).increment(1);
     axum::Json(entry).into_response()
 }
