@@ -50,6 +50,19 @@ fn js(client: async_nats::Client, timeout: Duration) -> jetstream::Context {
     js
 }
 
+/// How long a bucket's creation may take. The API answers once the new stream's raft group has
+/// elected its first leader, and on this 2-core machine, with the other tests' clusters
+/// starting beside it, that election alone was seen to take over 5 s (the per-request timeout
+/// the tests use for everything else).
+const CREATE_WITHIN: Duration = Duration::from_secs(30);
+
+/// Creates a bucket through `js`'s client with [`CREATE_WITHIN`] for the request.
+async fn create_bucket(js: &jetstream::Context, config: kv::Config) -> kv::Store {
+    let mut creating = jetstream::new(js.client());
+    creating.set_timeout(CREATE_WITHIN);
+    creating.create_key_value(config).await.expect("bucket")
+}
+
 /// A bucket with 3 replicas, on file storage.
 fn bucket(name: &str) -> kv::Config {
     kv::Config {
@@ -89,13 +102,14 @@ async fn a_single_server_starts_with_jetstream() {
         assert_eq!(cluster.urls().len(), 1);
         assert_eq!(cluster.meta_leader().await, Some(0));
         let js = js(client(&cluster.url(0)).await, Duration::from_secs(5));
-        let kv = js
-            .create_key_value(kv::Config {
+        let kv = create_bucket(
+            &js,
+            kv::Config {
                 bucket: "single".into(),
                 ..Default::default()
-            })
-            .await
-            .expect("bucket");
+            },
+        )
+        .await;
         kv.create("k", "v".into()).await.expect("create");
         assert_eq!(cluster.stream_leader("KV_single").await, Some(0));
     })
@@ -109,7 +123,7 @@ async fn kv_create_is_won_by_exactly_one_client_and_update_checks_the_revision()
         let timeout = Duration::from_secs(5);
         let a = js(client(&cluster.url(0)).await, timeout);
         let b = js(client(&cluster.url(2)).await, timeout);
-        let kv_a = a.create_key_value(bucket("claims")).await.expect("bucket");
+        let kv_a = create_bucket(&a, bucket("claims")).await;
         let kv_b = b.get_key_value("claims").await.expect("bucket from n2");
         assert_eq!(kv_a.stream.cached_info().config.num_replicas, 3);
         // A new bucket's stream needs a leader, and its subjects' interest must reach every
@@ -200,16 +214,17 @@ async fn kv_max_age_expires_keys_not_written_again_and_what_a_watcher_sees() {
 
         for markers in [false, true] {
             let name = if markers { "presence_m" } else { "presence" };
-            let kv = js
-                .create_key_value(kv::Config {
+            let kv = create_bucket(
+                &js,
+                kv::Config {
                     max_age,
                     // Limit markers (server 2.11+): the server writes a marker when max age
                     // removes a key's last value; the marker itself lives this long.
                     limit_markers: markers.then_some(Duration::from_secs(5)),
                     ..bucket(name)
-                })
-                .await
-                .expect("bucket");
+                },
+            )
+            .await;
             let mut watch = kv.watch_all().await.expect("watch");
 
             let written = Instant::now();
@@ -311,10 +326,7 @@ async fn kv_writes_resume_after_the_stream_leader_is_killed_and_it_rejoins() {
     bounded(async {
         let mut cluster = NatsCluster::start(3).await;
         let setup = js(client(&cluster.url(0)).await, Duration::from_secs(5));
-        setup
-            .create_key_value(bucket("calls"))
-            .await
-            .expect("bucket");
+        create_bucket(&setup, bucket("calls")).await;
         let leader = async {
             loop {
                 if let Some(l) = cluster.stream_leader("KV_calls").await {
