@@ -53,6 +53,12 @@ const MAX_EXAMINED: usize = 20_000;
 /// Token suffixes are indexed from these offsets (bytes) only; longer tokens still match by
 /// exact and prefix, and by substring through the other words' candidates.
 const MAX_SUFFIX_OFFSET: usize = 31;
+/// A word whose tiers hold at most this many tokens steers a query of several words: its
+/// postings are intersected with the other words' (see [`Search::text_base`]); past it, the
+/// word is checked on each candidate instead, unless a prefix group stands in for its tokens.
+const MAX_STEER_LISTS: usize = 64;
+/// Prefix groups (merged postings) are kept for tokens sharing this many first bytes.
+const GROUP_BYTES: usize = 3;
 /// Words of a query considered (the API caps queries at 64 characters anyway).
 const MAX_QUERY_TOKENS: usize = 8;
 const NONE: u32 = u32::MAX;
@@ -347,9 +353,10 @@ fn match_token(word: &str, token: &str, substring: bool) -> Option<MatchKind> {
 /// The rank of a customer whose fields fold to `fields` (name, company, account) for all of
 /// `words`: each word's best (kind, field), the weakest of those; `None` if a word matches
 /// nothing.
-fn rank_words(words: &[String], fields: [&str; 3]) -> Option<(MatchKind, Field)> {
+fn rank_words(words: &[impl AsRef<str>], fields: [&str; 3]) -> Option<(MatchKind, Field)> {
     let mut worst = (MatchKind::Exact, Field::Name);
     for word in words {
+        let word = word.as_ref();
         let mut best: Option<(MatchKind, Field)> = None;
         for (field, text) in Field::TEXT.into_iter().zip(fields) {
             for token in text.split(' ') {
@@ -379,8 +386,22 @@ struct Dict {
     post_ends: Vec<u32>,
     /// Base ids, ascending per token.
     postings: Vec<u32>,
+    /// Each token's first base id, side by side (see [`Merge::tokens`]).
+    heads: Vec<u32>,
     /// `token << 5 | offset`, sorted by the token's text from that offset.
     suffixes: Vec<u32>,
+    /// Each token's first four bytes ([`key4`]): most steps of a binary search read only
+    /// these, not the scattered text.
+    keys: Vec<u32>,
+    /// The same for each suffix.
+    suffix_keys: Vec<u32>,
+    /// Tokens sharing their first [`GROUP_BYTES`] bytes, where more than [`MAX_STEER_LISTS`]
+    /// do (name and company only): (first token, end token), in token order.
+    groups: Vec<(u32, u32)>,
+    /// End of group i's postings in `group_postings`.
+    group_ends: Vec<u32>,
+    /// Each group's tokens' postings merged: base ids, ascending, once each.
+    group_postings: Vec<u32>,
 }
 
 impl Dict {
@@ -409,11 +430,26 @@ impl Dict {
 
     /// Tokens starting with `word`.
     fn prefix_range(&self, word: &[u8]) -> Range<usize> {
-        let lo = partition(self.len(), |i| self.token(i) < word);
-        let hi = partition(self.len(), |i| {
-            let t = self.token(i);
-            t < word || t.starts_with(word)
-        });
+        let key = key4(word);
+        let cut = |i: usize| cut_cmp(self.keys[i], || self.token(i), word, key);
+        let lo = partition(self.len(), |i| cut(i).is_lt());
+        let hi = lo + partition(self.len() - lo, |i| !cut(lo + i).is_gt());
+        lo..hi
+    }
+
+    /// Suffixes starting with `word` (indices into `suffixes`).
+    fn suffix_range(&self, word: &[u8]) -> Range<usize> {
+        let key = key4(word);
+        let cut = |i: usize| {
+            cut_cmp(
+                self.suffix_keys[i],
+                || self.suffix(self.suffixes[i]),
+                word,
+                key,
+            )
+        };
+        let lo = partition(self.suffixes.len(), |i| cut(i).is_lt());
+        let hi = lo + partition(self.suffixes.len() - lo, |i| !cut(lo + i).is_gt());
         lo..hi
     }
 
@@ -437,26 +473,37 @@ impl Dict {
                 if self.suffixes.is_empty() || word.len() < 2 {
                     return;
                 }
-                let lo = partition(self.suffixes.len(), |i| {
-                    self.suffix(self.suffixes[i]) < word
-                });
-                let hi = partition(self.suffixes.len(), |i| {
-                    let s = self.suffix(self.suffixes[i]);
-                    s < word || s.starts_with(word)
-                });
-                let start = out.len();
-                for &entry in &self.suffixes[lo..hi] {
+                let range = self.suffix_range(word);
+                // A token holding the word twice comes twice (the walks take each id once).
+                for &entry in &self.suffixes[range] {
                     let token = entry >> 5;
                     if !self.token(token as usize).starts_with(word) {
                         out.push(token);
                     }
                 }
-                out[start..].sort_unstable();
-                let mut tail = out.split_off(start);
-                tail.dedup();
-                out.extend(tail);
             }
         }
+    }
+
+    /// The merged postings of the tokens starting with `word`'s first [`GROUP_BYTES`] bytes,
+    /// when they form a group: (postings, whether they are exactly `word`'s prefix range).
+    fn group(&self, word: &[u8]) -> Option<(&[u32], bool)> {
+        let head = word.get(..GROUP_BYTES)?;
+        let first = self.prefix_range(head).start as u32;
+        let g = self.groups.partition_point(|&(start, _)| start < first);
+        let &(start, _) = self.groups.get(g)?;
+        if start != first {
+            return None;
+        }
+        let from = if g == 0 {
+            0
+        } else {
+            self.group_ends[g - 1] as usize
+        };
+        Some((
+            &self.group_postings[from..self.group_ends[g] as usize],
+            word.len() == GROUP_BYTES,
+        ))
     }
 
     fn heap_bytes(&self) -> usize {
@@ -464,7 +511,45 @@ impl Dict {
             + 4 * (self.ends.capacity()
                 + self.post_ends.capacity()
                 + self.postings.capacity()
-                + self.suffixes.capacity())
+                + self.suffixes.capacity()
+                + self.heads.capacity()
+                + self.keys.capacity()
+                + self.suffix_keys.capacity()
+                + self.group_ends.capacity()
+                + self.group_postings.capacity())
+            + 8 * self.groups.capacity()
+    }
+}
+
+/// The first four bytes of `text`, big-endian, zeros past its end: keys order as the texts'
+/// first four bytes do.
+fn key4(text: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = text.len().min(4);
+    b[..n].copy_from_slice(&text[..n]);
+    u32::from_be_bytes(b)
+}
+
+/// `text` cut to `word`'s length, compared with `word` (`Less`: before every text starting
+/// with `word`; `Equal`: starts with it). `key` is `text`'s [`key4`], `word_key` `word`'s:
+/// for a word of four bytes or fewer they decide alone (a text ending early has zeros there,
+/// below any byte of a word), else whenever they differ.
+fn cut_cmp<'t>(
+    key: u32,
+    text: impl FnOnce() -> &'t [u8],
+    word: &[u8],
+    word_key: u32,
+) -> std::cmp::Ordering {
+    if word.len() <= 4 {
+        let mask = !u32::MAX.checked_shr(8 * word.len() as u32).unwrap_or(0);
+        return (key & mask).cmp(&word_key);
+    }
+    match key.cmp(&word_key) {
+        std::cmp::Ordering::Equal => {
+            let text = text();
+            text[..text.len().min(word.len())].cmp(word)
+        }
+        other => other,
     }
 }
 
@@ -513,6 +598,12 @@ impl DictBuilder {
             post_ends: Vec::with_capacity(tokens.len()),
             postings: vec![0; self.pairs.len()],
             suffixes: Vec::new(),
+            heads: Vec::new(),
+            keys: Vec::new(),
+            suffix_keys: Vec::new(),
+            groups: Vec::new(),
+            group_ends: Vec::new(),
+            group_postings: Vec::new(),
         };
         for (new, (token, old)) in tokens.iter().enumerate() {
             remap[*old as usize] = new as u32;
@@ -520,6 +611,7 @@ impl DictBuilder {
             dict.ends.push(dict.text.len() as u32);
         }
         drop(tokens);
+        dict.keys = (0..dict.len()).map(|i| key4(dict.token(i))).collect();
         let mut counts = vec![0u32; remap.len()];
         for &(old, _) in &self.pairs {
             counts[remap[old as usize] as usize] += 1;
@@ -536,7 +628,37 @@ impl DictBuilder {
             dict.postings[cursor[token] as usize] = base;
             cursor[token] += 1;
         }
+        dict.heads = (0..dict.len()).map(|t| dict.postings(t)[0]).collect();
         if suffixes {
+            // Prefix groups: runs of tokens sharing their first bytes, merged where long.
+            let mut i = 0;
+            while i < dict.len() {
+                let Some(head) = dict.token(i).get(..GROUP_BYTES) else {
+                    i += 1;
+                    continue;
+                };
+                let end = i + partition(dict.len() - i, |k| dict.token(i + k).starts_with(head));
+                if end - i > MAX_STEER_LISTS {
+                    let from = dict.group_postings.len();
+                    for t in i..end {
+                        let start = if t == 0 {
+                            0
+                        } else {
+                            dict.post_ends[t - 1] as usize
+                        };
+                        let postings = &dict.postings[start..dict.post_ends[t] as usize];
+                        dict.group_postings.extend_from_slice(postings);
+                    }
+                    dict.group_postings[from..].sort_unstable();
+                    let mut merged = dict.group_postings.split_off(from);
+                    merged.dedup();
+                    dict.group_postings.extend(merged);
+                    dict.groups.push((i as u32, end as u32));
+                    dict.group_ends.push(dict.group_postings.len() as u32);
+                }
+                i = end;
+            }
+            dict.group_postings.shrink_to_fit();
             let mut suffixes = Vec::new();
             for i in 0..dict.len() {
                 let token = dict.token(i);
@@ -549,6 +671,7 @@ impl DictBuilder {
             }
             suffixes.sort_unstable_by(|&a, &b| dict.suffix(a).cmp(dict.suffix(b)).then(a.cmp(&b)));
             suffixes.shrink_to_fit();
+            dict.suffix_keys = suffixes.iter().map(|&e| key4(dict.suffix(e))).collect();
             dict.suffixes = suffixes;
         }
         dict
@@ -561,19 +684,30 @@ impl DictBuilder {
 /// Every number's digits, and their sorted suffixes of three digits or more.
 #[derive(Debug, Default)]
 struct Numbers {
-    values: Vec<u64>,
-    lens: Vec<u8>,
-    /// Base id of each number's customer.
-    owners: Vec<u32>,
+    /// Each number with its owner, together: a suffix's comparison reads one cache line.
+    entries: Vec<Number>,
     /// `number << 5 | offset`, sorted by the digits from that offset.
     suffixes: Vec<u32>,
+    /// Where the suffixes starting with each three digits begin (1,001 bounds): a query's
+    /// binary search starts inside its first three digits' bucket.
+    buckets: Vec<u32>,
+}
+
+/// One number of the base.
+#[derive(Debug, Clone, Copy)]
+struct Number {
+    value: u64,
+    /// Base id of the number's customer.
+    owner: u32,
+    len: u8,
 }
 
 impl Numbers {
     fn digits(&self, n: usize) -> Digits {
+        let e = &self.entries[n];
         Digits {
-            value: self.values[n],
-            len: self.lens[n],
+            value: e.value,
+            len: e.len,
         }
     }
 
@@ -583,20 +717,22 @@ impl Numbers {
     }
 
     fn range(&self, q: Digits) -> Range<usize> {
-        let lo = partition(self.suffixes.len(), |i| {
-            self.suffix(self.suffixes[i]).cmp_text(q).is_lt()
-        });
-        let hi = partition(self.suffixes.len(), |i| {
-            let s = self.suffix(self.suffixes[i]);
+        let (from, to) = match self.buckets.get(q.head(3) as usize..q.head(3) as usize + 2) {
+            Some(&[from, to]) if q.len >= 3 => (from as usize, to as usize),
+            _ => (0, self.suffixes.len()),
+        };
+        let bucket = &self.suffixes[from..to];
+        let lo = partition(bucket.len(), |i| self.suffix(bucket[i]).cmp_text(q).is_lt());
+        let hi = partition(bucket.len(), |i| {
+            let s = self.suffix(bucket[i]);
             s.cmp_text(q).is_lt() || s.starts_with(q)
         });
-        lo..hi
+        from + lo..from + hi
     }
 
     fn heap_bytes(&self) -> usize {
-        8 * self.values.capacity()
-            + self.lens.capacity()
-            + 4 * (self.owners.capacity() + self.suffixes.capacity())
+        std::mem::size_of::<Number>() * self.entries.capacity()
+            + 4 * (self.suffixes.capacity() + self.buckets.capacity())
     }
 }
 
@@ -605,7 +741,7 @@ impl Numbers {
 /// second copy of the array), then each bucket by an exact key (the digits left-aligned in a
 /// `u64`, then the length: `12` < `120` < `13`), so that no comparison chases pointers.
 fn sort_number_suffixes(numbers: &mut Numbers) {
-    let count = numbers.values.len();
+    let count = numbers.entries.len();
     let each = |n: usize, f: &mut dyn FnMut(u32, Digits)| {
         let d = numbers.digits(n);
         for off in 0..=(d.len as usize - MIN_NUMBER_DIGITS).min(MAX_SUFFIX_OFFSET) {
@@ -643,6 +779,7 @@ fn sort_number_suffixes(numbers: &mut Numbers) {
         }
     }
     numbers.suffixes = sorted;
+    numbers.buckets = starts.iter().map(|&s| s as u32).collect();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,8 +811,58 @@ impl Entry {
     }
 }
 
-/// One tier of a word's matches: (kind, field) and the field's tokens in it.
-type Tier = ((MatchKind, Field), Vec<u32>);
+/// How a customer matched a word: (kind, field), better first.
+type Rank = (MatchKind, Field);
+/// One tier of a word's matches: its rank and the field's tokens in it.
+type Tier = (Rank, Vec<u32>);
+
+/// A postings list a word's customers of one rank are in.
+struct List<'a> {
+    rank: Rank,
+    postings: &'a [u32],
+    /// Whether every customer in it has the word at this rank (a prefix group for a
+    /// longer word holds more).
+    exact: bool,
+}
+
+/// The ranks a text word can have, best first.
+const RANKS: [Rank; 8] = [
+    (MatchKind::Exact, Field::Name),
+    (MatchKind::Exact, Field::Company),
+    (MatchKind::Exact, Field::Account),
+    (MatchKind::Prefix, Field::Name),
+    (MatchKind::Prefix, Field::Company),
+    (MatchKind::Prefix, Field::Account),
+    (MatchKind::Substring, Field::Name),
+    (MatchKind::Substring, Field::Company),
+];
+
+/// One customer's fields folded, kept while several words are checked against them.
+#[derive(Default)]
+struct Folded {
+    slot: u32,
+    fields: [String; 3],
+}
+
+impl Folded {
+    /// `word`'s best rank in the customer at `slot`.
+    fn rank(&mut self, customers: &dyn Customers, slot: u32, word: &str) -> Option<Rank> {
+        if self.slot != slot {
+            let c = customers.customer(slot)?;
+            for (f, text) in self.fields.iter_mut().zip([
+                c.name(),
+                c.company().unwrap_or_default(),
+                c.account().unwrap_or_default(),
+            ]) {
+                f.clear();
+                fold_into(text, f);
+            }
+            self.slot = slot;
+        }
+        let [name, company, account] = &self.fields;
+        rank_words(&[word], [name, company, account])
+    }
+}
 
 /// The search index of one directory.
 #[derive(Debug, Default)]
@@ -748,10 +935,12 @@ impl Search {
             digits.clear();
             customers.digits(*slot, &mut digits);
             for d in &digits {
-                if d.len as usize >= MIN_NUMBER_DIGITS && numbers.values.len() < 1 << 27 {
-                    numbers.values.push(d.value);
-                    numbers.lens.push(d.len);
-                    numbers.owners.push(base);
+                if d.len as usize >= MIN_NUMBER_DIGITS && numbers.entries.len() < 1 << 27 {
+                    numbers.entries.push(Number {
+                        value: d.value,
+                        owner: base,
+                        len: d.len,
+                    });
                 }
             }
         }
@@ -870,9 +1059,15 @@ impl Search {
         for &pattern in &query.numbers {
             self.number_base(pattern, limit, &mut base);
         }
-        let mut found: Vec<Found> = base
-            .into_iter()
-            .filter_map(|(kind, field, b)| {
+        // Best match per base customer; base ids are name order, so (kind, field, base id)
+        // is already the result order.
+        base.sort_unstable_by_key(|&(kind, field, b)| (b, kind, field));
+        base.dedup_by_key(|hit| hit.2);
+        base.sort_unstable();
+        base.truncate(limit);
+        let found: Vec<Found> = base
+            .iter()
+            .filter_map(|&(kind, field, b)| {
                 Some(Found {
                     slot: *self.order.get(b as usize)?,
                     kind,
@@ -880,48 +1075,53 @@ impl Search {
                 })
             })
             .collect();
-        for entry in &self.overlay {
-            if let Some((kind, field)) = self.rank_entry(entry, &query) {
-                found.push(Found {
-                    slot: entry.slot,
-                    kind,
-                    field,
-                });
-            }
+        // Edited customers (not in the base) go in by folded name, then id: only then are
+        // the base hits' names folded.
+        let edited: Vec<(MatchKind, Field, &Entry)> = self
+            .overlay
+            .iter()
+            .filter_map(|entry| {
+                let (kind, field) = self.rank_entry(entry, &query)?;
+                Some((kind, field, entry))
+            })
+            .collect();
+        if edited.is_empty() {
+            return found;
         }
-        // Best match per customer, then in rank order.
-        found.sort_unstable_by_key(|f| (f.slot, f.kind, f.field));
-        found.dedup_by_key(|f| f.slot);
+        let id = |slot: u32| customers.customer(slot).map(Customer::id);
         let mut keyed: Vec<((MatchKind, Field, String), Found)> = found
             .into_iter()
             .filter_map(|f| {
-                let c = customers.customer(f.slot)?;
-                Some(((f.kind, f.field, fold(c.name())), f))
+                Some((
+                    (f.kind, f.field, fold(customers.customer(f.slot)?.name())),
+                    f,
+                ))
             })
             .collect();
-        keyed.sort_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                let id = |s: u32| customers.customer(s).map(Customer::id);
-                id(a.1.slot).cmp(&id(b.1.slot))
-            })
-        });
+        keyed.extend(edited.into_iter().map(|(kind, field, entry)| {
+            let name = entry.fields[0].to_string();
+            (
+                (kind, field, name),
+                Found {
+                    slot: entry.slot,
+                    kind,
+                    field,
+                },
+            )
+        }));
+        keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| id(a.1.slot).cmp(&id(b.1.slot))));
         keyed.truncate(limit);
         keyed.into_iter().map(|(_, f)| f).collect()
     }
 
-    /// A word's tiers that have tokens, best first: ((kind, field), tokens).
-    fn word_tiers(&self, word: &str) -> Vec<Tier> {
+    /// A word's tiers of these `kinds` that have tokens, best first: (rank, tokens).
+    fn word_tiers(&self, word: &str, kinds: &[MatchKind]) -> Vec<Tier> {
         let mut tiers = Vec::new();
-        for kind in [MatchKind::Exact, MatchKind::Prefix, MatchKind::Substring] {
-            for field in Field::TEXT {
-                if kind == MatchKind::Substring && field == Field::Account {
-                    continue;
-                }
-                let mut tokens = Vec::new();
-                self.dicts[field as usize].tier(word.as_bytes(), kind, &mut tokens);
-                if !tokens.is_empty() {
-                    tiers.push(((kind, field), tokens));
-                }
+        for rank in RANKS.into_iter().filter(|r| kinds.contains(&r.0)) {
+            let mut tokens = Vec::new();
+            self.dicts[rank.1 as usize].tier(word.as_bytes(), rank.0, &mut tokens);
+            if !tokens.is_empty() {
+                tiers.push((rank, tokens));
             }
         }
         tiers
@@ -932,24 +1132,28 @@ impl Search {
     fn one_word(&self, word: &str, limit: usize, out: &mut Vec<(MatchKind, Field, u32)>) {
         let mut taken: Vec<u32> = Vec::new();
         let mut tokens = Vec::new();
-        for kind in [MatchKind::Exact, MatchKind::Prefix, MatchKind::Substring] {
-            for field in Field::TEXT {
-                if kind == MatchKind::Substring && field == Field::Account {
+        for (kind, field) in RANKS {
+            let dict = &self.dicts[field as usize];
+            tokens.clear();
+            dict.tier(word.as_bytes(), kind, &mut tokens);
+            // A prefix of exactly a group's bytes: its merged postings are the tier's (and
+            // the exact token's, all taken before this tier is reached).
+            let group = (kind == MatchKind::Prefix && tokens.len() > MAX_STEER_LISTS)
+                .then(|| dict.group(word.as_bytes()))
+                .flatten()
+                .filter(|&(_, exact)| exact);
+            let mut merge = match group {
+                Some((postings, _)) => Merge::new(std::iter::once(postings)),
+                None => Merge::tokens(dict, &tokens),
+            };
+            while let Some(b) = merge.next() {
+                if self.is_dead(b) || taken.contains(&b) {
                     continue;
                 }
-                let dict = &self.dicts[field as usize];
-                tokens.clear();
-                dict.tier(word.as_bytes(), kind, &mut tokens);
-                let mut merge = Merge::new(tokens.iter().map(|&t| dict.postings(t as usize)));
-                while let Some(b) = merge.next() {
-                    if self.is_dead(b) || taken.contains(&b) {
-                        continue;
-                    }
-                    taken.push(b);
-                    out.push((kind, field, b));
-                    if taken.len() >= limit {
-                        return;
-                    }
+                taken.push(b);
+                out.push((kind, field, b));
+                if taken.len() >= limit {
+                    return;
                 }
             }
         }
@@ -957,11 +1161,15 @@ impl Search {
 
     /// Base customers for the words, best first, at most `limit` more into `out`.
     ///
-    /// Candidates come from one *driving* word, tier by tier; the others are checked by a
-    /// binary search in their tokens' postings (or, for a word matching very many tokens, by
-    /// folding the candidate's fields). The driving word is the one whose best tier is the
-    /// weakest (then the one with the fewest postings): its candidates' rank is then mostly
-    /// the tier's own, and the walk settles after about `limit` hits.
+    /// A customer ranks as its weakest word, so the walk goes rank by rank (the tiers, best
+    /// first): the customers of rank ≤ R are those in every word's tiers ≤ R. Within a rank
+    /// they come in base (name) order, so the walk stops as soon as `limit` are found.
+    ///
+    /// Words whose tiers ≤ R hold few postings lists (or one prefix group standing in for
+    /// many) *steer*: their lists are intersected by leapfrogging (each moves to the others'
+    /// next id by binary search). The others are checked on each candidate by folding its
+    /// fields. With no steering word, the word with the fewest postings is walked and every
+    /// candidate checked, at most [`MAX_EXAMINED`] of them.
     fn text_base(
         &self,
         customers: &dyn Customers,
@@ -969,154 +1177,156 @@ impl Search {
         limit: usize,
         out: &mut Vec<(MatchKind, Field, u32)>,
     ) {
-        /// Above this many tokens, a word is checked by folding rather than by postings.
-        const MAX_CHECK_TOKENS: usize = 256;
-        /// Up to this many tokens, a word leaps the walk forward (see `leaps`).
-        const MAX_LEAP_TOKENS: usize = 64;
-        /// Up to this many lists, the driving word's walk can be moved forward.
-        const MAX_SEEK_LISTS: usize = 1024;
         if let [word] = words {
             return self.one_word(word, limit, out);
         }
-        let mut tiers: Vec<Vec<Tier>> = Vec::new();
-        for word in words {
-            let t = self.word_tiers(word);
-            if t.is_empty() {
-                return; // Every word must match: nothing in the base does.
+        // Substring tiers are looked up only when the walk reaches them.
+        let mut tiers: Vec<Vec<Tier>> = words
+            .iter()
+            .map(|w| self.word_tiers(w, &[MatchKind::Exact, MatchKind::Prefix]))
+            .collect();
+        let mut substrings = false;
+        let mut found: Vec<u32> = Vec::new();
+        let mut examined = 0;
+        let mut folded = Folded::default();
+        for rank in RANKS {
+            if rank.0 == MatchKind::Substring && !substrings {
+                for (w, word) in words.iter().enumerate() {
+                    tiers[w].extend(self.word_tiers(word, &[MatchKind::Substring]));
+                }
+                substrings = true;
             }
-            tiers.push(t);
-        }
-        let postings = |w: usize| -> usize {
-            tiers[w]
+            // Someone must rank exactly here, or every candidate was found before.
+            if !tiers
                 .iter()
-                .filter(|(tier, _)| tier.0 != MatchKind::Substring)
-                .flat_map(|(tier, tokens)| {
-                    let dict = &self.dicts[tier.1 as usize];
-                    tokens.iter().map(|&t| dict.postings(t as usize).len())
-                })
-                .sum()
-        };
-        let Some(driving) = (0..words.len())
-            .min_by_key(|&w| (Reverse(tiers[w][0].0), postings(w), Reverse(words[w].len())))
-        else {
-            return;
-        };
-        let checks: Vec<Option<&[Tier]>> = (0..words.len())
-            .map(|w| {
-                let tokens: usize = tiers[w].iter().map(|t| t.1.len()).sum();
-                (tokens <= MAX_CHECK_TOKENS).then_some(tiers[w].as_slice())
-            })
-            .collect();
-        // Words with few tokens also steer the walk: candidates without them are skipped by
-        // binary search instead of being checked one by one.
-        let leaps: Vec<Vec<&[u32]>> = (0..words.len())
-            .filter(|&w| w != driving)
-            .filter(|&w| tiers[w].iter().map(|t| t.1.len()).sum::<usize>() <= MAX_LEAP_TOKENS)
-            .map(|w| {
-                tiers[w]
-                    .iter()
-                    .flat_map(|(t, tokens)| {
-                        let dict = &self.dicts[t.1 as usize];
-                        tokens.iter().map(|&k| dict.postings(k as usize))
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut results: Vec<((MatchKind, Field), u32)> = Vec::new();
-        let mut examined: hashbrown::HashSet<u32> = hashbrown::HashSet::new();
-        let mut folded = [String::new(), String::new(), String::new()];
-        'tiers: for (tier, tokens) in &tiers[driving] {
-            let tier = *tier;
-            let mut settled = results.iter().filter(|r| r.0 <= tier).count();
-            if settled >= limit {
-                break;
+                .any(|t| t.iter().any(|(tier, _)| *tier == rank))
+            {
+                continue;
             }
-            let dict = &self.dicts[tier.1 as usize];
-            let mut merge = Merge::new(tokens.iter().map(|&t| dict.postings(t as usize)));
-            let seekable = tokens.len() <= MAX_SEEK_LISTS;
-            'candidates: while let Some(b) = merge.peek() {
-                // Leapfrog: the next id every other (leaping) word has at or after `b`.
-                if seekable {
-                    let mut target = b;
-                    for lists in &leaps {
-                        let next = lists
-                            .iter()
-                            .filter_map(|l| l.get(l.partition_point(|&x| x < b)).copied())
-                            .min();
-                        match next {
-                            Some(next) => target = target.max(next),
-                            // No later candidate has this word: the tier is done.
-                            None => continue 'tiers,
+            let mut steering: Vec<(usize, Vec<List>)> = Vec::new();
+            let mut others: Vec<usize> = Vec::new();
+            let mut sizes: Vec<(usize, usize)> = Vec::new();
+            for (w, word) in words.iter().enumerate() {
+                let lists = self.word_lists(word, &tiers[w], rank);
+                if lists.is_empty() {
+                    steering.clear();
+                    sizes.clear();
+                    break; // This word ranks worse than `rank` everywhere.
+                }
+                if lists.len() <= MAX_STEER_LISTS {
+                    steering.push((w, lists));
+                } else {
+                    sizes.push((lists.iter().map(|l| l.postings.len()).sum(), w));
+                    others.push(w);
+                }
+            }
+            if steering.is_empty() {
+                // Walk the smallest word's union; every candidate is checked.
+                let Some(&(_, w)) = sizes.iter().min() else {
+                    continue;
+                };
+                others.retain(|&o| o != w);
+                steering.push((w, self.word_lists(&words[w], &tiers[w], rank)));
+            }
+            steering
+                .sort_by_key(|(_, lists)| lists.iter().map(|l| l.postings.len()).sum::<usize>());
+            let mut merges: Vec<Merge> = steering
+                .iter()
+                .map(|(_, lists)| Merge::new(lists.iter().map(|l| l.postings)))
+                .collect();
+            // Leapfrog: the first id at or after every steering word's next one.
+            'walk: while let Some(mut target) = merges[0].peek() {
+                let mut agreed = false;
+                while !agreed {
+                    agreed = true;
+                    for merge in &mut merges {
+                        merge.seek(target);
+                        match merge.peek() {
+                            None => break 'walk,
+                            Some(next) if next > target => {
+                                target = next;
+                                agreed = false;
+                            }
+                            Some(_) => {}
                         }
                     }
-                    if target > b {
-                        merge.seek(target);
-                        continue;
-                    }
                 }
-                merge.next();
-                if self.is_dead(b) || !examined.insert(b) {
+                let b = target;
+                if self.is_dead(b) || found.contains(&b) {
+                    for merge in &mut merges {
+                        merge.seek(b + 1);
+                    }
                     continue;
                 }
-                if examined.len() > MAX_EXAMINED {
-                    break 'tiers;
+                examined += 1;
+                if examined > MAX_EXAMINED {
+                    return;
                 }
-                let mut rank = tier;
-                let mut is_folded = false;
-                for (w, check) in checks.iter().enumerate() {
-                    if w == driving {
-                        continue;
+                // Each word's best rank at `b`: a steering word's from the lists at `b`
+                // (exact while they are), the others' by folding the customer's fields.
+                folded.slot = NONE;
+                let mut worst = Some(RANKS[0]);
+                for ((w, lists), merge) in steering.iter().zip(&merges) {
+                    let at = lists
+                        .iter()
+                        .zip(&merge.lists)
+                        .filter(|(_, rest)| rest.first() == Some(&b));
+                    let mut best: Option<Rank> = None;
+                    let mut sure = lists.len() <= MAX_STEER_LISTS;
+                    for (list, _) in at {
+                        sure &= list.exact;
+                        best = Some(best.map_or(list.rank, |r| r.min(list.rank)));
                     }
-                    let best = match check {
-                        Some(word_tiers) => word_tiers.iter().find_map(|(t, tokens)| {
-                            let dict = &self.dicts[t.1 as usize];
-                            tokens
-                                .iter()
-                                .any(|&k| dict.postings(k as usize).binary_search(&b).is_ok())
-                                .then_some(*t)
-                        }),
-                        None => {
-                            if !is_folded {
-                                let Some(c) = self
-                                    .order
-                                    .get(b as usize)
-                                    .and_then(|&s| customers.customer(s))
-                                else {
-                                    continue 'candidates;
-                                };
-                                for (f, text) in folded.iter_mut().zip([
-                                    c.name(),
-                                    c.company().unwrap_or_default(),
-                                    c.account().unwrap_or_default(),
-                                ]) {
-                                    f.clear();
-                                    fold_into(text, f);
-                                }
-                                is_folded = true;
-                            }
-                            rank_words(
-                                std::slice::from_ref(&words[w]),
-                                [&folded[0], &folded[1], &folded[2]],
-                            )
-                        }
-                    };
-                    match best {
-                        Some(best) => rank = rank.max(best),
-                        None => continue 'candidates,
+                    if !sure {
+                        let slot = self.order.get(b as usize).copied().unwrap_or(NONE);
+                        best = folded.rank(customers, slot, &words[*w]);
                     }
+                    worst = worst.zip(best).map(|(a, b)| a.max(b));
                 }
-                results.push((rank, b));
-                if rank <= tier {
-                    settled += 1;
-                    if settled >= limit {
-                        break 'tiers;
+                for &w in &others {
+                    let slot = self.order.get(b as usize).copied().unwrap_or(NONE);
+                    let best = folded.rank(customers, slot, &words[w]);
+                    worst = worst.zip(best).map(|(a, b)| a.max(b));
+                }
+                for merge in &mut merges {
+                    merge.seek(b + 1);
+                }
+                if worst == Some(rank) {
+                    found.push(b);
+                    out.push((rank.0, rank.1, b));
+                    if found.len() >= limit {
+                        return;
                     }
                 }
             }
         }
-        results.sort_unstable();
-        results.truncate(limit);
-        out.extend(results.into_iter().map(|((k, f), b)| (k, f, b)));
+    }
+
+    /// The postings lists holding `word`'s customers of tiers ≤ `rank`: a prefix tier of
+    /// many tokens by its prefix group when there is one (not exact for a word longer than
+    /// the group's bytes: its candidates are then checked by folding).
+    fn word_lists<'a>(&'a self, word: &str, tiers: &[Tier], rank: Rank) -> Vec<List<'a>> {
+        let mut lists = Vec::new();
+        for (tier, tokens) in tiers.iter().filter(|(tier, _)| *tier <= rank) {
+            let dict = &self.dicts[tier.1 as usize];
+            if tier.0 == MatchKind::Prefix
+                && tokens.len() > MAX_STEER_LISTS
+                && let Some((postings, exact)) = dict.group(word.as_bytes())
+            {
+                lists.push(List {
+                    rank: *tier,
+                    postings,
+                    exact,
+                });
+            } else {
+                lists.extend(tokens.iter().map(|&t| List {
+                    rank: *tier,
+                    postings: dict.postings(t as usize),
+                    exact: true,
+                }));
+            }
+        }
+        lists
     }
 
     /// How a number's digits from `off` on meet a pattern of `len` digits.
@@ -1142,7 +1352,7 @@ impl Search {
         let mut hits: Vec<(MatchKind, u32)> = Vec::new();
         for &entry in self.numbers.suffixes[range].iter().take(NUMBER_SCAN) {
             let n = (entry >> 5) as usize;
-            let owner = self.numbers.owners[n];
+            let owner = self.numbers.entries[n].owner;
             if self.is_dead(owner) {
                 continue;
             }
@@ -1198,24 +1408,98 @@ impl Search {
     }
 }
 
-/// The union of ascending lists, ascending (duplicates kept).
+/// The first index of ascending `list` at or above `target`, by galloping from the start:
+/// a walk's next id is usually close, and the steps stay near it in memory.
+fn gallop(list: &[u32], target: u32) -> usize {
+    let mut hi = 1;
+    while hi < list.len() && list[hi - 1] < target {
+        hi *= 2;
+    }
+    let lo = hi / 2;
+    let hi = hi.min(list.len());
+    lo + list[lo..hi].partition_point(|&x| x < target)
+}
+
+/// The union of ascending lists, ascending (duplicates kept). List `i` of the constructor
+/// stays `lists[i]` (empty ones too), so a caller can tell which lists hold the current id.
 struct Merge<'a> {
     lists: Vec<&'a [u32]>,
     heap: BinaryHeap<Reverse<(u32, u32)>>,
+    /// Lists not yet in the heap, by their first id (see [`Merge::tokens`]).
+    pending: Vec<(u32, u32)>,
+    /// Where `pending` lists come from.
+    dict: Option<&'a Dict>,
+    /// Every pending list starts at or after this.
+    threshold: u32,
 }
 
 impl<'a> Merge<'a> {
     fn new(lists: impl Iterator<Item = &'a [u32]>) -> Merge<'a> {
-        let lists: Vec<&[u32]> = lists.filter(|l| !l.is_empty()).collect();
+        let lists: Vec<&[u32]> = lists.collect();
         let heap = lists
             .iter()
             .enumerate()
-            .map(|(i, l)| Reverse((l[0], i as u32)))
+            .filter_map(|(i, l)| Some(Reverse((*l.first()?, i as u32))))
             .collect();
-        Merge { lists, heap }
+        Merge {
+            lists,
+            heap,
+            pending: Vec::new(),
+            dict: None,
+            threshold: NONE,
+        }
+    }
+
+    /// The union of `tokens`' postings in `dict`, for a walk from the start (`next` only):
+    /// lists join the heap a few at a time, smallest first id first, so a walk that stops
+    /// after a few ids touches only the lists that hold them (each token's first id is kept
+    /// beside the others in [`Dict::heads`]).
+    fn tokens(dict: &'a Dict, tokens: &[u32]) -> Merge<'a> {
+        let mut merge = Merge {
+            lists: Vec::new(),
+            heap: BinaryHeap::new(),
+            pending: tokens
+                .iter()
+                .map(|&t| (dict.heads[t as usize], t))
+                .collect(),
+            dict: Some(dict),
+            threshold: 0,
+        };
+        merge.activate();
+        merge
+    }
+
+    /// Moves the pending lists with the smallest first ids into the heap.
+    fn activate(&mut self) {
+        const BATCH: usize = 16;
+        let Some(dict) = self.dict else {
+            return;
+        };
+        let take = if self.pending.len() > BATCH {
+            self.pending.select_nth_unstable(BATCH - 1);
+            // Every list left starts at or after the batch's last.
+            self.threshold = self.pending[BATCH - 1].0;
+            BATCH
+        } else {
+            self.threshold = NONE;
+            self.pending.len()
+        };
+        for (head, token) in self.pending.drain(..take) {
+            self.heap.push(Reverse((head, self.lists.len() as u32)));
+            self.lists.push(dict.postings(token as usize));
+        }
     }
 
     fn next(&mut self) -> Option<u32> {
+        // An id above the threshold may come after a pending list's first.
+        while !self.pending.is_empty()
+            && self
+                .heap
+                .peek()
+                .is_none_or(|Reverse((value, _))| *value > self.threshold)
+        {
+            self.activate();
+        }
         if self.lists.len() == 1 {
             let (first, rest) = self.lists[0].split_first()?;
             self.lists[0] = rest;
@@ -1230,26 +1514,34 @@ impl<'a> Merge<'a> {
         Some(value)
     }
 
-    /// The next value, left in place.
+    /// The next value, left in place (not for a [`Merge::tokens`]).
     fn peek(&self) -> Option<u32> {
+        debug_assert!(self.pending.is_empty());
         if self.lists.len() == 1 {
             return self.lists[0].first().copied();
         }
         self.heap.peek().map(|Reverse((value, _))| *value)
     }
 
-    /// Skips every value below `target`.
+    /// Skips every value below `target`: only the lists still below it move, each by a
+    /// binary search.
     fn seek(&mut self, target: u32) {
-        for l in &mut self.lists {
-            *l = &l[l.partition_point(|&x| x < target)..];
+        debug_assert!(self.pending.is_empty());
+        if self.lists.len() == 1 {
+            let l = &mut self.lists[0];
+            *l = &l[gallop(l, target)..];
+            return;
         }
-        if self.lists.len() > 1 {
-            self.heap = self
-                .lists
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| Some(Reverse((*l.first()?, i as u32))))
-                .collect();
+        while let Some(&Reverse((value, list))) = self.heap.peek() {
+            if value >= target {
+                break;
+            }
+            self.heap.pop();
+            let l = &mut self.lists[list as usize];
+            *l = &l[gallop(l, target)..];
+            if let Some(&next) = l.first() {
+                self.heap.push(Reverse((next, list)));
+            }
         }
     }
 }
@@ -1277,6 +1569,16 @@ mod tests {
                 assert!(matches!(c, '×' | '÷'), "{c} has no folding");
             }
         }
+    }
+
+    #[test]
+    fn gallops_to_the_first_id_at_or_above_a_target() {
+        let list: Vec<u32> = (0..100).map(|i| i * 3).collect();
+        for target in 0..310 {
+            let want = list.iter().position(|&x| x >= target).unwrap_or(list.len());
+            assert_eq!(gallop(&list, target), want, "target {target}");
+        }
+        assert_eq!(gallop(&[], 5), 0);
     }
 
     #[test]
@@ -1366,6 +1668,123 @@ mod tests {
             ("c5", "Aaron Muller", "", "", &[]),
             ("c6", "Zed Other", "Hooli", "AC-103", &["13125550142"]),
         ])
+    }
+
+    /// What a query must return, by folding and ranking every customer in `slots` (the
+    /// definition the index's walks must agree with).
+    fn scan(s: &Slots, live: &[u32], text: &str, limit: usize) -> Vec<Found> {
+        let query = Query::parse(text);
+        let mut all: Vec<(Rank, String, String, u32)> = live
+            .iter()
+            .filter_map(|&slot| {
+                let c = s.customer(slot)?;
+                let fields = [
+                    fold(c.name()),
+                    fold(c.company().unwrap_or_default()),
+                    fold(c.account().unwrap_or_default()),
+                ];
+                let rank = rank_words(&query.tokens, [&fields[0], &fields[1], &fields[2]])?;
+                Some((rank, fields[0].clone(), c.id().to_owned(), slot))
+            })
+            .collect();
+        all.sort();
+        all.truncate(limit);
+        all.into_iter()
+            .map(|((kind, field), _, _, slot)| Found { slot, kind, field })
+            .collect()
+    }
+
+    #[test]
+    fn text_queries_return_what_a_scan_of_every_customer_returns() {
+        // Names from syllables, so that thousands of tokens share their first letters and
+        // prefix groups are built; a few customers edited after the build (the overlay).
+        const SYL: [&str; 12] = [
+            "ma", "mar", "an", "ber", "ko", "vic", "son", "el", "ni", "sch", "ta", "lo",
+        ];
+        const FIRST: [&str; 8] = [
+            "Ana", "Anna", "Mark", "Maria", "Vic", "Elena", "Bert", "Kos",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let word = |next: &mut dyn FnMut(usize) -> usize| {
+            let mut w = String::new();
+            for _ in 0..2 + next(3) {
+                w.push_str(SYL[next(SYL.len())]);
+            }
+            w
+        };
+        let mut rows = Vec::new();
+        for i in 0..4000 {
+            let family = word(&mut next);
+            let name = format!("{} {family}", FIRST[next(FIRST.len())]);
+            let company = match next(3) {
+                0 => String::new(),
+                _ => format!("{} GmbH", word(&mut next)),
+            };
+            rows.push((format!("c{i}"), name, company, format!("AC-{i}")));
+        }
+        let as_rows: Vec<(&str, &str, &str, &str, &[&str])> = rows
+            .iter()
+            .map(|(id, n, c, a)| (id.as_str(), n.as_str(), c.as_str(), a.as_str(), &[][..]))
+            .collect();
+        let mut s = slots(&as_rows);
+        let mut search = Search::build(&s, 0..s.0.len() as u32, 1);
+        assert!(
+            search.dicts[0].groups.len() + search.dicts[1].groups.len() > 3,
+            "the data builds prefix groups"
+        );
+        for slot in [7u32, 100, 2500] {
+            s.0[slot as usize].0 = Customer::new(CustomerFields {
+                id: &format!("c{slot}"),
+                name: "Mark Marvicson",
+                company: "Vicko Ltd",
+                account: "AC-9",
+                ..CustomerFields::default()
+            });
+            search.inserted(slot, &s);
+        }
+        let live: Vec<u32> = (0..s.0.len() as u32).collect();
+        let mut queries = vec![
+            "ana mar".to_owned(),
+            "mark vic".to_owned(),
+            "vic".to_owned(),
+            "ma ma".to_owned(),
+            "an el gmbh".to_owned(),
+            "marvicson".to_owned(),
+            "zz top".to_owned(),
+        ];
+        for _ in 0..400 {
+            let (_, name, company, account) = &rows[next(rows.len())];
+            let tokens: Vec<String> = [name, company, account]
+                .iter()
+                .flat_map(|t| fold(t).split(' ').map(str::to_owned).collect::<Vec<_>>())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let mut q = Vec::new();
+            for _ in 0..1 + next(3) {
+                let t = &tokens[next(tokens.len())];
+                let from = if next(3) == 0 { next(t.len()) } else { 0 };
+                let to = (from + 1 + next(5)).min(t.len());
+                q.push(t[from..to].to_owned());
+            }
+            queries.push(q.join(" "));
+        }
+        for q in &queries {
+            let want = scan(&s, &live, q, MAX_LIMIT);
+            for limit in [1, 10, MAX_LIMIT] {
+                let got = search.query(&s, q, limit);
+                assert_eq!(
+                    got,
+                    want[..limit.min(want.len())],
+                    "query {q:?}, limit {limit}"
+                );
+            }
+        }
     }
 
     #[test]
