@@ -23,8 +23,11 @@
 //!
 //! Ranking: exact token > prefix > substring; then name > company > account > number; then
 //! by folded name and id. A query of several words must match every word (in any field); it
-//! ranks as its weakest word. The tiers (kind × field) are walked best first, each tier's
-//! customers arrive in name order, so the walk stops as soon as `limit` are settled.
+//! ranks as its weakest word. The ranks (kind × field) are walked best first, each rank's
+//! customers arrive in name order, so the walk stops as soon as `limit` are found. Several
+//! words are intersected rank by rank by leapfrogging through their postings; where more than
+//! [`MAX_STEER_LISTS`] tokens share their first [`GROUP_BYTES`] bytes, their postings are
+//! also kept merged (a *prefix group*), so that a short prefix is one list, not hundreds.
 //!
 //! Edits after the build (the PostgreSQL sync's upserts and deletes) are not re-sorted into
 //! the base: an edited base customer is marked dead and the edited version joins a small
