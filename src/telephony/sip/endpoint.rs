@@ -702,8 +702,23 @@ fn respond(
 }
 
 fn count_response(code: u16) {
-    metrics::counter!(crate::telephony::SIP_RESPONSES_TOTAL, "code" => code.to_string())
+    metrics::counter!(crate::telephony::SIP_RESPONSES_TOTAL, "code" => code_label(code))
         .increment(1);
+}
+
+/// The `code` label of a response counted: a static string for every code this endpoint
+/// sends (no allocation per response), the number formatted for any other.
+fn code_label(code: u16) -> metrics::SharedString {
+    macro_rules! codes {
+        ($($n:literal)*) => {
+            match code {
+                $($n => metrics::SharedString::const_str(stringify!($n)),)*
+                other => other.to_string().into(),
+            }
+        };
+    }
+    codes!(100 180 183 200 202 400 403 404 405 406 408 415 416 420 480 481 482 486 487 488 489
+        500 501 503 505 513)
 }
 
 /// A fresh To tag: 64 random bits, hex.
@@ -713,6 +728,13 @@ fn new_tag() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn response_code_labels_are_the_codes() {
+        for code in [100u16, 180, 200, 486, 513, 599, 699] {
+            assert_eq!(&*super::code_label(code), code.to_string());
+        }
+    }
+
     use super::*;
 
     #[test]
